@@ -1,0 +1,457 @@
+//! Audio in: any container/codec symphonia knows, from a file or from bytes, to
+//! 16 kHz mono `f32` — the only shape Whisper accepts.
+//!
+//! Decoding is streaming and bounded: nothing is pre-allocated from a header's
+//! claimed length (a WAV can claim 4 GB and hold 40 bytes), and decoding stops
+//! with [`AudioError::TooLong`] once a caller's duration cap is passed, so a
+//! hostile upload costs at most `max_duration` worth of memory.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use rubato::{FftFixedIn, Resampler};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// Whisper's sample rate.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Why a piece of audio could not be turned into samples.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("audio input is empty (0 bytes)")]
+    Empty,
+    #[error("not a recognised audio container: {0}")]
+    Unrecognized(String),
+    #[error("unsupported codec {codec}: earshot decodes PCM WAV, FLAC, MP3, Vorbis, AAC and ALAC")]
+    UnsupportedCodec { codec: String },
+    #[error("the container holds no audio track")]
+    NoAudioTrack,
+    #[error("audio stream is corrupt or truncated: {0}")]
+    Corrupt(String),
+    #[error("audio is longer than the {limit_s:.0} s limit")]
+    TooLong { limit_s: f64 },
+    #[error("invalid sample rate {0}")]
+    BadSampleRate(u32),
+    #[error("resampling failed: {0}")]
+    Resample(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Limits applied while decoding untrusted audio.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Stop with [`AudioError::TooLong`] past this many seconds of audio.
+    pub max_duration_s: Option<f64>,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        // Four hours: far beyond a meeting, far below what exhausts memory
+        // (4 h of 16 kHz f32 is ~920 MB).
+        Self {
+            max_duration_s: Some(4.0 * 3600.0),
+        }
+    }
+}
+
+/// Decoded audio at its source rate, already mixed down to mono.
+#[derive(Debug, Clone)]
+pub struct DecodedAudio {
+    pub samples: Vec<f32>,
+    pub sample_rate: u32,
+    /// The codec that produced it, for logs and metrics.
+    pub codec: String,
+    /// True when the stream ended early but some audio was recovered.
+    pub truncated: bool,
+}
+
+impl DecodedAudio {
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / self.sample_rate.max(1) as f64
+    }
+}
+
+/// Decode a file into 16 kHz mono samples.
+pub fn load_file(path: &Path, limits: DecodeLimits) -> Result<Vec<f32>, AudioError> {
+    let decoded = decode_file(path, limits)?;
+    resample_to_16k(&decoded.samples, decoded.sample_rate)
+}
+
+/// Decode bytes held in memory (an upload, an S3 object) into 16 kHz mono.
+pub fn load_bytes(
+    bytes: Vec<u8>,
+    extension: Option<&str>,
+    limits: DecodeLimits,
+) -> Result<Vec<f32>, AudioError> {
+    let decoded = decode_bytes(bytes, extension, limits)?;
+    resample_to_16k(&decoded.samples, decoded.sample_rate)
+}
+
+/// Decode a file at its own rate, mono.
+pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DecodedAudio, AudioError> {
+    let io_err = |source| AudioError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(AudioError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other("is a directory"),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(AudioError::Empty);
+    }
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    decode_source(Box::new(file), ext, limits)
+}
+
+/// Decode in-memory bytes at their own rate, mono.
+pub fn decode_bytes(
+    bytes: Vec<u8>,
+    extension: Option<&str>,
+    limits: DecodeLimits,
+) -> Result<DecodedAudio, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    decode_source(Box::new(Cursor::new(bytes)), extension, limits)
+}
+
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+    limits: DecodeLimits,
+) -> Result<DecodedAudio, AudioError> {
+    let mss = MediaSourceStream::new(source, Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = extension {
+        hint.with_extension(ext);
+    }
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            mss,
+            &FormatOptions {
+                enable_gapless: true,
+                ..Default::default()
+            },
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| match e {
+            SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                AudioError::Corrupt("stream ends inside its header".into())
+            }
+            other => AudioError::Unrecognized(other.to_string()),
+        })?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or(AudioError::NoAudioTrack)?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let codec_name = symphonia::default::get_codecs()
+        .get_codec(params.codec)
+        .map(|d| d.short_name.to_string())
+        .unwrap_or_else(|| codec_label(params.codec));
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|_| AudioError::UnsupportedCodec {
+            codec: codec_name.clone(),
+        })?;
+
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut mono: Vec<f32> = Vec::new();
+    let mut buf: Option<SampleBuffer<f32>> = None;
+    let mut truncated = false;
+    let mut max_samples: Option<usize> = None;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // Normal end of stream for most demuxers; an early end for a
+                // truncated file. Either way, keep what decoded.
+                break;
+            }
+            Err(SymError::ResetRequired) => break,
+            Err(SymError::DecodeError(msg)) => {
+                truncated = true;
+                tracing::debug!("demux error, stopping: {msg}");
+                break;
+            }
+            Err(e) => {
+                if mono.is_empty() {
+                    return Err(AudioError::Corrupt(e.to_string()));
+                }
+                truncated = true;
+                break;
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            // A damaged packet: skip it like every player does.
+            Err(SymError::DecodeError(msg)) => {
+                tracing::debug!("skipping undecodable packet: {msg}");
+                truncated = true;
+                continue;
+            }
+            Err(SymError::IoError(_)) => {
+                truncated = true;
+                break;
+            }
+            Err(SymError::Unsupported(what)) => {
+                return Err(AudioError::UnsupportedCodec {
+                    codec: format!("{codec_name} ({what})"),
+                })
+            }
+            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
+        };
+        let spec = *decoded.spec();
+        if sample_rate == 0 {
+            sample_rate = spec.rate;
+        }
+        if max_samples.is_none() {
+            max_samples = limits
+                .max_duration_s
+                .map(|s| (s * sample_rate.max(1) as f64).ceil() as usize);
+        }
+        let channels = spec.channels.count().max(1);
+        let frames = decoded.frames();
+        if frames == 0 {
+            continue;
+        }
+        let needed = (frames * channels) as u64;
+        let sb = match &mut buf {
+            Some(b) if b.capacity() as u64 >= needed => b,
+            _ => {
+                buf = Some(SampleBuffer::<f32>::new(frames as u64, spec));
+                buf.as_mut().expect("just set")
+            }
+        };
+        sb.copy_interleaved_ref(decoded);
+        let inter = sb.samples();
+        let scale = 1.0 / channels as f32;
+        for frame in inter.chunks_exact(channels) {
+            let s: f32 = frame.iter().sum::<f32>() * scale;
+            mono.push(if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 });
+        }
+        if let Some(max) = max_samples {
+            if mono.len() > max {
+                return Err(AudioError::TooLong {
+                    limit_s: limits.max_duration_s.unwrap_or(0.0),
+                });
+            }
+        }
+    }
+    if sample_rate == 0 {
+        if mono.is_empty() {
+            // A header with no frames at all: empty audio, not an error.
+            sample_rate = SAMPLE_RATE;
+        } else {
+            return Err(AudioError::BadSampleRate(0));
+        }
+    }
+    if mono.is_empty() && truncated {
+        return Err(AudioError::Corrupt("no decodable audio before the stream broke".into()));
+    }
+    Ok(DecodedAudio {
+        samples: mono,
+        sample_rate,
+        codec: codec_name,
+        truncated,
+    })
+}
+
+fn codec_label(codec: symphonia::core::codecs::CodecType) -> String {
+    use symphonia::core::codecs as c;
+    match codec {
+        c::CODEC_TYPE_OPUS => "opus".into(),
+        c::CODEC_TYPE_SPEEX => "speex".into(),
+        c::CODEC_TYPE_WAVPACK => "wavpack".into(),
+        c::CODEC_TYPE_MONKEYS_AUDIO => "ape".into(),
+        c::CODEC_TYPE_AC4 => "ac4".into(),
+        c::CODEC_TYPE_EAC3 => "eac3".into(),
+        c::CODEC_TYPE_DCA => "dts".into(),
+        c::CODEC_TYPE_WMA => "wma".into(),
+        other => format!("{other}"),
+    }
+}
+
+/// Resample mono audio to 16 kHz with rubato's FFT resampler (band-limited,
+/// no aliasing), compensating its delay so timestamps stay aligned.
+pub fn resample_to_16k(samples: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
+    resample(samples, rate, SAMPLE_RATE)
+}
+
+/// Resample mono audio between two rates.
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
+    if from == 0 {
+        return Err(AudioError::BadSampleRate(from));
+    }
+    if from == to || samples.is_empty() {
+        return Ok(samples.to_vec());
+    }
+    const CHUNK: usize = 4096;
+    let mut rs = FftFixedIn::<f32>::new(from as usize, to as usize, CHUNK, 2, 1)
+        .map_err(|e| AudioError::Resample(e.to_string()))?;
+    let expected = (samples.len() as u128 * to as u128).div_ceil(from as u128) as usize;
+    let delay = rs.output_delay();
+    let mut out: Vec<f32> = Vec::with_capacity(expected + delay + CHUNK);
+    let mut pos = 0;
+    let err = |e: rubato::ResampleError| AudioError::Resample(e.to_string());
+    while pos + rs.input_frames_next() <= samples.len() {
+        let n = rs.input_frames_next();
+        let chunk = rs.process(&[&samples[pos..pos + n]], None).map_err(err)?;
+        out.extend_from_slice(&chunk[0]);
+        pos += n;
+    }
+    if pos < samples.len() {
+        let chunk = rs
+            .process_partial(Some(&[&samples[pos..]]), None)
+            .map_err(err)?;
+        out.extend_from_slice(&chunk[0]);
+    }
+    // Flush the filter's tail until the delayed samples are out.
+    while out.len() < expected + delay {
+        let chunk = rs.process_partial::<&[f32]>(None, None).map_err(err)?;
+        if chunk[0].is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk[0]);
+    }
+    let end = (delay + expected).min(out.len());
+    Ok(out[delay.min(end)..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(rate: u32, secs: f32, hz: f32) -> Vec<f32> {
+        (0..(rate as f32 * secs) as usize)
+            .map(|i| (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin() * 0.5)
+            .collect()
+    }
+
+    fn wav_bytes(samples: &[i16], rate: u32, channels: u16, claimed_data: Option<u32>) -> Vec<u8> {
+        let data_len = (samples.len() * 2) as u32;
+        let mut v = Vec::new();
+        v.extend_from_slice(b"RIFF");
+        let riff_len = claimed_data.map_or(36 + data_len, |c| c.saturating_add(36));
+        v.extend_from_slice(&riff_len.to_le_bytes());
+        v.extend_from_slice(b"WAVEfmt ");
+        v.extend_from_slice(&16u32.to_le_bytes());
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(&channels.to_le_bytes());
+        v.extend_from_slice(&rate.to_le_bytes());
+        v.extend_from_slice(&(rate * channels as u32 * 2).to_le_bytes());
+        v.extend_from_slice(&(channels * 2).to_le_bytes());
+        v.extend_from_slice(&16u16.to_le_bytes());
+        v.extend_from_slice(b"data");
+        v.extend_from_slice(&claimed_data.unwrap_or(data_len).to_le_bytes());
+        for s in samples {
+            v.extend_from_slice(&s.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn resample_keeps_length_frequency_and_alignment() {
+        let x = sine(44_100, 2.0, 440.0);
+        let y = resample(&x, 44_100, 16_000).unwrap();
+        assert_eq!(y.len(), 32_000);
+        // Compare against the analytic 16 kHz sine, away from the edges.
+        let want = sine(16_000, 2.0, 440.0);
+        let err: f32 = y[1000..31_000]
+            .iter()
+            .zip(&want[1000..31_000])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 0.02, "max abs error {err}");
+    }
+
+    #[test]
+    fn stereo_wav_is_downmixed() {
+        // Left = +0.5, right = -0.5 → mono 0; left = right = 0.25 → 0.25.
+        let mut s = Vec::new();
+        for _ in 0..1600 {
+            s.push(16384i16);
+            s.push(-16384);
+        }
+        for _ in 0..1600 {
+            s.push(8192);
+            s.push(8192);
+        }
+        let a = decode_bytes(wav_bytes(&s, 16_000, 2, None), Some("wav"), Default::default())
+            .unwrap();
+        assert_eq!(a.samples.len(), 3200);
+        assert!(a.samples[..1600].iter().all(|v| v.abs() < 1e-4));
+        assert!(a.samples[1600..].iter().all(|v| (v - 0.25).abs() < 1e-3));
+    }
+
+    #[test]
+    fn empty_bytes_are_a_typed_error() {
+        assert!(matches!(
+            decode_bytes(vec![], None, Default::default()),
+            Err(AudioError::Empty)
+        ));
+    }
+
+    #[test]
+    fn text_is_not_audio() {
+        let r = decode_bytes(b"hello, I am not audio at all".repeat(20), Some("txt"), Default::default());
+        assert!(matches!(r, Err(AudioError::Unrecognized(_))), "{r:?}");
+    }
+
+    #[test]
+    fn header_claiming_4gb_does_not_allocate_it() {
+        let s: Vec<i16> = (0..800).map(|i| (i % 100) as i16).collect();
+        let a = decode_bytes(wav_bytes(&s, 16_000, 1, Some(u32::MAX - 64)), Some("wav"), Default::default())
+            .unwrap();
+        assert_eq!(a.samples.len(), 800);
+    }
+
+    #[test]
+    fn header_only_wav_is_empty_audio() {
+        let a = decode_bytes(wav_bytes(&[], 16_000, 1, None), Some("wav"), Default::default()).unwrap();
+        assert!(a.samples.is_empty());
+    }
+
+    #[test]
+    fn duration_cap_stops_decoding() {
+        let s = vec![100i16; 16_000 * 3];
+        let r = decode_bytes(
+            wav_bytes(&s, 16_000, 1, None),
+            Some("wav"),
+            DecodeLimits {
+                max_duration_s: Some(1.0),
+            },
+        );
+        assert!(matches!(r, Err(AudioError::TooLong { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn truncated_header_is_an_error() {
+        let full = wav_bytes(&[1, 2, 3], 16_000, 1, None);
+        let r = decode_bytes(full[..20].to_vec(), Some("wav"), Default::default());
+        assert!(r.is_err(), "{r:?}");
+    }
+}

@@ -1,0 +1,12 @@
+//! earshot's engines: audio in, features, Whisper decoding, batching.
+//!
+//! Everything here is a library with typed errors; the binary decides how to
+//! report them.
+
+pub mod audio;
+pub mod device;
+pub mod error;
+pub mod mel;
+pub mod whisper;
+
+pub use error::InferenceError;

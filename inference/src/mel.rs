@@ -1,0 +1,319 @@
+//! Whisper's log-mel features, computed here rather than loaded from a
+//! `mel_filters.npz`: one less file to ship and checksum, and the filter bank
+//! is a closed formula (Slaney-style mel scale, area-normalised triangles).
+//!
+//! Semantics follow the reference feature extractor used by faster-whisper:
+//! 160 zero samples appended, periodic Hann window of 400, centred STFT with
+//! reflect padding, power spectrum, last frame dropped, `log10` clamped at
+//! `1e-10`, dynamic range limited to 8 (×10 dB) below the file's maximum, and
+//! `(x + 4) / 4` scaling. The maximum is taken over the whole file so a quiet
+//! passage in a long recording is scaled the same as it would be by the
+//! reference.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use rustfft::num_complex::Complex32;
+use rustfft::FftPlanner;
+
+pub const N_FFT: usize = 400;
+pub const HOP_LENGTH: usize = 160;
+/// Frames in one 30 s Whisper window.
+pub const N_FRAMES: usize = 3000;
+/// Samples appended before the STFT, as the reference extractor does.
+pub const TAIL_PADDING: usize = 160;
+
+/// A precomputed mel filter bank stored sparsely: each triangle touches only a
+/// few FFT bins, so the projection costs ~n_fft/2 MACs per frame instead of
+/// n_mels × n_fft/2.
+#[derive(Debug, Clone)]
+pub struct MelFilterBank {
+    n_mels: usize,
+    /// Per mel band: first FFT bin and its weights.
+    bands: Vec<(usize, Vec<f32>)>,
+}
+
+fn hz_to_mel_slaney(hz: f64) -> f64 {
+    let f_sp = 200.0 / 3.0;
+    let min_log_hz = 1000.0;
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = (6.4f64).ln() / 27.0;
+    if hz >= min_log_hz {
+        min_log_mel + (hz / min_log_hz).ln() / logstep
+    } else {
+        hz / f_sp
+    }
+}
+
+fn mel_to_hz_slaney(mel: f64) -> f64 {
+    let f_sp = 200.0 / 3.0;
+    let min_log_hz = 1000.0;
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = (6.4f64).ln() / 27.0;
+    if mel >= min_log_mel {
+        min_log_hz * (logstep * (mel - min_log_mel)).exp()
+    } else {
+        mel * f_sp
+    }
+}
+
+impl MelFilterBank {
+    /// The bank for `n_mels` bands over 0..sr/2 Hz with an `n_fft` FFT.
+    pub fn new(n_mels: usize, n_fft: usize, sample_rate: u32) -> Self {
+        let n_bins = n_fft / 2 + 1;
+        let sr = sample_rate as f64;
+        let fft_freqs: Vec<f64> = (0..n_bins).map(|i| i as f64 * sr / n_fft as f64).collect();
+        let max_mel = hz_to_mel_slaney(sr / 2.0);
+        let mel_f: Vec<f64> = (0..n_mels + 2)
+            .map(|i| mel_to_hz_slaney(max_mel * i as f64 / (n_mels + 1) as f64))
+            .collect();
+        let bands = (0..n_mels)
+            .map(|m| {
+                let (lo, c, hi) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
+                let enorm = 2.0 / (hi - lo);
+                let w: Vec<f64> = fft_freqs
+                    .iter()
+                    .map(|&f| {
+                        let lower = (f - lo) / (c - lo);
+                        let upper = (hi - f) / (hi - c);
+                        lower.min(upper).max(0.0) * enorm
+                    })
+                    .collect();
+                let first = w.iter().position(|&x| x > 0.0).unwrap_or(0);
+                let last = w.iter().rposition(|&x| x > 0.0).unwrap_or(0);
+                let weights = if last >= first && w[first] > 0.0 {
+                    w[first..=last].iter().map(|&x| x as f32).collect()
+                } else {
+                    Vec::new()
+                };
+                (first, weights)
+            })
+            .collect();
+        Self { n_mels, bands }
+    }
+
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
+    /// Dense `[n_mels, n_fft/2+1]` matrix, for tests and inspection.
+    pub fn dense(&self, n_bins: usize) -> Vec<f32> {
+        let mut m = vec![0f32; self.n_mels * n_bins];
+        for (i, (first, w)) in self.bands.iter().enumerate() {
+            for (j, &x) in w.iter().enumerate() {
+                m[i * n_bins + first + j] = x;
+            }
+        }
+        m
+    }
+}
+
+/// Log-mel features of a whole recording, `[n_mels, n_frames]` row-major.
+#[derive(Debug, Clone)]
+pub struct LogMel {
+    pub n_mels: usize,
+    pub n_frames: usize,
+    pub data: Vec<f32>,
+}
+
+impl LogMel {
+    /// Frames that carry audio: the reference drops one more than the STFT
+    /// makes, because the appended padding creates one extra frame.
+    pub fn content_frames(&self) -> usize {
+        self.n_frames.saturating_sub(1)
+    }
+
+    /// Copy frames `[start, start+len)` into a `[n_mels, N_FRAMES]` window,
+    /// zero-padded on the right (the reference pads features, not audio).
+    pub fn window_into(&self, start: usize, len: usize, out: &mut [f32]) {
+        debug_assert_eq!(out.len(), self.n_mels * N_FRAMES);
+        out.fill(0.0);
+        let len = len.min(N_FRAMES).min(self.n_frames.saturating_sub(start));
+        for m in 0..self.n_mels {
+            let src = &self.data[m * self.n_frames + start..m * self.n_frames + start + len];
+            out[m * N_FRAMES..m * N_FRAMES + len].copy_from_slice(src);
+        }
+    }
+}
+
+/// Computes [`LogMel`] features; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct MelExtractor {
+    bank: Arc<MelFilterBank>,
+    window: Arc<Vec<f32>>,
+    fft: Arc<dyn rustfft::Fft<f32>>,
+}
+
+impl std::fmt::Debug for MelExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MelExtractor")
+            .field("n_mels", &self.bank.n_mels)
+            .finish()
+    }
+}
+
+/// Index into a signal of length `n` extended by mirror reflection (numpy's
+/// `np.pad(mode="reflect")`, including pads longer than the signal).
+fn reflect_index(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let m = i.rem_euclid(period);
+    if m >= n as isize {
+        (period - m) as usize
+    } else {
+        m as usize
+    }
+}
+
+impl MelExtractor {
+    pub fn new(n_mels: usize) -> Self {
+        let window = (0..N_FFT)
+            .map(|k| {
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / N_FFT as f64).cos()) as f32
+            })
+            .collect();
+        let fft = FftPlanner::<f32>::new().plan_fft_forward(N_FFT);
+        Self {
+            bank: Arc::new(MelFilterBank::new(n_mels, N_FFT, crate::audio::SAMPLE_RATE)),
+            window: Arc::new(window),
+            fft,
+        }
+    }
+
+    pub fn n_mels(&self) -> usize {
+        self.bank.n_mels
+    }
+
+    pub fn filter_bank(&self) -> &MelFilterBank {
+        &self.bank
+    }
+
+    /// Features for 16 kHz mono samples, with the reference tail padding.
+    pub fn compute(&self, samples: &[f32]) -> LogMel {
+        let mut padded = Vec::with_capacity(samples.len() + TAIL_PADDING);
+        padded.extend_from_slice(samples);
+        padded.resize(samples.len() + TAIL_PADDING, 0.0);
+        self.compute_unpadded(&padded)
+    }
+
+    /// Features for exactly the given samples (no tail padding).
+    pub fn compute_unpadded(&self, x: &[f32]) -> LogMel {
+        let n_mels = self.bank.n_mels;
+        let n = x.len();
+        if n == 0 {
+            return LogMel {
+                n_mels,
+                n_frames: 0,
+                data: Vec::new(),
+            };
+        }
+        let half = (N_FFT / 2) as isize;
+        // STFT frames with centre padding, minus the last one.
+        let n_frames = n / HOP_LENGTH;
+        if n_frames == 0 {
+            return LogMel {
+                n_mels,
+                n_frames: 0,
+                data: Vec::new(),
+            };
+        }
+        let n_bins = N_FFT / 2 + 1;
+        // Frame-major scratch: [n_frames, n_mels]; transposed at the end.
+        let mut fm = vec![0f32; n_frames * n_mels];
+        const CHUNK: usize = 256;
+        fm.par_chunks_mut(CHUNK * n_mels)
+            .enumerate()
+            .for_each(|(ci, out)| {
+                let mut buf = vec![Complex32::new(0.0, 0.0); N_FFT];
+                let mut scratch =
+                    vec![Complex32::new(0.0, 0.0); self.fft.get_inplace_scratch_len()];
+                let mut power = vec![0f32; n_bins];
+                for (fi, row) in out.chunks_mut(n_mels).enumerate() {
+                    let f = ci * CHUNK + fi;
+                    let start = (f * HOP_LENGTH) as isize - half;
+                    let interior = start >= 0 && (start as usize + N_FFT) <= n;
+                    for k in 0..N_FFT {
+                        let s = if interior {
+                            x[start as usize + k]
+                        } else {
+                            x[reflect_index(start + k as isize, n)]
+                        };
+                        buf[k] = Complex32::new(s * self.window[k], 0.0);
+                    }
+                    self.fft.process_with_scratch(&mut buf, &mut scratch);
+                    for (p, c) in power.iter_mut().zip(&buf[..n_bins]) {
+                        *p = c.norm_sqr();
+                    }
+                    for (m, (first, w)) in self.bank.bands.iter().enumerate() {
+                        let s: f32 = w
+                            .iter()
+                            .zip(&power[*first..*first + w.len()])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        row[m] = s.max(1e-10).log10();
+                    }
+                }
+            });
+        let max = fm.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let floor = max - 8.0;
+        let mut data = vec![0f32; n_mels * n_frames];
+        for f in 0..n_frames {
+            for m in 0..n_mels {
+                data[m * n_frames + f] = (fm[f * n_mels + m].max(floor) + 4.0) / 4.0;
+            }
+        }
+        LogMel {
+            n_mels,
+            n_frames,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_matches_numpy() {
+        // np.pad([0,1,2,3], 5, mode="reflect") = [1 2 3 2 1 | 0 1 2 3 | 2 1 0 1 2]
+        let got: Vec<usize> = (-5..9).map(|i| reflect_index(i, 4)).collect();
+        assert_eq!(got, vec![1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]);
+    }
+
+    #[test]
+    fn filter_bank_is_slaney_normalised() {
+        let b = MelFilterBank::new(80, N_FFT, 16_000);
+        let dense = b.dense(201);
+        // Every band has support and the triangles tile the spectrum.
+        for m in 0..80 {
+            let row = &dense[m * 201..(m + 1) * 201];
+            assert!(row.iter().any(|&x| x > 0.0), "band {m} empty");
+        }
+        // Reference value (librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)[0, 1]).
+        assert!((dense[1] - 0.024_862_48).abs() < 1e-6, "{}", dense[1]);
+    }
+
+    #[test]
+    fn frame_count_and_range() {
+        let ex = MelExtractor::new(80);
+        let x: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        let mel = ex.compute(&x);
+        assert_eq!(mel.n_frames, (16_000 + TAIL_PADDING) / HOP_LENGTH);
+        assert_eq!(mel.content_frames(), 100);
+        let max = mel.data.iter().copied().fold(f32::MIN, f32::max);
+        let min = mel.data.iter().copied().fold(f32::MAX, f32::min);
+        assert!(max - min <= 2.0 + 1e-5, "dynamic range is clamped to 8/4");
+    }
+
+    #[test]
+    fn tiny_and_empty_inputs() {
+        let ex = MelExtractor::new(128);
+        assert_eq!(ex.compute(&[]).n_frames, 1);
+        assert_eq!(ex.compute_unpadded(&[]).n_frames, 0);
+        let m = ex.compute(&[0.5; 3]);
+        assert!(m.data.iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,0 +1,861 @@
+//! Whisper's decoding rules and long-form transcription, batched.
+//!
+//! The rules follow the reference implementation (and faster-whisper, which
+//! mirrors it): blank and non-speech suppression, timestamp pairing and
+//! monotonicity, an initial-timestamp cap, temperature fallback on
+//! compression-ratio / average-log-probability thresholds, no-speech
+//! skipping, and 30 s windows that seek to the last complete timestamp.
+//!
+//! Batching: every input is a *stream* with its own seek position and
+//! previous-text prompt. Each round takes the current window of up to
+//! `max_batch` streams, runs them through one encoder pass and one batched
+//! decode (rows leave as they finish), then advances each stream on its own.
+//! A batch of one stream reproduces the reference's sequential behaviour
+//! exactly; a batch of many is the same computation per stream.
+
+use std::io::Write;
+
+use candle_core::Tensor;
+use rand::distributions::{Distribution, WeightedIndex};
+use rand::{rngs::StdRng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::model::WhisperModel;
+use super::tokenizer::WhisperTokenizer;
+use crate::error::InferenceError;
+use crate::mel::{LogMel, MelExtractor, HOP_LENGTH, N_FRAMES};
+
+type Result<T> = std::result::Result<T, InferenceError>;
+
+/// Seconds per timestamp token.
+const TIME_PRECISION: f64 = 0.02;
+/// Mel frames per encoder output position.
+const INPUT_STRIDE: usize = 2;
+const FRAME_S: f64 = HOP_LENGTH as f64 / 16_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    #[default]
+    Transcribe,
+    Translate,
+}
+
+/// Decoding options; defaults are the reference's (and faster-whisper's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TranscribeOptions {
+    /// ISO code (`en`); `None` detects it on multilingual models.
+    pub language: Option<String>,
+    pub task: Task,
+    /// Tried in order until a result passes the thresholds.
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: Option<f32>,
+    pub log_prob_threshold: Option<f32>,
+    pub no_speech_threshold: Option<f32>,
+    pub condition_on_previous_text: bool,
+    pub prompt_reset_on_temperature: f32,
+    pub initial_prompt: Option<String>,
+    pub without_timestamps: bool,
+    pub max_initial_timestamp: f32,
+    pub suppress_blank: bool,
+    /// Token ids to suppress; `-1` means the model's default set.
+    pub suppress_tokens: Vec<i64>,
+    /// Windows decoded together (rows of one encoder/decoder batch).
+    pub max_batch: usize,
+    /// Most tokens sampled per window.
+    pub sample_len: usize,
+    /// Seed for sampling at temperature > 0.
+    pub seed: u64,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            task: Task::Transcribe,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            log_prob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+            condition_on_previous_text: true,
+            prompt_reset_on_temperature: 0.5,
+            initial_prompt: None,
+            without_timestamps: false,
+            max_initial_timestamp: 1.0,
+            suppress_blank: true,
+            suppress_tokens: vec![-1],
+            max_batch: 8,
+            sample_len: 224,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Segment {
+    pub id: usize,
+    pub seek: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f32,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f64,
+    pub segments: Vec<Segment>,
+}
+
+/// Progress of one stream: `(input index, seconds done, seconds total)`.
+pub type Progress<'a> = &'a (dyn Fn(usize, f64, f64) + Sync);
+
+/// One window's decoding outcome.
+#[derive(Debug, Clone)]
+struct Decoded {
+    tokens: Vec<u32>,
+    avg_logprob: f64,
+    no_speech_prob: f64,
+    temperature: f32,
+    compression_ratio: f64,
+}
+
+struct Stream {
+    input: usize,
+    mel: LogMel,
+    content_frames: usize,
+    seek: usize,
+    all_tokens: Vec<u32>,
+    prompt_reset_since: usize,
+    segments: Vec<Segment>,
+    language: Option<u32>,
+}
+
+/// zlib compression ratio of the text, as the reference computes it to spot
+/// repetition loops.
+pub fn compression_ratio(text: &str) -> f64 {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let _ = enc.write_all(bytes);
+    let compressed = enc.finish().map(|v| v.len()).unwrap_or(bytes.len());
+    bytes.len() as f64 / compressed.max(1) as f64
+}
+
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    logits.iter().map(|&x| x - lse).collect()
+}
+
+/// Everything the per-step logit rules need, fixed for one transcription.
+pub(crate) struct Rules {
+    suppress: Vec<u32>,
+    blank: Vec<u32>,
+    eot: u32,
+    no_timestamps: u32,
+    ts_begin: u32,
+    timestamps: bool,
+    max_initial_ts_index: Option<u32>,
+}
+
+impl Rules {
+    fn new(tok: &WhisperTokenizer, opts: &TranscribeOptions, config_suppress: &[u32]) -> Self {
+        let mut suppress: Vec<u32> = Vec::new();
+        for &t in &opts.suppress_tokens {
+            if t == -1 {
+                suppress.extend(tok.non_speech_tokens());
+                suppress.extend_from_slice(config_suppress);
+            } else if t >= 0 {
+                suppress.push(t as u32);
+            }
+        }
+        suppress.extend([
+            tok.transcribe,
+            tok.translate,
+            tok.sot,
+            tok.sot_prev,
+            tok.sot_lm,
+            tok.no_speech,
+        ]);
+        suppress.sort_unstable();
+        suppress.dedup();
+        let mut blank = tok.encode(" ").unwrap_or_default();
+        blank.push(tok.eot);
+        Self {
+            suppress,
+            blank,
+            eot: tok.eot,
+            no_timestamps: tok.no_timestamps,
+            ts_begin: tok.timestamp_begin,
+            timestamps: !opts.without_timestamps,
+            max_initial_ts_index: (opts.max_initial_timestamp > 0.0)
+                .then(|| (opts.max_initial_timestamp as f64 / TIME_PRECISION).round() as u32),
+        }
+    }
+
+    /// Apply the reference's logit filters in place for one row.
+    fn apply(&self, logits: &mut [f32], sampled: &[u32], suppress_blank: bool) {
+        let ninf = f32::NEG_INFINITY;
+        let v = logits.len();
+        let set = |l: &mut [f32], ids: &[u32]| {
+            for &i in ids {
+                if (i as usize) < l.len() {
+                    l[i as usize] = ninf;
+                }
+            }
+        };
+        if suppress_blank && sampled.is_empty() {
+            set(logits, &self.blank);
+        }
+        set(logits, &self.suppress);
+        if !self.timestamps {
+            return;
+        }
+        let tb = self.ts_begin as usize;
+        logits[self.no_timestamps as usize] = ninf;
+        let is_ts = |t: u32| t >= self.ts_begin;
+        let last_ts = sampled.last().is_some_and(|&t| is_ts(t));
+        let penult_ts = sampled.len() < 2 || is_ts(sampled[sampled.len() - 2]);
+        if last_ts {
+            if penult_ts {
+                logits[tb..].fill(ninf);
+            } else {
+                logits[..self.eot as usize].fill(ninf);
+            }
+        }
+        if let Some(&last) = sampled.iter().rev().find(|&&t| is_ts(t)) {
+            let upto = if last_ts && !penult_ts { last } else { last + 1 };
+            logits[tb..(upto as usize).min(v)].fill(ninf);
+        }
+        if sampled.is_empty() {
+            logits[..tb].fill(ninf);
+            if let Some(m) = self.max_initial_ts_index {
+                let first_banned = tb + m as usize + 1;
+                if first_banned < v {
+                    logits[first_banned..].fill(ninf);
+                }
+            }
+        }
+        let lp = log_softmax(logits);
+        let ts = &lp[tb..];
+        let ts_max = ts.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if ts_max.is_finite() {
+            let ts_lse =
+                ts_max + ts.iter().map(|&x| (x - ts_max).exp()).sum::<f32>().ln();
+            let text_max = lp[..tb].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if ts_lse > text_max {
+                logits[..tb].fill(ninf);
+            }
+        }
+    }
+}
+
+fn pick_token(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
+    if temperature <= 0.0 {
+        let mut best = 0;
+        let mut bv = f32::NEG_INFINITY;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > bv {
+                bv = x;
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&x| (((x - max) / temperature) as f64).exp())
+        .collect();
+    match WeightedIndex::new(&weights) {
+        Ok(d) => d.sample(rng) as u32,
+        Err(_) => pick_token(logits, 0.0, rng),
+    }
+}
+
+/// The speech-to-text engine: a loaded model, its tokenizer and features.
+pub struct Whisper {
+    pub model: WhisperModel,
+    pub tokenizer: WhisperTokenizer,
+    pub mel: MelExtractor,
+    /// `suppress_tokens` from the model's own generation config.
+    pub config_suppress: Vec<u32>,
+    pub name: String,
+}
+
+struct Job {
+    /// Row of the encoder batch.
+    row: usize,
+    prompt: Vec<u32>,
+    sot_index: usize,
+}
+
+impl Whisper {
+    /// Transcribe one recording (16 kHz mono).
+    pub fn transcribe(&self, samples: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
+        self.transcribe_batch(&[samples], opts, None)
+            .pop()
+            .unwrap_or_else(|| Err(InferenceError::Model("no result".into())))
+    }
+
+    /// Transcribe many recordings, batching their windows together. Results
+    /// come back in input order; one input's failure does not fail the rest.
+    pub fn transcribe_batch(
+        &self,
+        inputs: &[&[f32]],
+        opts: &TranscribeOptions,
+        progress: Option<Progress<'_>>,
+    ) -> Vec<Result<Transcript>> {
+        let mut results: Vec<Option<Result<Transcript>>> = (0..inputs.len()).map(|_| None).collect();
+        let lang_fixed = match &opts.language {
+            Some(code) if self.tokenizer.multilingual => match self.tokenizer.language_token(code) {
+                Some(t) => Some(t),
+                None => {
+                    let e = InferenceError::BadOption(format!("unknown language code {code:?}"));
+                    return inputs.iter().map(|_| Err(e.clone())).collect();
+                }
+            },
+            Some(code) if code != "en" => {
+                let e = InferenceError::BadOption(format!(
+                    "model {} is English-only; language {code:?} is not available",
+                    self.name
+                ));
+                return inputs.iter().map(|_| Err(e.clone())).collect();
+            }
+            _ => None,
+        };
+        if opts.task == Task::Translate && !self.tokenizer.multilingual {
+            let e = InferenceError::BadOption("translation needs a multilingual model".into());
+            return inputs.iter().map(|_| Err(e.clone())).collect();
+        }
+        let initial: Vec<u32> = match &opts.initial_prompt {
+            Some(p) if !p.trim().is_empty() => {
+                match self.tokenizer.encode(&format!(" {}", p.trim())) {
+                    Ok(t) => t,
+                    Err(e) => return inputs.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let rules = Rules::new(&self.tokenizer, opts, &self.config_suppress);
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+        let mut streams: Vec<Stream> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mel = self.mel.compute(s);
+                let content_frames = mel.content_frames();
+                Stream {
+                    input: i,
+                    mel,
+                    content_frames,
+                    seek: 0,
+                    all_tokens: initial.clone(),
+                    prompt_reset_since: 0,
+                    segments: Vec::new(),
+                    language: lang_fixed,
+                }
+            })
+            .collect();
+        let max_batch = opts.max_batch.max(1);
+        loop {
+            let active: Vec<usize> = (0..streams.len())
+                .filter(|&i| results[streams[i].input].is_none())
+                .filter(|&i| streams[i].seek < streams[i].content_frames)
+                .take(max_batch)
+                .collect();
+            if active.is_empty() {
+                break;
+            }
+            if let Err(e) = self.round(&mut streams, &active, opts, &rules, &mut rng) {
+                // A batch-level failure (device error) fails these streams,
+                // not the others.
+                for &i in &active {
+                    results[streams[i].input] = Some(Err(e.clone()));
+                }
+            }
+            if let Some(p) = progress {
+                for &i in &active {
+                    let s = &streams[i];
+                    p(
+                        s.input,
+                        (s.seek.min(s.content_frames)) as f64 * FRAME_S,
+                        s.content_frames as f64 * FRAME_S,
+                    );
+                }
+            }
+        }
+        for (s, input) in streams.iter().zip(inputs) {
+            if results[s.input].is_some() {
+                continue;
+            }
+            let text: String = s.segments.iter().map(|g| g.text.as_str()).collect();
+            let language = match s.language {
+                Some(t) => self.tokenizer.language_code(t).unwrap_or("en").to_string(),
+                None => opts.language.clone().unwrap_or_else(|| "en".into()),
+            };
+            results[s.input] = Some(Ok(Transcript {
+                text: text.trim().to_string(),
+                language,
+                duration: input.len() as f64 / 16_000.0,
+                segments: s.segments.clone(),
+            }));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(InferenceError::Model("stream lost".into()))))
+            .collect()
+    }
+
+    /// One window for each active stream: encode together, detect language
+    /// where needed, decode with fallback, advance each stream.
+    fn round(
+        &self,
+        streams: &mut [Stream],
+        active: &[usize],
+        opts: &TranscribeOptions,
+        rules: &Rules,
+        rng: &mut StdRng,
+    ) -> Result<()> {
+        let n_mels = self.mel.n_mels();
+        let mut batch = vec![0f32; active.len() * n_mels * N_FRAMES];
+        let mut sizes = Vec::with_capacity(active.len());
+        for (r, &i) in active.iter().enumerate() {
+            let s = &streams[i];
+            let size = N_FRAMES.min(s.content_frames - s.seek);
+            s.mel.window_into(
+                s.seek,
+                size,
+                &mut batch[r * n_mels * N_FRAMES..(r + 1) * n_mels * N_FRAMES],
+            );
+            sizes.push(size);
+        }
+        let device = self.model.device();
+        let mel = Tensor::from_vec(batch, (active.len(), n_mels, N_FRAMES), device)?;
+        let audio = self.model.encode(&mel)?;
+
+        // Language: on multilingual models, from each stream's first window.
+        let need_lang: Vec<usize> = (0..active.len())
+            .filter(|&r| self.tokenizer.multilingual && streams[active[r]].language.is_none())
+            .collect();
+        if !need_lang.is_empty() {
+            let langs = self.detect_language(&audio, &need_lang)?;
+            for (r, l) in need_lang.iter().zip(langs) {
+                streams[active[*r]].language = Some(l);
+            }
+        }
+
+        let jobs: Vec<Job> = active
+            .iter()
+            .enumerate()
+            .map(|(r, &i)| self.build_prompt(&streams[i], r, opts))
+            .collect();
+        let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, rng)?;
+
+        for ((r, &i), d) in active.iter().enumerate().zip(decoded) {
+            let s = &mut streams[i];
+            let size = sizes[r];
+            if let Some(ns) = opts.no_speech_threshold {
+                let mut skip = d.no_speech_prob > ns as f64;
+                if let Some(lp) = opts.log_prob_threshold {
+                    if d.avg_logprob > lp as f64 {
+                        skip = false;
+                    }
+                }
+                if skip {
+                    s.seek += size;
+                    continue;
+                }
+            }
+            self.add_segments(s, &d, size, opts)?;
+        }
+        Ok(())
+    }
+
+    fn build_prompt(&self, s: &Stream, row: usize, opts: &TranscribeOptions) -> Job {
+        let tok = &self.tokenizer;
+        let mut prompt = Vec::new();
+        let prev = &s.all_tokens[s.prompt_reset_since.min(s.all_tokens.len())..];
+        if !prev.is_empty() {
+            prompt.push(tok.sot_prev);
+            let keep = self.model.config.max_target_positions / 2 - 1;
+            prompt.extend_from_slice(&prev[prev.len().saturating_sub(keep)..]);
+        }
+        let sot_index = prompt.len();
+        prompt.push(tok.sot);
+        if tok.multilingual {
+            prompt.push(s.language.unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)));
+            prompt.push(match opts.task {
+                Task::Transcribe => tok.transcribe,
+                Task::Translate => tok.translate,
+            });
+        }
+        if opts.without_timestamps {
+            prompt.push(tok.no_timestamps);
+        }
+        Job {
+            row,
+            prompt,
+            sot_index,
+        }
+    }
+
+    fn detect_language(&self, audio: &Tensor, rows: &[usize]) -> Result<Vec<u32>> {
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            audio.device(),
+        )?;
+        let audio = audio.index_select(&idx, 0)?;
+        let mut state = self.model.start(&audio)?;
+        let prompts = vec![vec![self.tokenizer.sot]; rows.len()];
+        let h = self.model.prefill(&mut state, &prompts)?;
+        let picks: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
+        let logits = self.model.logits(&WhisperModel::pick(&h, &picks)?)?.to_vec2::<f32>()?;
+        Ok(logits
+            .iter()
+            .map(|l| {
+                self.tokenizer
+                    .languages
+                    .iter()
+                    .max_by(|a, b| l[a.1 as usize].total_cmp(&l[b.1 as usize]))
+                    .map(|(_, id)| *id)
+                    .unwrap_or(self.tokenizer.sot + 1)
+            })
+            .collect())
+    }
+
+    fn decode_with_fallback(
+        &self,
+        audio: &Tensor,
+        jobs: &[Job],
+        opts: &TranscribeOptions,
+        rules: &Rules,
+        rng: &mut StdRng,
+    ) -> Result<Vec<Decoded>> {
+        let temps = if opts.temperatures.is_empty() {
+            vec![0.0]
+        } else {
+            opts.temperatures.clone()
+        };
+        let mut done: Vec<Option<Decoded>> = vec![None; jobs.len()];
+        let mut tried: Vec<Vec<Decoded>> = vec![Vec::new(); jobs.len()];
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        for (ti, &t) in temps.iter().enumerate() {
+            if pending.is_empty() {
+                break;
+            }
+            let sub: Vec<&Job> = pending.iter().map(|&j| &jobs[j]).collect();
+            let out = self.decode_windows(audio, &sub, t, opts, rules, rng)?;
+            let mut still = Vec::new();
+            for (&j, d) in pending.iter().zip(out) {
+                let mut fallback = false;
+                if let Some(cr) = opts.compression_ratio_threshold {
+                    if d.compression_ratio > cr as f64 {
+                        fallback = true;
+                    }
+                }
+                if let Some(lp) = opts.log_prob_threshold {
+                    if d.avg_logprob < lp as f64 {
+                        fallback = true;
+                    }
+                }
+                if let (Some(ns), Some(lp)) = (opts.no_speech_threshold, opts.log_prob_threshold) {
+                    if d.no_speech_prob > ns as f64 && d.avg_logprob < lp as f64 {
+                        fallback = false; // silence: nothing better to find
+                    }
+                }
+                if !fallback || ti + 1 == temps.len() {
+                    if fallback {
+                        tried[j].push(d);
+                        done[j] = Some(best_of_failed(&tried[j], opts));
+                    } else {
+                        done[j] = Some(d);
+                    }
+                } else {
+                    tried[j].push(d);
+                    still.push(j);
+                }
+            }
+            pending = still;
+        }
+        Ok(done
+            .into_iter()
+            .map(|d| d.expect("every job finishes at the last temperature"))
+            .collect())
+    }
+
+    /// Decode a batch of windows at one temperature.
+    fn decode_windows(
+        &self,
+        audio: &Tensor,
+        jobs: &[&Job],
+        temperature: f32,
+        opts: &TranscribeOptions,
+        rules: &Rules,
+        rng: &mut StdRng,
+    ) -> Result<Vec<Decoded>> {
+        let n = jobs.len();
+        let idx = Tensor::from_vec(
+            jobs.iter().map(|j| j.row as u32).collect::<Vec<_>>(),
+            n,
+            audio.device(),
+        )?;
+        let audio = audio.index_select(&idx, 0)?;
+        let mut state = self.model.start(&audio)?;
+        let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.prompt.clone()).collect();
+        let h = self.model.prefill(&mut state, &prompts)?;
+        let mut picks: Vec<(usize, usize)> = (0..n).map(|r| (r, prompts[r].len() - 1)).collect();
+        picks.extend((0..n).map(|r| (r, jobs[r].sot_index)));
+        let all = self.model.logits(&WhisperModel::pick(&h, &picks)?)?.to_vec2::<f32>()?;
+        let no_speech: Vec<f64> = all[n..]
+            .iter()
+            .map(|l| {
+                let lp = log_softmax(l);
+                (lp[self.tokenizer.no_speech as usize] as f64).exp()
+            })
+            .collect();
+        let mut logits: Vec<Vec<f32>> = all.into_iter().take(n).collect();
+        let max_ctx = self.model.config.max_target_positions;
+        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut sum_lp = vec![0f64; n];
+        let mut active: Vec<usize> = (0..n).collect();
+        loop {
+            let mut next_active = Vec::new();
+            let mut keep = Vec::new();
+            let mut next_tokens = Vec::new();
+            for (pos, (&r, l)) in active.iter().zip(logits.iter_mut()).enumerate() {
+                rules.apply(l, &tokens[r], opts.suppress_blank);
+                let t = pick_token(l, temperature, rng);
+                let lp = log_softmax(l)[t as usize] as f64;
+                if lp.is_finite() {
+                    sum_lp[r] += lp;
+                }
+                let full = tokens[r].len() + 1 >= opts.sample_len
+                    || prompts[r].len() + tokens[r].len() + 1 >= max_ctx;
+                if t == rules.eot {
+                    continue;
+                }
+                tokens[r].push(t);
+                if !full {
+                    next_active.push(r);
+                    keep.push(pos);
+                    next_tokens.push(t);
+                }
+            }
+            if next_active.is_empty() {
+                break;
+            }
+            state.keep_rows(&keep)?;
+            let h = self.model.step(&mut state, &next_tokens)?;
+            logits = self.model.logits(&h)?.to_vec2::<f32>()?;
+            active = next_active;
+        }
+        Ok((0..n)
+            .map(|r| {
+                let text = self.tokenizer.decode(&tokens[r]).unwrap_or_default();
+                Decoded {
+                    avg_logprob: sum_lp[r] / (tokens[r].len() + 1) as f64,
+                    compression_ratio: compression_ratio(&text),
+                    tokens: std::mem::take(&mut tokens[r]),
+                    no_speech_prob: no_speech[r],
+                    temperature,
+                }
+            })
+            .collect())
+    }
+
+    /// Split a decoded window into segments and advance the stream's seek,
+    /// exactly as the reference does.
+    fn add_segments(
+        &self,
+        s: &mut Stream,
+        d: &Decoded,
+        segment_size: usize,
+        opts: &TranscribeOptions,
+    ) -> Result<()> {
+        let tb = self.tokenizer.timestamp_begin;
+        let tokens = &d.tokens;
+        let time_offset = s.seek as f64 * FRAME_S;
+        let is_ts = |t: u32| t >= tb;
+        let single_ts_ending =
+            tokens.len() >= 2 && !is_ts(tokens[tokens.len() - 2]) && is_ts(tokens[tokens.len() - 1]);
+        let consecutive: Vec<usize> = (1..tokens.len())
+            .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
+            .collect();
+        let mut pieces: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+        let seek_before = s.seek;
+        if !consecutive.is_empty() {
+            let mut slices = consecutive.clone();
+            if single_ts_ending {
+                slices.push(tokens.len());
+            }
+            let mut last = 0;
+            for &cur in &slices {
+                let sl = &tokens[last..cur];
+                let start = (sl[0].saturating_sub(tb)) as f64 * TIME_PRECISION;
+                let end = (sl[sl.len() - 1].saturating_sub(tb)) as f64 * TIME_PRECISION;
+                pieces.push((time_offset + start, time_offset + end, sl.to_vec()));
+                last = cur;
+            }
+            if single_ts_ending {
+                s.seek += segment_size;
+            } else {
+                let last_ts = tokens[last - 1].saturating_sub(tb) as usize;
+                s.seek += last_ts * INPUT_STRIDE;
+            }
+        } else {
+            let mut duration = segment_size as f64 * FRAME_S;
+            if let Some(&last) = tokens.iter().rev().find(|&&t| is_ts(t)) {
+                if last != tb {
+                    duration = (last - tb) as f64 * TIME_PRECISION;
+                }
+            }
+            pieces.push((time_offset, time_offset + duration, tokens.clone()));
+            s.seek += segment_size;
+        }
+        // Never stall: a window that produced no progress moves on a window.
+        if s.seek <= seek_before {
+            s.seek = seek_before + segment_size;
+        }
+        for (start, end, toks) in pieces {
+            let text = self.tokenizer.decode(&toks)?;
+            if start == end || text.trim().is_empty() {
+                continue;
+            }
+            s.all_tokens.extend_from_slice(&toks);
+            let id = s.segments.len();
+            s.segments.push(Segment {
+                id,
+                seek: seek_before,
+                start: round3(start),
+                end: round3(end.min(s.content_frames as f64 * FRAME_S)),
+                text,
+                tokens: toks,
+                temperature: d.temperature,
+                avg_logprob: d.avg_logprob,
+                compression_ratio: d.compression_ratio,
+                no_speech_prob: d.no_speech_prob,
+            });
+        }
+        if !opts.condition_on_previous_text || d.temperature > opts.prompt_reset_on_temperature {
+            s.prompt_reset_since = s.all_tokens.len();
+        }
+        Ok(())
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// When every temperature failed: the most likely result among those that
+/// are not repetition loops (else among all), as faster-whisper picks.
+fn best_of_failed(tried: &[Decoded], opts: &TranscribeOptions) -> Decoded {
+    let cr = opts.compression_ratio_threshold.map(|c| c as f64);
+    let ok: Vec<&Decoded> = tried
+        .iter()
+        .filter(|d| cr.is_none_or(|c| d.compression_ratio <= c))
+        .collect();
+    let pool: Vec<&Decoded> = if ok.is_empty() { tried.iter().collect() } else { ok };
+    pool.into_iter()
+        .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+        .cloned()
+        .expect("at least one attempt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_ratio_flags_repetition() {
+        let normal = "The quick brown fox jumps over the lazy dog near the river bank.";
+        let looped = " thank you".repeat(20);
+        assert!(compression_ratio(normal) < 1.5);
+        assert!(compression_ratio(&looped) > 2.4, "{}", compression_ratio(&looped));
+        assert_eq!(compression_ratio(""), 0.0);
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0, f32::NEG_INFINITY]);
+        let s: f32 = lp.iter().map(|x| x.exp()).sum();
+        assert!((s - 1.0).abs() < 1e-5);
+        assert_eq!(lp[3], f32::NEG_INFINITY);
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            suppress: vec![5],
+            blank: vec![1, 10],
+            eot: 10,
+            no_timestamps: 19,
+            ts_begin: 20,
+            timestamps: true,
+            max_initial_ts_index: Some(3),
+        }
+    }
+
+    #[test]
+    fn first_token_must_be_an_early_timestamp() {
+        let r = rules();
+        let mut l = vec![0f32; 40];
+        r.apply(&mut l, &[], true);
+        assert!(l[..20].iter().all(|x| x.is_infinite()));
+        assert!(l[20..24].iter().all(|x| x.is_finite()));
+        assert!(l[24..].iter().all(|x| x.is_infinite()));
+    }
+
+    #[test]
+    fn timestamps_pair_and_never_decrease() {
+        let r = rules();
+        // After text then a timestamp: next must be a timestamp ≥ the last, or eot.
+        let mut l = vec![0f32; 40];
+        l[10] = 5.0; // eot likely, so text outweighs the timestamp mass
+        r.apply(&mut l, &[22, 3, 4, 25], true);
+        assert!(l[..10].iter().all(|x| x.is_infinite()), "no text right after a closing timestamp");
+        assert!(l[10].is_finite(), "eot allowed");
+        assert!(l[20..25].iter().all(|x| x.is_infinite()));
+        assert!(l[25].is_finite(), "a closing timestamp may open the next segment at the same time");
+        // After a pair of timestamps: text, not another timestamp.
+        let mut l = vec![0f32; 40];
+        r.apply(&mut l, &[22, 3, 25, 25], true);
+        assert!(l[20..].iter().all(|x| x.is_infinite()));
+        assert!(l[3].is_finite());
+        assert!(l[5].is_infinite(), "suppressed token");
+    }
+
+    #[test]
+    fn timestamp_mass_beats_text_forces_timestamp() {
+        let r = rules();
+        let mut l = vec![0f32; 40];
+        for x in &mut l[20..] {
+            *x = 5.0;
+        }
+        r.apply(&mut l, &[22, 3], true);
+        assert!(l[..20].iter().all(|x| x.is_infinite()));
+    }
+
+    #[test]
+    fn greedy_and_sampling() {
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(pick_token(&[0.0, 3.0, 1.0], 0.0, &mut rng), 1);
+        let l = [0.0, f32::NEG_INFINITY, 0.0];
+        for _ in 0..50 {
+            assert_ne!(pick_token(&l, 1.0, &mut rng), 1);
+        }
+    }
+}

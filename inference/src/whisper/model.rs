@@ -1,0 +1,470 @@
+//! Whisper's network on candle, built for batched serving.
+//!
+//! The weights are the ones `candle_transformers::models::whisper` loads
+//! (Hugging Face names, its `Config`), but the forward pass is our own because
+//! the stock model re-runs the whole token prefix at every step (it caches
+//! only cross-attention) and has one sequence's state. Here:
+//! - self-attention keeps a key/value cache, so a step costs one token;
+//! - each row of a batch has its own prompt length and position, so windows
+//!   from different jobs (with different previous-text prompts) decode together;
+//! - finished rows leave the batch ([`DecoderState::keep_rows`]) instead of
+//!   burning compute on padding;
+//! - q/k/v are one fused matmul, and GELU is the exact (erf) form the
+//!   checkpoints were trained with.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear};
+use candle_transformers::models::whisper::Config;
+
+use crate::error::InferenceError;
+
+type Result<T> = std::result::Result<T, InferenceError>;
+
+struct Weights<'a> {
+    map: &'a HashMap<String, Tensor>,
+    dtype: DType,
+    device: &'a Device,
+}
+
+impl Weights<'_> {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        let t = self
+            .map
+            .get(name)
+            .ok_or_else(|| InferenceError::Model(format!("missing weight {name}")))?;
+        Ok(t.to_device(self.device)?.to_dtype(self.dtype)?)
+    }
+    fn get_or_zeros(&self, name: &str, n: usize) -> Result<Tensor> {
+        match self.map.get(name) {
+            Some(_) => self.get(name),
+            None => Ok(Tensor::zeros(n, self.dtype, self.device)?),
+        }
+    }
+    fn linear(&self, prefix: &str) -> Result<Linear> {
+        let w = self.get(&format!("{prefix}.weight"))?;
+        let b = self.map.contains_key(&format!("{prefix}.bias"));
+        let bias = if b {
+            Some(self.get(&format!("{prefix}.bias"))?)
+        } else {
+            None
+        };
+        Ok(Linear::new(w, bias))
+    }
+    fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
+        Ok(LayerNorm::new(
+            self.get(&format!("{prefix}.weight"))?,
+            self.get(&format!("{prefix}.bias"))?,
+            1e-5,
+        ))
+    }
+    /// q, k, v (k without bias) fused into one `[3d, d]` projection.
+    fn fused_qkv(&self, prefix: &str, d: usize) -> Result<Linear> {
+        let w = Tensor::cat(
+            &[
+                self.get(&format!("{prefix}.q_proj.weight"))?,
+                self.get(&format!("{prefix}.k_proj.weight"))?,
+                self.get(&format!("{prefix}.v_proj.weight"))?,
+            ],
+            0,
+        )?;
+        let b = Tensor::cat(
+            &[
+                self.get_or_zeros(&format!("{prefix}.q_proj.bias"), d)?,
+                self.get_or_zeros(&format!("{prefix}.k_proj.bias"), d)?,
+                self.get_or_zeros(&format!("{prefix}.v_proj.bias"), d)?,
+            ],
+            0,
+        )?;
+        Ok(Linear::new(w, Some(b)))
+    }
+    fn fused_kv(&self, prefix: &str, d: usize) -> Result<Linear> {
+        let w = Tensor::cat(
+            &[
+                self.get(&format!("{prefix}.k_proj.weight"))?,
+                self.get(&format!("{prefix}.v_proj.weight"))?,
+            ],
+            0,
+        )?;
+        let b = Tensor::cat(
+            &[
+                self.get_or_zeros(&format!("{prefix}.k_proj.bias"), d)?,
+                self.get_or_zeros(&format!("{prefix}.v_proj.bias"), d)?,
+            ],
+            0,
+        )?;
+        Ok(Linear::new(w, Some(b)))
+    }
+}
+
+fn split_heads(x: &Tensor, n_head: usize) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    Ok(x.reshape((b, t, n_head, d / n_head))?
+        .transpose(1, 2)?
+        .contiguous()?)
+}
+
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, hd) = x.dims4()?;
+    Ok(x.transpose(1, 2)?.reshape((b, t, h * hd))?)
+}
+
+/// Scaled dot-product attention on `[b, h, t, hd]` tensors.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let hd = q.dim(D::Minus1)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut w = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(m) = mask {
+        w = w.broadcast_add(m)?;
+    }
+    let w = candle_nn::ops::softmax_last_dim(&w)?;
+    Ok(w.matmul(v)?)
+}
+
+struct EncoderBlock {
+    ln1: LayerNorm,
+    qkv: Linear,
+    out: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    n_head: usize,
+}
+
+impl EncoderBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let d = x.dim(D::Minus1)?;
+        let h = self.ln1.forward(x)?;
+        let qkv = self.qkv.forward(&h)?;
+        let q = split_heads(&qkv.narrow(D::Minus1, 0, d)?, self.n_head)?;
+        let k = split_heads(&qkv.narrow(D::Minus1, d, d)?, self.n_head)?;
+        let v = split_heads(&qkv.narrow(D::Minus1, 2 * d, d)?, self.n_head)?;
+        let a = merge_heads(&attention(&q, &k, &v, None)?)?;
+        let x = (x + self.out.forward(&a)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?;
+        Ok((x + self.fc2.forward(&h)?)?)
+    }
+}
+
+struct DecoderBlock {
+    ln1: LayerNorm,
+    qkv: Linear,
+    out: Linear,
+    ln_x: LayerNorm,
+    xq: Linear,
+    xkv: Linear,
+    xout: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    n_head: usize,
+}
+
+/// Per-row decoding state for a batch: self-attention caches, the encoder's
+/// keys/values for cross-attention, and each row's prompt length.
+pub struct DecoderState {
+    /// Per layer `(k, v)`, `[b, h, t, hd]`.
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer `(k, v)` over the encoder output, `[b, h, 1500, hd]`.
+    cross_kv: Vec<(Tensor, Tensor)>,
+    /// Tokens in each row's cache that are real (not right-padding).
+    prompt_lens: Vec<usize>,
+    /// Cache length after prefill (max prompt length).
+    prefill_len: usize,
+    /// Tokens appended after prefill (same for every row).
+    steps: usize,
+}
+
+impl DecoderState {
+    pub fn batch_size(&self) -> usize {
+        self.prompt_lens.len()
+    }
+
+    /// Keep only the given rows (in this order): finished sequences leave.
+    pub fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
+        if rows.len() == self.prompt_lens.len() {
+            return Ok(());
+        }
+        let device = self.cross_kv.first().map(|(k, _)| k.device().clone());
+        let Some(device) = device else {
+            return Ok(());
+        };
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &device,
+        )?;
+        for kv in self.self_kv.iter_mut().flatten() {
+            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        }
+        for kv in self.cross_kv.iter_mut() {
+            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        }
+        self.prompt_lens = rows.iter().map(|&r| self.prompt_lens[r]).collect();
+        Ok(())
+    }
+}
+
+pub struct WhisperModel {
+    pub config: Config,
+    device: Device,
+    dtype: DType,
+    conv1: Conv1d,
+    conv2: Conv1d,
+    enc_pos: Tensor,
+    enc_blocks: Vec<EncoderBlock>,
+    enc_ln: LayerNorm,
+    tok_emb: Embedding,
+    dec_pos: Tensor,
+    dec_blocks: Vec<DecoderBlock>,
+    dec_ln: LayerNorm,
+}
+
+fn sinusoids(length: usize, channels: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let inc = (10_000f64).ln() / (channels / 2 - 1) as f64;
+    let mut v = vec![0f32; length * channels];
+    for t in 0..length {
+        for i in 0..channels / 2 {
+            let x = t as f64 * (-(i as f64) * inc).exp();
+            v[t * channels + i] = x.sin() as f32;
+            v[t * channels + channels / 2 + i] = x.cos() as f32;
+        }
+    }
+    Ok(Tensor::from_vec(v, (length, channels), device)?.to_dtype(dtype)?)
+}
+
+impl WhisperModel {
+    /// Build from Hugging Face–named tensors (see `earshot_models`).
+    pub fn load(
+        tensors: &HashMap<String, Tensor>,
+        config: Config,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let w = Weights {
+            map: tensors,
+            dtype,
+            device,
+        };
+        let d = config.d_model;
+        let conv = |p: &str, stride| -> Result<Conv1d> {
+            Ok(Conv1d::new(
+                w.get(&format!("model.encoder.{p}.weight"))?,
+                Some(w.get(&format!("model.encoder.{p}.bias"))?),
+                Conv1dConfig {
+                    padding: 1,
+                    stride,
+                    dilation: 1,
+                    groups: 1,
+                    cudnn_fwd_algo: None,
+                },
+            ))
+        };
+        let enc_pos = match tensors.get("model.encoder.embed_positions.weight") {
+            Some(_) => w.get("model.encoder.embed_positions.weight")?,
+            None => sinusoids(config.max_source_positions, d, device, dtype)?,
+        };
+        let enc_blocks = (0..config.encoder_layers)
+            .map(|i| {
+                let p = format!("model.encoder.layers.{i}");
+                Ok(EncoderBlock {
+                    ln1: w.layer_norm(&format!("{p}.self_attn_layer_norm"))?,
+                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?,
+                    out: w.linear(&format!("{p}.self_attn.out_proj"))?,
+                    ln2: w.layer_norm(&format!("{p}.final_layer_norm"))?,
+                    fc1: w.linear(&format!("{p}.fc1"))?,
+                    fc2: w.linear(&format!("{p}.fc2"))?,
+                    n_head: config.encoder_attention_heads,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dec_blocks = (0..config.decoder_layers)
+            .map(|i| {
+                let p = format!("model.decoder.layers.{i}");
+                Ok(DecoderBlock {
+                    ln1: w.layer_norm(&format!("{p}.self_attn_layer_norm"))?,
+                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?,
+                    out: w.linear(&format!("{p}.self_attn.out_proj"))?,
+                    ln_x: w.layer_norm(&format!("{p}.encoder_attn_layer_norm"))?,
+                    xq: w.linear(&format!("{p}.encoder_attn.q_proj"))?,
+                    xkv: w.fused_kv(&format!("{p}.encoder_attn"), d)?,
+                    xout: w.linear(&format!("{p}.encoder_attn.out_proj"))?,
+                    ln2: w.layer_norm(&format!("{p}.final_layer_norm"))?,
+                    fc1: w.linear(&format!("{p}.fc1"))?,
+                    fc2: w.linear(&format!("{p}.fc2"))?,
+                    n_head: config.decoder_attention_heads,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            conv1: conv("conv1", 1)?,
+            conv2: conv("conv2", 2)?,
+            enc_pos,
+            enc_blocks,
+            enc_ln: w.layer_norm("model.encoder.layer_norm")?,
+            tok_emb: Embedding::new(w.get("model.decoder.embed_tokens.weight")?, d),
+            dec_pos: w.get("model.decoder.embed_positions.weight")?,
+            dec_blocks,
+            dec_ln: w.layer_norm("model.decoder.layer_norm")?,
+            config,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Encode a batch of mel windows `[b, n_mels, 3000]` to `[b, 1500, d]`.
+    pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+        let mel = mel.to_dtype(self.dtype)?;
+        let x = self.conv1.forward(&mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = x.transpose(1, 2)?;
+        let t = x.dim(1)?;
+        let mut x = x.broadcast_add(&self.enc_pos.narrow(0, 0, t)?)?;
+        for b in &self.enc_blocks {
+            x = b.forward(&x)?;
+        }
+        Ok(self.enc_ln.forward(&x)?)
+    }
+
+    /// Start decoding rows against encoder outputs `[b, 1500, d]`.
+    pub fn start(&self, audio: &Tensor) -> Result<DecoderState> {
+        let d = self.config.d_model;
+        let mut cross_kv = Vec::with_capacity(self.dec_blocks.len());
+        for b in &self.dec_blocks {
+            let kv = b.xkv.forward(audio)?;
+            let k = split_heads(&kv.narrow(D::Minus1, 0, d)?, b.n_head)?;
+            let v = split_heads(&kv.narrow(D::Minus1, d, d)?, b.n_head)?;
+            cross_kv.push((k, v));
+        }
+        Ok(DecoderState {
+            self_kv: vec![None; self.dec_blocks.len()],
+            cross_kv,
+            prompt_lens: vec![0; audio.dim(0)?],
+            prefill_len: 0,
+            steps: 0,
+        })
+    }
+
+    /// Run each row's prompt (right-padded to the longest) through the
+    /// decoder; returns hidden states `[b, t_max, d]`.
+    pub fn prefill(&self, state: &mut DecoderState, prompts: &[Vec<u32>]) -> Result<Tensor> {
+        let b = prompts.len();
+        if b != state.batch_size() {
+            return Err(InferenceError::Model(format!(
+                "{b} prompts for a batch of {}",
+                state.batch_size()
+            )));
+        }
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if t == 0 || t > self.config.max_target_positions {
+            return Err(InferenceError::Model(format!(
+                "prompt length {t} outside 1..={}",
+                self.config.max_target_positions
+            )));
+        }
+        let mut toks = Vec::with_capacity(b * t);
+        let mut mask = vec![0f32; b * t * t];
+        for (r, p) in prompts.iter().enumerate() {
+            toks.extend(p.iter().copied());
+            toks.extend(std::iter::repeat_n(p[0], t - p.len()));
+            for q in 0..t {
+                for k in 0..t {
+                    if k > q || k >= p.len() {
+                        mask[(r * t + q) * t + k] = f32::NEG_INFINITY;
+                    }
+                }
+                // A padded query row must still see something to stay finite.
+                if q >= p.len() {
+                    mask[(r * t + q) * t] = 0.0;
+                }
+            }
+        }
+        let toks = Tensor::from_vec(toks, (b, t), &self.device)?;
+        let mask = Tensor::from_vec(mask, (b, 1, t, t), &self.device)?.to_dtype(self.dtype)?;
+        let pos = self.dec_pos.narrow(0, 0, t)?;
+        let x = self.tok_emb.forward(&toks)?.broadcast_add(&pos)?;
+        for s in state.self_kv.iter_mut() {
+            *s = None;
+        }
+        state.prompt_lens = prompts.iter().map(Vec::len).collect();
+        state.prefill_len = t;
+        state.steps = 0;
+        self.run_blocks(state, x, &mask)
+    }
+
+    /// One token per row; returns hidden states `[b, d]`.
+    pub fn step(&self, state: &mut DecoderState, tokens: &[u32]) -> Result<Tensor> {
+        let b = tokens.len();
+        let total = state.prefill_len + state.steps + 1;
+        let mut pos = Vec::with_capacity(b);
+        let mut mask = vec![0f32; b * total];
+        for (r, &pl) in state.prompt_lens.iter().enumerate() {
+            let p = pl + state.steps;
+            if p >= self.config.max_target_positions {
+                return Err(InferenceError::Model("decoder context is full".into()));
+            }
+            pos.push(p as u32);
+            for k in pl..state.prefill_len {
+                mask[r * total + k] = f32::NEG_INFINITY;
+            }
+        }
+        let toks = Tensor::from_vec(tokens.to_vec(), (b, 1), &self.device)?;
+        let pos = Tensor::from_vec(pos, b, &self.device)?;
+        let pe = self.dec_pos.index_select(&pos, 0)?.unsqueeze(1)?;
+        let x = self.tok_emb.forward(&toks)?.broadcast_add(&pe)?;
+        let mask = Tensor::from_vec(mask, (b, 1, 1, total), &self.device)?.to_dtype(self.dtype)?;
+        let h = self.run_blocks(state, x, &mask)?;
+        state.steps += 1;
+        Ok(h.squeeze(1)?)
+    }
+
+    fn run_blocks(&self, state: &mut DecoderState, mut x: Tensor, mask: &Tensor) -> Result<Tensor> {
+        let d = self.config.d_model;
+        for (i, b) in self.dec_blocks.iter().enumerate() {
+            let h = b.ln1.forward(&x)?;
+            let qkv = b.qkv.forward(&h)?;
+            let q = split_heads(&qkv.narrow(D::Minus1, 0, d)?, b.n_head)?;
+            let k = split_heads(&qkv.narrow(D::Minus1, d, d)?, b.n_head)?;
+            let v = split_heads(&qkv.narrow(D::Minus1, 2 * d, d)?, b.n_head)?;
+            let (k, v) = match &state.self_kv[i] {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            };
+            state.self_kv[i] = Some((k.clone(), v.clone()));
+            let a = merge_heads(&attention(&q, &k, &v, Some(mask))?)?;
+            x = (x + b.out.forward(&a)?)?;
+            let h = b.ln_x.forward(&x)?;
+            let q = split_heads(&b.xq.forward(&h)?, b.n_head)?;
+            let (ck, cv) = &state.cross_kv[i];
+            let a = merge_heads(&attention(&q, ck, cv, None)?)?;
+            x = (x + b.xout.forward(&a)?)?;
+            let h = b.fc1.forward(&b.ln2.forward(&x)?)?.gelu_erf()?;
+            x = (x + b.fc2.forward(&h)?)?;
+        }
+        Ok(self.dec_ln.forward(&x)?)
+    }
+
+    /// Vocabulary logits for hidden states `[n, d]` → `[n, vocab]` (f32).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = self.tok_emb.embeddings();
+        Ok(hidden.matmul(&w.t()?)?.to_dtype(DType::F32)?)
+    }
+
+    /// Hidden state of row `r` at position `p` of a `[b, t, d]` prefill.
+    pub fn pick(hidden: &Tensor, picks: &[(usize, usize)]) -> Result<Tensor> {
+        let rows = picks
+            .iter()
+            .map(|&(r, p)| hidden.i((r, p)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+}

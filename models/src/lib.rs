@@ -1,0 +1,40 @@
+//! Where earshot's weights come from.
+//!
+//! The inference crate wants one thing: candle tensors plus a config. This
+//! crate hides how they got there:
+//!
+//! - [`catalog`]: the Whisper models known by name (`tiny.en` … `large-v3-turbo`);
+//! - [`resolve`]: spec string → folder on disk (explicit path, local models
+//!   folder, or the Hugging Face hub and its cache, online or offline);
+//! - [`ct2`]: a validating reader for CTranslate2 `model.bin` files and an
+//!   importer that turns faster-whisper checkpoints into Hugging Face-named
+//!   tensors;
+//! - [`whisper`]: the common result type and the safetensors loader;
+//! - [`checksum`]: SHA-256 verification of downloaded files.
+//!
+//! ```no_run
+//! use candle_core::{DType, Device};
+//! let resolved = earshot_models::resolve_whisper("tiny.en")?;
+//! let weights = earshot_models::load_whisper_tensors(&resolved, DType::F32, &Device::Cpu)?;
+//! println!("{} layers", weights.config.encoder_layers);
+//! # Ok::<(), earshot_models::ModelError>(())
+//! ```
+
+pub mod catalog;
+pub mod checksum;
+pub mod ct2;
+mod error;
+pub mod hub;
+pub mod resolve;
+pub mod whisper;
+
+pub use catalog::{CatalogEntry, CATALOG};
+pub use checksum::{sha256_file, verify_sha256};
+pub use ct2::{import_whisper, read_model_bin, Ct2DType, Ct2File, Ct2Var};
+pub use error::ModelError;
+pub use hub::HubSettings;
+pub use resolve::{
+    classify_folder, load_whisper_tensors, models_dir, resolve_whisper, resolve_whisper_with,
+    HubFormat, ModelSource, ResolveOptions, ResolvedWhisper, WhisperFormat,
+};
+pub use whisper::{default_dtype, GenerationConfig, ImportedWhisper};

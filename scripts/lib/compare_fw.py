@@ -1,0 +1,323 @@
+"""earshot vs faster-whisper: accuracy (WER) and speed on the fixture clips.
+
+Run by scripts/compare-faster-whisper inside <repo>/.venv; see that script's
+--help. Not meant to be called directly.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import unicodedata
+
+# Decoding options, mirroring earshot's defaults (greedy with temperature
+# fallback, conditioned on previous text, timestamps on, no VAD).
+FW_OPTIONS = dict(
+    beam_size=1,
+    best_of=1,
+    temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    condition_on_previous_text=True,
+    vad_filter=False,
+    without_timestamps=False,
+    language="en",
+)
+
+
+def log(msg):
+    print(f"compare-faster-whisper: {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    print(f"compare-faster-whisper: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+# ---- WER -----------------------------------------------------------------------
+
+def normalize(text):
+    """lowercase, drop punctuation (apostrophes join: "o'clock" -> "oclock"),
+    hyphens and other separators become spaces, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = text.replace("\u2019", "'")
+    text = re.sub(r"'", "", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    return text.split()
+
+
+def edit_distance(ref, hyp):
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def wer(ref_text, hyp_text):
+    """(edits, reference word count) so that corpus WER = sum edits / sum words."""
+    ref, hyp = normalize(ref_text), normalize(hyp_text)
+    return edit_distance(ref, hyp), len(ref)
+
+
+def ratio(pair):
+    edits, n = pair
+    return edits / n if n else (0.0 if edits == 0 else float("inf"))
+
+
+# ---- manifest ------------------------------------------------------------------
+
+def read_manifest(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for col in ("file", "format", "duration_s", "text"):
+            if col not in header:
+                die(f"{path}: no '{col}' column in header {header}")
+        for line in f:
+            if not line.strip():
+                continue
+            r = dict(zip(header, line.rstrip("\n").split("\t")))
+            r["path"] = os.path.join(os.path.dirname(path), r["file"])
+            r["duration_s"] = float(r["duration_s"])
+            r["stem"] = os.path.splitext(r["file"])[0]
+            rows.append(r)
+    if not rows:
+        die(f"{path} lists no clips")
+    return rows
+
+
+# ---- faster-whisper ------------------------------------------------------------
+
+class FallbackCounter(logging.Handler):
+    """Counts faster-whisper's temperature fallbacks (its DEBUG log lines).
+    A fallback above temperature 0 samples, so earshot cannot be expected to
+    match faster-whisper word for word on such a clip."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record):
+        if "threshold is not met" in record.getMessage():
+            self.count += 1
+
+
+FALLBACKS = FallbackCounter()
+_fw_logger = logging.getLogger("faster_whisper")
+_fw_logger.setLevel(logging.DEBUG)
+_fw_logger.addHandler(FALLBACKS)
+_fw_logger.propagate = False
+
+def run_faster_whisper(model_dir, compute_type, clips, save_dir=None):
+    """Transcribe each clip with one model instance. Returns (results, load_s, transcribe_s).
+    Timing covers transcribe() + consuming the segment generator, audio decoding
+    included; model loading is timed separately."""
+    from faster_whisper import WhisperModel
+
+    t0 = time.perf_counter()
+    model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=2, num_workers=1)
+    load_s = time.perf_counter() - t0
+    results = {}
+    total = 0.0
+    for c in clips:
+        FALLBACKS.count = 0
+        t0 = time.perf_counter()
+        segments, info = model.transcribe(c["path"], **FW_OPTIONS)
+        segments = list(segments)
+        dt = time.perf_counter() - t0
+        total += dt
+        doc = {
+            "text": "".join(s.text for s in segments).strip(),
+            "language": info.language,
+            "duration": info.duration,
+            "segments": [
+                {
+                    "start": round(s.start, 3),
+                    "end": round(s.end, 3),
+                    "text": s.text,
+                    "avg_logprob": s.avg_logprob,
+                    "no_speech_prob": s.no_speech_prob,
+                    "temperature": s.temperature,
+                }
+                for s in segments
+            ],
+            "elapsed_s": dt,
+            "fallbacks": FALLBACKS.count,
+        }
+        results[c["stem"]] = doc
+        log(f"faster-whisper {compute_type}: {c['file']}: {c['duration_s']:.1f} s audio in {dt:.2f} s"
+            + (f" ({FALLBACKS.count} temperature fallbacks)" if FALLBACKS.count else ""))
+        if save_dir:
+            with open(os.path.join(save_dir, c["stem"] + ".json"), "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2, ensure_ascii=False)
+    del model
+    return results, load_s, total
+
+
+# ---- earshot -------------------------------------------------------------------
+
+def find_earshot_output(out_dir, clip):
+    """earshot writes <out_dir>/<input stem>.json; accept <file name>.json too."""
+    for name in (clip["stem"] + ".json", clip["file"] + ".json"):
+        p = os.path.join(out_dir, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def run_earshot(binary, model, clips, out_dir, models_dir):
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    cmd = [binary, "transcribe", *[c["path"] for c in clips], "--model", model,
+           "--format", "json", "--output", out_dir]
+    env = dict(os.environ, RAYON_NUM_THREADS="2")
+    if models_dir:
+        env["EARSHOT_MODELS_DIR"] = models_dir
+    log("running: RAYON_NUM_THREADS=2 " + " ".join(cmd[:2]) + f" <{len(clips)} clips> " + " ".join(cmd[2 + len(clips):]))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        die(f"earshot exited with status {proc.returncode}")
+    results = {}
+    for c in clips:
+        p = find_earshot_output(out_dir, c)
+        if p is None:
+            die(f"earshot wrote no JSON for {c['file']} in {out_dir} (expected {c['stem']}.json; "
+                f"found: {sorted(os.listdir(out_dir))[:20]}); stdout started with: {proc.stdout[:300]!r}")
+        with open(p, encoding="utf-8") as f:
+            doc = json.load(f)
+        missing = [k for k in ("text", "language", "duration", "segments") if k not in doc]
+        seg_missing = sorted({k for s in doc.get("segments", [])
+                              for k in ("start", "end", "text", "avg_logprob", "no_speech_prob") if k not in s})
+        if missing or seg_missing:
+            log(f"warning: {os.path.basename(p)} lacks fields {missing + ['segments[].' + k for k in seg_missing]}")
+        results[c["stem"]] = doc
+    return results, wall
+
+
+# ---- report --------------------------------------------------------------------
+
+def fmt_wer(pair):
+    return f"{100 * ratio(pair):6.2f}%"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--model", default="tiny.en")
+    ap.add_argument("--models-dir")
+    ap.add_argument("--earshot-bin")
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--max-wer", type=float, default=0.02)
+    ap.add_argument("--peer-only", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--show-text", action="store_true")
+    ap.add_argument("--limit", type=int, default=0)
+    a = ap.parse_args()
+
+    clips = read_manifest(a.manifest)
+    if a.limit:
+        clips = clips[: a.limit]
+    audio_s = sum(c["duration_s"] for c in clips)
+    log(f"{len(clips)} clips, {audio_s:.1f} s of audio")
+    os.makedirs(a.out_dir, exist_ok=True)
+
+    # earshot first (one process, all clips), then the peer runs, one at a time.
+    es = es_wall = None
+    if not a.peer_only:
+        es, es_wall = run_earshot(a.earshot_bin, a.model, clips, os.path.join(a.out_dir, "earshot"), a.models_dir)
+
+    fw_dir = os.path.join(a.out_dir, "faster-whisper")
+    os.makedirs(fw_dir, exist_ok=True)
+    fw, fw_load, fw_time = run_faster_whisper(a.model_dir, "float32", clips, fw_dir)
+    fw8 = None
+    if a.speed:
+        fw8, fw8_load, fw8_time = run_faster_whisper(a.model_dir, "int8", clips)
+
+    # ---- per-clip table
+    print()
+    hdr = f"{'clip':<22} {'format':<19} {'dur_s':>6}"
+    if es is not None:
+        hdr += f" {'es~fw':>8} {'es~ref':>8}"
+    hdr += f" {'fw~ref':>8}"
+    if fw8 is not None:
+        hdr += f" {'fw8~ref':>8}"
+    hdr += f" {'fb':>3}"
+    print(hdr)
+    print("-" * len(hdr))
+    tot = {"es_fw": [0, 0], "es_ref": [0, 0], "fw_ref": [0, 0], "fw8_ref": [0, 0]}
+
+    def add(key, pair):
+        tot[key][0] += pair[0]
+        tot[key][1] += pair[1]
+        return pair
+
+    for c in clips:
+        fw_text = fw[c["stem"]]["text"]
+        line = f"{c['file']:<22} {c['format']:<19} {c['duration_s']:6.1f}"
+        if es is not None:
+            es_text = es[c["stem"]].get("text", "")
+            line += f" {fmt_wer(add('es_fw', wer(fw_text, es_text))):>8}"
+            line += f" {fmt_wer(add('es_ref', wer(c['text'], es_text))):>8}"
+        line += f" {fmt_wer(add('fw_ref', wer(c['text'], fw_text))):>8}"
+        if fw8 is not None:
+            line += f" {fmt_wer(add('fw8_ref', wer(c['text'], fw8[c['stem']]['text']))):>8}"
+        line += f" {fw[c['stem']]['fallbacks']:>3}"
+        print(line)
+        if a.show_text:
+            print(f"    ref: {c['text']}")
+            print(f"    fw : {fw_text}")
+            if fw8 is not None:
+                print(f"    fw8: {fw8[c['stem']]['text']}")
+            if es is not None:
+                print(f"    es : {es[c['stem']].get('text', '')}")
+    print("-" * len(hdr))
+    line = f"{'corpus':<22} {'':<19} {audio_s:6.1f}"
+    if es is not None:
+        line += f" {fmt_wer(tot['es_fw']):>8} {fmt_wer(tot['es_ref']):>8}"
+    line += f" {fmt_wer(tot['fw_ref']):>8}"
+    if fw8 is not None:
+        line += f" {fmt_wer(tot['fw8_ref']):>8}"
+    print(line)
+    print("(es = earshot, fw = faster-whisper float32, fw8 = int8; a~b = WER of a with b as reference;\n"
+          " fb = faster-whisper float32 temperature fallbacks: sampled output, so es~fw may differ there)")
+
+    # ---- speed
+    print()
+    print(f"speed on {len(clips)} clips, {audio_s:.1f} s of audio, 2 threads (audio seconds per wall second):")
+    print(f"  faster-whisper float32: {audio_s / fw_time:7.2f}  ({fw_time:.1f} s transcribing; model load {fw_load:.2f} s)")
+    if fw8 is not None:
+        print(f"  faster-whisper int8   : {audio_s / fw8_time:7.2f}  ({fw8_time:.1f} s transcribing; model load {fw8_load:.2f} s)")
+    if es is not None:
+        print(f"  earshot               : {audio_s / es_wall:7.2f}  ({es_wall:.1f} s, whole process incl. model load)")
+        print("  speed ratio (> 1: earshot is faster):")
+        print(f"    earshot / faster-whisper float32: {fw_time / es_wall:.2f}x"
+              f"  ({(fw_time + fw_load) / es_wall:.2f}x counting faster-whisper's model load too)")
+        if fw8 is not None:
+            print(f"    earshot / faster-whisper int8   : {fw8_time / es_wall:.2f}x"
+                  f"  ({(fw8_time + fw8_load) / es_wall:.2f}x counting faster-whisper's model load too)")
+    print(f"\ntranscripts: {a.out_dir}/{{faster-whisper{',earshot' if es is not None else ''}}}/<clip>.json")
+
+    if es is not None:
+        corpus = ratio(tot["es_fw"])
+        if corpus > a.max_wer:
+            print(f"\nFAIL: corpus WER earshot vs faster-whisper {corpus:.4f} > --max-wer {a.max_wer}")
+            return 1
+        print(f"\nOK: corpus WER earshot vs faster-whisper {corpus:.4f} <= --max-wer {a.max_wer}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

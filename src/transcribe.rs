@@ -1,0 +1,178 @@
+//! `earshot transcribe`: files in, transcripts out, all files batched
+//! through one loaded model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use earshot_inference::audio::{self, DecodeLimits};
+use earshot_inference::device::{self, DeviceKind};
+use earshot_inference::whisper::format::{render, OutputFormat};
+use earshot_inference::whisper::{Task, TranscribeOptions, Whisper};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Audio files (WAV, FLAC, MP3, OGG Vorbis, M4A/AAC, ALAC).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Model: a catalog name (tiny.en, base, large-v3-turbo, …) or a folder.
+    #[arg(long, short, env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en")]
+    model: String,
+    /// Output format: text, json, verbose_json, srt, vtt.
+    #[arg(long, short, default_value = "text")]
+    format: String,
+    /// Spoken language (ISO code); detected when omitted on multilingual models.
+    #[arg(long, short)]
+    language: Option<String>,
+    /// Translate to English instead of transcribing (multilingual models).
+    #[arg(long)]
+    translate: bool,
+    /// cpu or cuda.
+    #[arg(long, env = "EARSHOT_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Write `<name>.<format>` files here instead of printing.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Text that conditions the first window (names, jargon).
+    #[arg(long)]
+    initial_prompt: Option<String>,
+    /// Windows decoded together per batch.
+    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
+    batch: usize,
+    /// Do not condition each window on the previous window's text.
+    #[arg(long)]
+    no_condition_on_previous_text: bool,
+    /// Decode without timestamp tokens (one segment per window).
+    #[arg(long)]
+    without_timestamps: bool,
+    /// Temperatures tried in order (fallback when a window looks wrong).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.2,0.4,0.6,0.8,1.0")]
+    temperature: Vec<f32>,
+    /// Refuse audio longer than this many seconds.
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 4.0 * 3600.0)]
+    max_audio_seconds: f64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let format: OutputFormat = args.format.parse()?;
+    let kind: DeviceKind = args.device.parse()?;
+    let dev = device::open(kind, 0)?;
+    let t_load = Instant::now();
+    let whisper = Whisper::load(&args.model, &dev)
+        .with_context(|| format!("loading model {:?}", args.model))?;
+    tracing::debug!(ms = t_load.elapsed().as_millis() as u64, "model ready");
+
+    let limits = DecodeLimits {
+        max_duration_s: Some(args.max_audio_seconds),
+    };
+    let mut failed = false;
+    let mut inputs: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (i, f) in args.files.iter().enumerate() {
+        match audio::load_file(f, limits) {
+            Ok(s) => inputs.push((i, s)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                failed = true;
+            }
+        }
+    }
+    let opts = TranscribeOptions {
+        language: args.language.clone(),
+        task: if args.translate {
+            Task::Translate
+        } else {
+            Task::Transcribe
+        },
+        temperatures: args.temperature.clone(),
+        condition_on_previous_text: !args.no_condition_on_previous_text,
+        initial_prompt: args.initial_prompt.clone(),
+        without_timestamps: args.without_timestamps,
+        max_batch: args.batch.max(1),
+        ..Default::default()
+    };
+
+    let total_audio: f64 = inputs.iter().map(|(_, s)| s.len() as f64 / 16_000.0).sum();
+    let show = !args.no_progress && total_audio > 60.0;
+    let multi = MultiProgress::with_draw_target(if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{prefix:20!} {bar:40} {pos}/{len} s [{elapsed}<{eta}]")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bars: Vec<ProgressBar> = inputs
+        .iter()
+        .map(|(i, s)| {
+            let b = multi.add(ProgressBar::new((s.len() / 16_000) as u64));
+            b.set_style(style.clone());
+            b.set_prefix(
+                args.files[*i]
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+            );
+            b
+        })
+        .collect();
+    let bars = Mutex::new(bars);
+    let progress = |input: usize, done: f64, _total: f64| {
+        if let Ok(b) = bars.lock() {
+            if let Some(bar) = b.get(input) {
+                bar.set_position(done as u64);
+            }
+        }
+    };
+
+    let t0 = Instant::now();
+    let refs: Vec<&[f32]> = inputs.iter().map(|(_, s)| s.as_slice()).collect();
+    let results = whisper.transcribe_batch(&refs, &opts, Some(&progress));
+    let wall = t0.elapsed().as_secs_f64();
+    if let Ok(b) = bars.lock() {
+        b.iter().for_each(|b| b.finish_and_clear());
+    }
+    tracing::info!(
+        audio_s = format!("{total_audio:.1}"),
+        wall_s = format!("{wall:.2}"),
+        x_realtime = format!("{:.1}", total_audio / wall.max(1e-9)),
+        "transcribed"
+    );
+
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for ((i, _), r) in inputs.iter().zip(results) {
+        let path = &args.files[*i];
+        match r {
+            Ok(t) => {
+                let body = render(&t, format);
+                match &args.output {
+                    Some(dir) => {
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().to_string())
+                            .unwrap_or_else(|| format!("input{i}"));
+                        let out = dir.join(format!("{stem}.{}", format.extension()));
+                        std::fs::write(&out, body)
+                            .with_context(|| format!("writing {}", out.display()))?;
+                    }
+                    None => print!("{body}"),
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
