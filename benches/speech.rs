@@ -38,9 +38,11 @@ fn bench_mel(c: &mut Criterion) {
         let x = noise(secs);
         let ex = MelExtractor::new(80);
         g.throughput(Throughput::Elements(secs as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{secs}s")), &x, |b, x| {
-            b.iter(|| ex.compute(x))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{secs}s")),
+            &x,
+            |b, x| b.iter(|| ex.compute(x)),
+        );
     }
     g.finish();
 }
@@ -56,8 +58,8 @@ fn bench_whisper(c: &mut Criterion) {
     let mut g = c.benchmark_group("whisper_tiny_en");
     g.sample_size(10);
     for b in [1usize, 4] {
-        let mel = Tensor::zeros((b, 80, N_FRAMES), candle_core::DType::F32, &Device::Cpu)
-            .expect("alloc");
+        let mel =
+            Tensor::zeros((b, 80, N_FRAMES), candle_core::DType::F32, &Device::Cpu).expect("alloc");
         g.throughput(Throughput::Elements(30 * b as u64));
         g.bench_with_input(BenchmarkId::new("encode", b), &mel, |bench, mel| {
             bench.iter(|| whisper.model.encode(mel).expect("encode"))

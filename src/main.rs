@@ -14,7 +14,12 @@ use tracing_subscriber::EnvFilter;
 )]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax). Logs go to stderr.
-    #[arg(long, env = "EARSHOT_LOG", default_value = "warn,earshot=info", global = true)]
+    #[arg(
+        long,
+        env = "EARSHOT_LOG",
+        default_value = "warn,earshot=info",
+        global = true
+    )]
     log: String,
     /// CPU threads for tensor math (default: all cores).
     #[arg(long, env = "EARSHOT_THREADS", global = true)]

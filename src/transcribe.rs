@@ -104,8 +104,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ProgressDrawTarget::hidden()
     });
-    let style = ProgressStyle::with_template("{prefix:20!} {bar:40} {pos}/{len} s [{elapsed}<{eta}]")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{prefix:20!} {bar:40} {pos}/{len} s [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     let bars: Vec<ProgressBar> = inputs
         .iter()
         .map(|(i, s)| {

@@ -251,7 +251,11 @@ fn decode_source(
         let scale = 1.0 / channels as f32;
         for frame in inter.chunks_exact(channels) {
             let s: f32 = frame.iter().sum::<f32>() * scale;
-            mono.push(if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 });
+            mono.push(if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            });
         }
         if let Some(max) = max_samples {
             if mono.len() > max {
@@ -270,7 +274,9 @@ fn decode_source(
         }
     }
     if mono.is_empty() && truncated {
-        return Err(AudioError::Corrupt("no decodable audio before the stream broke".into()));
+        return Err(AudioError::Corrupt(
+            "no decodable audio before the stream broke".into(),
+        ));
     }
     Ok(DecodedAudio {
         samples: mono,
@@ -400,8 +406,12 @@ mod tests {
             s.push(8192);
             s.push(8192);
         }
-        let a = decode_bytes(wav_bytes(&s, 16_000, 2, None), Some("wav"), Default::default())
-            .unwrap();
+        let a = decode_bytes(
+            wav_bytes(&s, 16_000, 2, None),
+            Some("wav"),
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(a.samples.len(), 3200);
         assert!(a.samples[..1600].iter().all(|v| v.abs() < 1e-4));
         assert!(a.samples[1600..].iter().all(|v| (v - 0.25).abs() < 1e-3));
@@ -417,21 +427,34 @@ mod tests {
 
     #[test]
     fn text_is_not_audio() {
-        let r = decode_bytes(b"hello, I am not audio at all".repeat(20), Some("txt"), Default::default());
+        let r = decode_bytes(
+            b"hello, I am not audio at all".repeat(20),
+            Some("txt"),
+            Default::default(),
+        );
         assert!(matches!(r, Err(AudioError::Unrecognized(_))), "{r:?}");
     }
 
     #[test]
     fn header_claiming_4gb_does_not_allocate_it() {
         let s: Vec<i16> = (0..800).map(|i| (i % 100) as i16).collect();
-        let a = decode_bytes(wav_bytes(&s, 16_000, 1, Some(u32::MAX - 64)), Some("wav"), Default::default())
-            .unwrap();
+        let a = decode_bytes(
+            wav_bytes(&s, 16_000, 1, Some(u32::MAX - 64)),
+            Some("wav"),
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(a.samples.len(), 800);
     }
 
     #[test]
     fn header_only_wav_is_empty_audio() {
-        let a = decode_bytes(wav_bytes(&[], 16_000, 1, None), Some("wav"), Default::default()).unwrap();
+        let a = decode_bytes(
+            wav_bytes(&[], 16_000, 1, None),
+            Some("wav"),
+            Default::default(),
+        )
+        .unwrap();
         assert!(a.samples.is_empty());
     }
 

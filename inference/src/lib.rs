@@ -7,6 +7,8 @@ pub mod audio;
 pub mod device;
 pub mod error;
 pub mod mel;
+#[doc(hidden)]
+pub mod testing;
 pub mod whisper;
 
 pub use error::InferenceError;

@@ -51,16 +51,96 @@ macro_rules! entry {
 
 /// Every catalog model, smallest first.
 pub static CATALOG: &[CatalogEntry] = &[
-    entry!("tiny.en", [], "refs/pr/15", "Systran/faster-whisper-tiny.en", 80, false, 39),
-    entry!("tiny", [], "main", "Systran/faster-whisper-tiny", 80, true, 39),
-    entry!("base.en", [], "refs/pr/13", "Systran/faster-whisper-base.en", 80, false, 74),
-    entry!("base", [], "refs/pr/22", "Systran/faster-whisper-base", 80, true, 74),
-    entry!("small.en", [], "refs/pr/10", "Systran/faster-whisper-small.en", 80, false, 244),
-    entry!("small", [], "main", "Systran/faster-whisper-small", 80, true, 244),
-    entry!("medium.en", [], "main", "Systran/faster-whisper-medium.en", 80, false, 769),
-    entry!("medium", [], "main", "Systran/faster-whisper-medium", 80, true, 769),
-    entry!("large-v2", [], "refs/pr/57", "Systran/faster-whisper-large-v2", 80, true, 1550),
-    entry!("large-v3", ["large"], "main", "Systran/faster-whisper-large-v3", 128, true, 1550),
+    entry!(
+        "tiny.en",
+        [],
+        "refs/pr/15",
+        "Systran/faster-whisper-tiny.en",
+        80,
+        false,
+        39
+    ),
+    entry!(
+        "tiny",
+        [],
+        "main",
+        "Systran/faster-whisper-tiny",
+        80,
+        true,
+        39
+    ),
+    entry!(
+        "base.en",
+        [],
+        "refs/pr/13",
+        "Systran/faster-whisper-base.en",
+        80,
+        false,
+        74
+    ),
+    entry!(
+        "base",
+        [],
+        "refs/pr/22",
+        "Systran/faster-whisper-base",
+        80,
+        true,
+        74
+    ),
+    entry!(
+        "small.en",
+        [],
+        "refs/pr/10",
+        "Systran/faster-whisper-small.en",
+        80,
+        false,
+        244
+    ),
+    entry!(
+        "small",
+        [],
+        "main",
+        "Systran/faster-whisper-small",
+        80,
+        true,
+        244
+    ),
+    entry!(
+        "medium.en",
+        [],
+        "main",
+        "Systran/faster-whisper-medium.en",
+        80,
+        false,
+        769
+    ),
+    entry!(
+        "medium",
+        [],
+        "main",
+        "Systran/faster-whisper-medium",
+        80,
+        true,
+        769
+    ),
+    entry!(
+        "large-v2",
+        [],
+        "refs/pr/57",
+        "Systran/faster-whisper-large-v2",
+        80,
+        true,
+        1550
+    ),
+    entry!(
+        "large-v3",
+        ["large"],
+        "main",
+        "Systran/faster-whisper-large-v3",
+        128,
+        true,
+        1550
+    ),
     entry!(
         "large-v3-turbo",
         ["turbo"],
@@ -94,7 +174,14 @@ mod tests {
 
     #[test]
     fn required_entries_exist() {
-        for n in ["tiny.en", "tiny", "base.en", "base", "small", "large-v3-turbo"] {
+        for n in [
+            "tiny.en",
+            "tiny",
+            "base.en",
+            "base",
+            "small",
+            "large-v3-turbo",
+        ] {
             let e = lookup(n).unwrap_or_else(|| panic!("{n} missing"));
             assert_eq!(e.folder_name(), format!("whisper-{n}"));
             assert_eq!(e.hf_repo, format!("openai/whisper-{n}"));
@@ -113,7 +200,12 @@ mod tests {
                 assert!(seen.insert(a), "duplicate alias {a}");
             }
             assert_eq!(e.multilingual, !e.name.ends_with(".en"), "{}", e.name);
-            assert_eq!(e.n_mels == 128, e.name.starts_with("large-v3"), "{}", e.name);
+            assert_eq!(
+                e.n_mels == 128,
+                e.name.starts_with("large-v3"),
+                "{}",
+                e.name
+            );
             assert!(e.ct2_repo.contains('/') && e.hf_repo.contains('/'));
         }
     }

@@ -333,7 +333,10 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed, ModelError> {
         } else {
             let size = c.u8(|| format!("item size of variable {name:?}"))?;
             let dtype = Ct2DType::from_legacy_item_size(size).ok_or_else(|| {
-                c.invalid(header_pos, format!("variable {name:?} has item size {size}"))
+                c.invalid(
+                    header_pos,
+                    format!("variable {name:?} has item size {size}"),
+                )
             })?;
             let n = c.u32(|| format!("element count of variable {name:?}"))? as u64;
             (dtype, n * size as u64)
@@ -512,7 +515,7 @@ impl Ct2File {
             None => return Err(quant_err(format!("{scale_name} is missing"))),
         };
         let rows = var.shape.first().copied().unwrap_or(1);
-        let per_row = if rows == 0 { 0 } else { q.len() / rows };
+        let per_row = q.len().checked_div(rows).unwrap_or(0);
         let values = if scales.len() == 1 {
             let s = scales[0];
             q.iter().map(|&x| x / s).collect()
@@ -639,9 +642,17 @@ pub fn import_whisper_file(
     let d = config.d_model;
 
     // Encoder.
-    imp.whole("encoder/conv1/weight", "model.encoder.conv1.weight", &[d, config.num_mel_bins, 3])?;
+    imp.whole(
+        "encoder/conv1/weight",
+        "model.encoder.conv1.weight",
+        &[d, config.num_mel_bins, 3],
+    )?;
     imp.whole("encoder/conv1/bias", "model.encoder.conv1.bias", &[d])?;
-    imp.whole("encoder/conv2/weight", "model.encoder.conv2.weight", &[d, d, 3])?;
+    imp.whole(
+        "encoder/conv2/weight",
+        "model.encoder.conv2.weight",
+        &[d, d, 3],
+    )?;
     imp.whole("encoder/conv2/bias", "model.encoder.conv2.bias", &[d])?;
     imp.whole(
         "encoder/position_encodings/encodings",
@@ -651,9 +662,19 @@ pub fn import_whisper_file(
     for i in 0..config.encoder_layers {
         let c = format!("encoder/layer_{i}");
         let h = format!("model.encoder.layers.{i}");
-        imp.layer_norm(&format!("{c}/self_attention/layer_norm"), &format!("{h}.self_attn_layer_norm"))?;
-        imp.fused_qkv(&format!("{c}/self_attention/linear_0"), &format!("{h}.self_attn"))?;
-        imp.linear(&format!("{c}/self_attention/linear_1"), &format!("{h}.self_attn.out_proj"), [d, d])?;
+        imp.layer_norm(
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{h}.self_attn_layer_norm"),
+        )?;
+        imp.fused_qkv(
+            &format!("{c}/self_attention/linear_0"),
+            &format!("{h}.self_attn"),
+        )?;
+        imp.linear(
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{h}.self_attn.out_proj"),
+            [d, d],
+        )?;
         imp.ffn(&c, &h)?;
     }
     imp.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
@@ -672,13 +693,37 @@ pub fn import_whisper_file(
     for i in 0..config.decoder_layers {
         let c = format!("decoder/layer_{i}");
         let h = format!("model.decoder.layers.{i}");
-        imp.layer_norm(&format!("{c}/self_attention/layer_norm"), &format!("{h}.self_attn_layer_norm"))?;
-        imp.fused_qkv(&format!("{c}/self_attention/linear_0"), &format!("{h}.self_attn"))?;
-        imp.linear(&format!("{c}/self_attention/linear_1"), &format!("{h}.self_attn.out_proj"), [d, d])?;
-        imp.layer_norm(&format!("{c}/attention/layer_norm"), &format!("{h}.encoder_attn_layer_norm"))?;
-        imp.linear(&format!("{c}/attention/linear_0"), &format!("{h}.encoder_attn.q_proj"), [d, d])?;
-        imp.fused_kv(&format!("{c}/attention/linear_1"), &format!("{h}.encoder_attn"))?;
-        imp.linear(&format!("{c}/attention/linear_2"), &format!("{h}.encoder_attn.out_proj"), [d, d])?;
+        imp.layer_norm(
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{h}.self_attn_layer_norm"),
+        )?;
+        imp.fused_qkv(
+            &format!("{c}/self_attention/linear_0"),
+            &format!("{h}.self_attn"),
+        )?;
+        imp.linear(
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{h}.self_attn.out_proj"),
+            [d, d],
+        )?;
+        imp.layer_norm(
+            &format!("{c}/attention/layer_norm"),
+            &format!("{h}.encoder_attn_layer_norm"),
+        )?;
+        imp.linear(
+            &format!("{c}/attention/linear_0"),
+            &format!("{h}.encoder_attn.q_proj"),
+            [d, d],
+        )?;
+        imp.fused_kv(
+            &format!("{c}/attention/linear_1"),
+            &format!("{h}.encoder_attn"),
+        )?;
+        imp.linear(
+            &format!("{c}/attention/linear_2"),
+            &format!("{h}.encoder_attn.out_proj"),
+            [d, d],
+        )?;
         imp.ffn(&c, &h)?;
     }
     imp.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
@@ -728,7 +773,11 @@ fn whisper_config(
     };
     let conv1 = file.require("encoder/conv1/weight")?;
     let [d_model, num_mel_bins, _k] = conv1.shape[..] else {
-        return Err(shape_err(&conv1.name, "[d_model, n_mels, 3]".into(), &conv1.shape));
+        return Err(shape_err(
+            &conv1.name,
+            "[d_model, n_mels, 3]".into(),
+            &conv1.shape,
+        ));
     };
     let rows_of = |name: &str| -> Result<usize, ModelError> {
         let v = file.require(name)?;
@@ -834,7 +883,13 @@ impl Importer<'_> {
         let n: usize = part_shape.iter().product();
         for (i, hf) in parts.iter().enumerate() {
             if let Some(hf) = hf {
-                let t = make_tensor(&data, i * n..(i + 1) * n, part_shape, self.dtype, self.device)?;
+                let t = make_tensor(
+                    &data,
+                    i * n..(i + 1) * n,
+                    part_shape,
+                    self.dtype,
+                    self.device,
+                )?;
                 self.out.insert((*hf).to_owned(), t);
             }
         }
@@ -905,13 +960,31 @@ impl Importer<'_> {
             None => {
                 let var = self.file.require(&fc1)?;
                 let f = var.shape.first().copied().unwrap_or(0);
+                if f != 4 * d {
+                    tracing::warn!(
+                        ffn = f,
+                        d_model = d,
+                        "FFN width is not 4 × d_model; candle's Whisper will refuse these weights"
+                    );
+                }
                 self.ffn = Some(f);
                 f
             }
         };
-        self.layer_norm(&format!("{ct2_layer}/ffn/layer_norm"), &format!("{hf_layer}.final_layer_norm"))?;
-        self.linear(&format!("{ct2_layer}/ffn/linear_0"), &format!("{hf_layer}.fc1"), [ffn, d])?;
-        self.linear(&format!("{ct2_layer}/ffn/linear_1"), &format!("{hf_layer}.fc2"), [d, ffn])
+        self.layer_norm(
+            &format!("{ct2_layer}/ffn/layer_norm"),
+            &format!("{hf_layer}.final_layer_norm"),
+        )?;
+        self.linear(
+            &format!("{ct2_layer}/ffn/linear_0"),
+            &format!("{hf_layer}.fc1"),
+            [ffn, d],
+        )?;
+        self.linear(
+            &format!("{ct2_layer}/ffn/linear_1"),
+            &format!("{hf_layer}.fc2"),
+            [d, ffn],
+        )
     }
 }
 
@@ -1042,6 +1115,7 @@ pub struct TinySpec {
     pub n_heads: usize,
     pub encoder_layers: usize,
     pub decoder_layers: usize,
+    /// Keep at 4 × `d_model`: candle's Whisper hard-codes that width.
     pub ffn_dim: usize,
     /// 51864 matches the English-only Whisper tokenizer, so real token ids work.
     pub vocab_size: usize,
@@ -1059,7 +1133,7 @@ impl Default for TinySpec {
             n_heads: 2,
             encoder_layers: 2,
             decoder_layers: 2,
-            ffn_dim: 64,
+            ffn_dim: 128,
             vocab_size: 51864,
             n_audio_ctx: 1500,
             n_text_ctx: 448,
@@ -1174,8 +1248,10 @@ pub fn write_tiny_whisper_ct2(dir: &Path, spec: TinySpec, seed: u64) -> Result<(
     };
     w.vars.push(Ct2WriteVar::i8_scalar("decoder/activation", 3)); // GELU
     w.vars.push(Ct2WriteVar::i8_scalar("decoder/alibi", 0));
-    w.vars.push(Ct2WriteVar::i16_scalar("decoder/alignment_heads", 1));
-    w.vars.push(Ct2WriteVar::i16_scalar("decoder/alignment_layer", -1));
+    w.vars
+        .push(Ct2WriteVar::i16_scalar("decoder/alignment_heads", 1));
+    w.vars
+        .push(Ct2WriteVar::i16_scalar("decoder/alignment_layer", -1));
     w.float("decoder/embeddings/weight", &[vocab_size, d], 0.0);
     for i in 0..decoder_layers {
         let p = format!("decoder/layer_{i}");
@@ -1189,12 +1265,18 @@ pub fn write_tiny_whisper_ct2(dir: &Path, spec: TinySpec, seed: u64) -> Result<(
     w.layer_norm("decoder/layer_norm");
     w.vars
         .push(Ct2WriteVar::i16_scalar("decoder/num_heads", n_heads as i16));
-    w.float("decoder/position_encodings/encodings", &[n_text_ctx, d], 0.0);
+    w.float(
+        "decoder/position_encodings/encodings",
+        &[n_text_ctx, d],
+        0.0,
+    );
     w.vars.push(Ct2WriteVar::i8_scalar("decoder/pre_norm", 1));
     w.vars
         .push(Ct2WriteVar::i8_scalar("decoder/scale_embeddings", 0));
-    w.vars
-        .push(Ct2WriteVar::i8_scalar("decoder/start_from_zero_embedding", 0));
+    w.vars.push(Ct2WriteVar::i8_scalar(
+        "decoder/start_from_zero_embedding",
+        0,
+    ));
     w.float("encoder/conv1/bias", &[d], 0.0);
     w.float("encoder/conv1/weight", &[d, n_mels, 3], 0.0);
     w.float("encoder/conv2/bias", &[d], 0.0);
@@ -1207,7 +1289,11 @@ pub fn write_tiny_whisper_ct2(dir: &Path, spec: TinySpec, seed: u64) -> Result<(
     w.layer_norm("encoder/layer_norm");
     w.vars
         .push(Ct2WriteVar::i16_scalar("encoder/num_heads", n_heads as i16));
-    w.float("encoder/position_encodings/encodings", &[n_audio_ctx, d], 0.0);
+    w.float(
+        "encoder/position_encodings/encodings",
+        &[n_audio_ctx, d],
+        0.0,
+    );
 
     std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
     write_model_bin(

@@ -226,3 +226,14 @@ impl ModelError {
         move |source| ModelError::Io { path, source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Errors cross threads (worker pools, `Arc` in the inference crate's
+    /// error type), so they must stay `Send + Sync`.
+    #[test]
+    fn model_error_is_send_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<super::ModelError>();
+    }
+}

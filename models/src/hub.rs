@@ -49,7 +49,9 @@ pub(crate) fn non_empty(env: EnvLookup<'_>, key: &str) -> Option<PathBuf> {
 }
 
 pub(crate) fn hf_cache_dir_with(env: EnvLookup<'_>) -> PathBuf {
-    if let Some(p) = non_empty(env, "HF_HUB_CACHE").or_else(|| non_empty(env, "HUGGINGFACE_HUB_CACHE")) {
+    if let Some(p) =
+        non_empty(env, "HF_HUB_CACHE").or_else(|| non_empty(env, "HUGGINGFACE_HUB_CACHE"))
+    {
         return p;
     }
     if let Some(home) = non_empty(env, "HF_HOME") {
@@ -68,7 +70,12 @@ pub(crate) fn hf_cache_dir_with(env: EnvLookup<'_>) -> PathBuf {
 pub(crate) fn env_flag(value: Option<std::ffi::OsString>) -> bool {
     value
         .and_then(|v| v.into_string().ok())
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -90,31 +97,39 @@ impl Hub {
         self.settings.offline
     }
 
+    /// The API client, built on first use (offline runs never build one).
     fn api(&mut self, repo: &str, file: &str) -> Result<&Api, ModelError> {
-        if self.api.is_none() {
-            let s = &self.settings;
-            let mut b = ApiBuilder::from_cache(Cache::new(s.cache_dir.clone()))
-                .with_progress(s.progress)
-                .with_retries(2);
-            if let Some(e) = &s.endpoint {
-                b = b.with_endpoint(e.clone());
+        let api = match self.api.take() {
+            Some(api) => api,
+            None => {
+                let s = &self.settings;
+                let mut b = ApiBuilder::from_cache(Cache::new(s.cache_dir.clone()))
+                    .with_progress(s.progress)
+                    .with_retries(2);
+                if let Some(e) = &s.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if s.token.is_some() {
+                    b = b.with_token(s.token.clone());
+                }
+                b.build().map_err(|e| ModelError::Hub {
+                    repo: repo.to_owned(),
+                    file: file.to_owned(),
+                    source: Box::new(e),
+                })?
             }
-            if s.token.is_some() {
-                b = b.with_token(s.token.clone());
-            }
-            let api = b.build().map_err(|e| ModelError::Hub {
-                repo: repo.to_owned(),
-                file: file.to_owned(),
-                source: Box::new(e),
-            })?;
-            self.api = Some(api);
-        }
-        Ok(self.api.as_ref().expect("set above"))
+        };
+        Ok(self.api.insert(api))
     }
 
     /// Returns the local path of `file` in `repo` at `revision`, downloading
     /// it unless offline, and verifies its checksum.
-    pub(crate) fn get(&mut self, repo: &str, revision: &str, file: &str) -> Result<PathBuf, ModelError> {
+    pub(crate) fn get(
+        &mut self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+    ) -> Result<PathBuf, ModelError> {
         let hf_repo = Repo::with_revision(repo.to_owned(), RepoType::Model, revision.to_owned());
         let path = if self.settings.offline {
             Cache::new(self.settings.cache_dir.clone())
@@ -218,7 +233,10 @@ mod tests {
     #[test]
     fn cache_dir_precedence() {
         let e = env(&[("HOME", "/h")]);
-        assert_eq!(hf_cache_dir_with(&e), PathBuf::from("/h/.cache/huggingface/hub"));
+        assert_eq!(
+            hf_cache_dir_with(&e),
+            PathBuf::from("/h/.cache/huggingface/hub")
+        );
         let e = env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]);
         assert_eq!(hf_cache_dir_with(&e), PathBuf::from("/x/huggingface/hub"));
         let e = env(&[("HOME", "/h"), ("HF_HOME", "/hf")]);
@@ -239,7 +257,13 @@ mod tests {
     }
 
     /// Builds a fake Hugging Face cache entry the way hf-hub lays it out.
-    fn fake_cache_file(cache: &Path, repo: &str, file: &str, content: &[u8], etag: &str) -> PathBuf {
+    fn fake_cache_file(
+        cache: &Path,
+        repo: &str,
+        file: &str,
+        content: &[u8],
+        etag: &str,
+    ) -> PathBuf {
         let folder = cache.join(format!("models--{}", repo.replace('/', "--")));
         std::fs::create_dir_all(folder.join("blobs")).unwrap();
         std::fs::create_dir_all(folder.join("refs")).unwrap();
@@ -286,6 +310,9 @@ mod tests {
         let bad = crate::checksum::sha256_bytes(b"other");
         fake_cache_file(&cache, "o/bad", "model.bin", b"tampered", &bad);
         let err = hub.get("o/bad", "main", "model.bin").unwrap_err();
-        assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err:?}");
+        assert!(
+            matches!(err, ModelError::ChecksumMismatch { .. }),
+            "{err:?}"
+        );
     }
 }

@@ -216,7 +216,15 @@ pub fn resolve_whisper_with(
     let path = expand_home(spec);
     if path.exists() {
         let dir = if path.is_file() {
-            // Pointing at model.bin / config.json is taken to mean its folder.
+            // Pointing at a model file is taken to mean its folder; any
+            // other file (an audio file passed by mistake) is refused.
+            let is_model_file = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                matches!(n, "model.bin" | "config.json" | "tokenizer.json")
+                    || n.ends_with(".safetensors")
+            });
+            if !is_model_file {
+                return Err(ModelError::UnrecognizedFolder { dir: path });
+            }
             path.parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
@@ -419,7 +427,11 @@ fn verify_sums(dir: &Path, stamps: Option<&Path>) -> Result<(), ModelError> {
         return Ok(());
     }
     let text = std::fs::read_to_string(&sums).map_err(ModelError::io(&sums))?;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (digest, file) = match line.split_once(char::is_whitespace) {
             Some((d, f)) => (d, f.trim_start().trim_start_matches('*')),
             None => (line, ""),
@@ -566,13 +578,23 @@ mod tests {
     #[test]
     fn models_dir_precedence() {
         let e = env(&[("HOME", "/h")]);
-        assert_eq!(models_dir_with(&e), PathBuf::from("/h/.cache/earshot/models"));
+        assert_eq!(
+            models_dir_with(&e),
+            PathBuf::from("/h/.cache/earshot/models")
+        );
         let e = env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]);
         assert_eq!(models_dir_with(&e), PathBuf::from("/x/earshot/models"));
-        let e = env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x"), (MODELS_DIR_ENV, "/m")]);
+        let e = env(&[
+            ("HOME", "/h"),
+            ("XDG_CACHE_HOME", "/x"),
+            (MODELS_DIR_ENV, "/m"),
+        ]);
         assert_eq!(models_dir_with(&e), PathBuf::from("/m"));
         let e = env(&[("HOME", "/h"), (MODELS_DIR_ENV, "")]);
-        assert_eq!(models_dir_with(&e), PathBuf::from("/h/.cache/earshot/models"));
+        assert_eq!(
+            models_dir_with(&e),
+            PathBuf::from("/h/.cache/earshot/models")
+        );
     }
 
     #[test]

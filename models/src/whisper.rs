@@ -155,8 +155,10 @@ pub fn load_safetensors_whisper(
 ) -> Result<ImportedWhisper, ModelError> {
     let mut config: whisper::Config = read_json(config_path)?;
     let gen_path = config_path.with_file_name("generation_config.json");
-    let generation =
-        GenerationConfig::from_hf(config_path, gen_path.is_file().then_some(gen_path.as_path()))?;
+    let generation = GenerationConfig::from_hf(
+        config_path,
+        gen_path.is_file().then_some(gen_path.as_path()),
+    )?;
     config.suppress_tokens = generation.suppress_ids.clone();
 
     if weights.is_empty() {
@@ -203,7 +205,10 @@ pub fn load_safetensors_whisper(
             return Err(ModelError::ShapeMismatch {
                 source_file: first,
                 name: conv1.into(),
-                expected: format!("[{}, {}, 3] (from config.json)", config.d_model, config.num_mel_bins),
+                expected: format!(
+                    "[{}, {}, 3] (from config.json)",
+                    config.d_model, config.num_mel_bins
+                ),
                 actual: t.dims().to_vec(),
             })
         }

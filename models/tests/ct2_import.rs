@@ -5,8 +5,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use earshot_models::ct2::{
-    encode_model_bin, import_whisper_file, read_model_bin, write_model_bin,
-    write_tiny_whisper_ct2, Ct2WriteVar, TinySpec,
+    encode_model_bin, import_whisper_file, read_model_bin, write_model_bin, write_tiny_whisper_ct2,
+    Ct2WriteVar, TinySpec,
 };
 use earshot_models::{import_whisper, Ct2DType, GenerationConfig, ModelError};
 
@@ -14,7 +14,7 @@ fn tiny(dir: &Path, dtype: Ct2DType) -> TinySpec {
     let spec = TinySpec {
         d_model: 16,
         n_heads: 2,
-        ffn_dim: 24,
+        ffn_dim: 64,
         vocab_size: 100,
         n_audio_ctx: 50,
         n_text_ctx: 20,
@@ -69,16 +69,18 @@ fn tiny_f16_import_splits_fused_projections() {
     assert_eq!(w.generation.alignment_heads, vec![(2, 0)]);
 
     let file = read_model_bin(&dir.path().join("model.bin")).unwrap();
-    let get = |n: &str| {
-        w.tensors
-            .get(n)
-            .unwrap_or_else(|| panic!("missing {n}"))
-    };
+    let get = |n: &str| w.tensors.get(n).unwrap_or_else(|| panic!("missing {n}"));
 
     // Self attention: q | k | v rows, k bias dropped.
     for (stack, i) in [("encoder", 1), ("decoder", 2)] {
-        let fused_w = raw_f16(&file, &format!("{stack}/layer_{i}/self_attention/linear_0/weight"));
-        let fused_b = raw_f16(&file, &format!("{stack}/layer_{i}/self_attention/linear_0/bias"));
+        let fused_w = raw_f16(
+            &file,
+            &format!("{stack}/layer_{i}/self_attention/linear_0/weight"),
+        );
+        let fused_b = raw_f16(
+            &file,
+            &format!("{stack}/layer_{i}/self_attention/linear_0/bias"),
+        );
         let h = format!("model.{stack}.layers.{i}.self_attn");
         for (k, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
             let t = get(&format!("{h}.{proj}.weight"));
@@ -92,14 +94,20 @@ fn tiny_f16_import_splits_fused_projections() {
         assert!(fused_b[d..2 * d].iter().all(|&x| x == 0.0));
         assert_eq!(
             values(get(&format!("{h}.out_proj.weight"))),
-            raw_f16(&file, &format!("{stack}/layer_{i}/self_attention/linear_1/weight"))
+            raw_f16(
+                &file,
+                &format!("{stack}/layer_{i}/self_attention/linear_1/weight")
+            )
         );
     }
 
     // Cross attention: q separate, k | v fused, then out.
     let i = 1;
     let h = format!("model.decoder.layers.{i}.encoder_attn");
-    let kv = raw_f16(&file, &format!("decoder/layer_{i}/attention/linear_1/weight"));
+    let kv = raw_f16(
+        &file,
+        &format!("decoder/layer_{i}/attention/linear_1/weight"),
+    );
     let kv_b = raw_f16(&file, &format!("decoder/layer_{i}/attention/linear_1/bias"));
     assert_eq!(values(get(&format!("{h}.k_proj.weight"))), kv[..d * d]);
     assert_eq!(values(get(&format!("{h}.v_proj.weight"))), kv[d * d..]);
@@ -107,7 +115,10 @@ fn tiny_f16_import_splits_fused_projections() {
     assert!(!w.tensors.contains_key(&format!("{h}.k_proj.bias")));
     assert_eq!(
         values(get(&format!("{h}.q_proj.weight"))),
-        raw_f16(&file, &format!("decoder/layer_{i}/attention/linear_0/weight"))
+        raw_f16(
+            &file,
+            &format!("decoder/layer_{i}/attention/linear_0/weight")
+        )
     );
     assert_eq!(
         values(get(&format!("{h}.out_proj.bias"))),
@@ -123,8 +134,8 @@ fn tiny_f16_import_splits_fused_projections() {
         values(get("model.encoder.layers.0.final_layer_norm.bias")),
         raw_f16(&file, "encoder/layer_0/ffn/layer_norm/beta")
     );
-    assert_eq!(get("model.encoder.layers.0.fc1.weight").dims(), [24, d]);
-    assert_eq!(get("model.encoder.layers.0.fc2.weight").dims(), [d, 24]);
+    assert_eq!(get("model.encoder.layers.0.fc1.weight").dims(), [64, d]);
+    assert_eq!(get("model.encoder.layers.0.fc2.weight").dims(), [d, 64]);
     assert_eq!(get("model.encoder.conv1.weight").dims(), [d, 8, 3]);
     assert_eq!(get("model.encoder.embed_positions.weight").dims(), [50, d]);
     assert_eq!(get("model.decoder.embed_positions.weight").dims(), [20, d]);
@@ -158,7 +169,10 @@ fn alias_resolves_to_embeddings() {
     let proj = file.get("decoder/projection/weight").unwrap();
     assert_eq!(proj.name, "decoder/embeddings/weight");
     assert_eq!(proj.shape, vec![100, 16]);
-    assert_eq!(file.scalar_i64("decoder/alignment_layer").unwrap(), Some(-1));
+    assert_eq!(
+        file.scalar_i64("decoder/alignment_layer").unwrap(),
+        Some(-1)
+    );
     assert_eq!(file.scalar_i64("encoder/num_heads").unwrap(), Some(2));
     assert_eq!(file.scalar_i64("nope").unwrap(), None);
 }
@@ -225,7 +239,14 @@ fn int8_weights_are_dequantized() {
             data: vec![1],
         },
     ];
-    write_model_bin(&path, "TestSpec", 1, &vars, &[("a/weight".into(), "w/weight".into())]).unwrap();
+    write_model_bin(
+        &path,
+        "TestSpec",
+        1,
+        &vars,
+        &[("a/weight".into(), "w/weight".into())],
+    )
+    .unwrap();
     let f = read_model_bin(&path).unwrap();
     assert_eq!(
         f.to_f32_vec("w/weight").unwrap(),
@@ -292,7 +313,10 @@ fn bad_version_is_rejected() {
     }
     // A text file is not a model.
     let err = read_bytes(b"{\"not\": \"a model\"}").unwrap_err();
-    assert!(matches!(err, ModelError::UnsupportedVersion { .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::UnsupportedVersion { .. }),
+        "{err:?}"
+    );
 }
 
 /// Offset of the first variable's dtype byte in `small_file()`.
@@ -327,7 +351,10 @@ fn variable_claiming_4gb_is_rejected_without_allocating() {
     b[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     let err = read_bytes(&b).unwrap_err();
     assert!(
-        matches!(err, ModelError::Truncated { .. } | ModelError::InvalidCt2 { .. }),
+        matches!(
+            err,
+            ModelError::Truncated { .. } | ModelError::InvalidCt2 { .. }
+        ),
         "{err:?}"
     );
 }
@@ -385,7 +412,14 @@ fn wrong_spec_and_missing_tensors() {
         .find(|v| v.name == "encoder/layer_1/self_attention/linear_0/weight")
         .unwrap();
     bad.shape = vec![32, 24];
-    write_model_bin(&dir.path().join("model.bin"), "WhisperSpec", 3, &vars, &f.aliases).unwrap();
+    write_model_bin(
+        &dir.path().join("model.bin"),
+        "WhisperSpec",
+        3,
+        &vars,
+        &f.aliases,
+    )
+    .unwrap();
     let err = import_whisper(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
     assert!(
         matches!(&err, ModelError::ShapeMismatch { name, .. } if name.contains("layer_1/self_attention/linear_0")),

@@ -13,7 +13,7 @@ fn models_dir_env_var_is_honoured() {
     let spec = TinySpec {
         d_model: 8,
         n_heads: 1,
-        ffn_dim: 8,
+        ffn_dim: 32,
         vocab_size: 10,
         n_audio_ctx: 4,
         n_text_ctx: 4,

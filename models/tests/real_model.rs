@@ -68,3 +68,37 @@ fn real_tiny_en_imports() {
     let v: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|x| x.is_finite()));
 }
+
+/// Every catalog model installed in the models dir resolves (offline: a
+/// test must never download) and imports with the catalog's mel count and
+/// a vocabulary matching its multilingual flag.
+#[test]
+fn installed_catalog_models_resolve_and_import() {
+    let mut opts = earshot_models::ResolveOptions::from_env();
+    opts.hub.offline = true;
+    let mut found = 0;
+    for entry in earshot_models::CATALOG {
+        if !opts.models_dir.join(entry.folder_name()).is_dir() {
+            continue;
+        }
+        found += 1;
+        let r = earshot_models::resolve_whisper_with(entry.name, &opts).unwrap();
+        assert_eq!(r.source, earshot_models::ModelSource::ModelsDir);
+        assert!(r.tokenizer.is_file());
+        let w = earshot_models::load_whisper_tensors(&r, DType::F16, &Device::Cpu).unwrap();
+        assert_eq!(w.config.num_mel_bins, entry.n_mels, "{}", entry.name);
+        assert_eq!(
+            w.config.vocab_size > 51864,
+            entry.multilingual,
+            "{}",
+            entry.name
+        );
+        eprintln!("{}: imported {} tensors", entry.name, w.tensors.len());
+    }
+    if found == 0 {
+        eprintln!(
+            "SKIPPED installed_catalog_models_resolve_and_import: no whisper-* folder in {}",
+            opts.models_dir.display()
+        );
+    }
+}

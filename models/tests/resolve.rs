@@ -18,7 +18,7 @@ fn small_spec() -> TinySpec {
     TinySpec {
         d_model: 16,
         n_heads: 2,
-        ffn_dim: 24,
+        ffn_dim: 64,
         vocab_size: 100,
         n_audio_ctx: 50,
         n_text_ctx: 20,
@@ -71,9 +71,20 @@ fn resolves_an_existing_folder_path() {
     assert_eq!(w.config.d_model, 16);
 
     // Pointing at model.bin means its folder.
-    let r2 = resolve_whisper_with(dir.join("model.bin").to_str().unwrap(), &options(tmp.path()))
-        .unwrap();
+    let r2 = resolve_whisper_with(
+        dir.join("model.bin").to_str().unwrap(),
+        &options(tmp.path()),
+    )
+    .unwrap();
     assert_eq!(r2.dir, dir);
+    // Any other file is not a model.
+    std::fs::write(dir.join("talk.wav"), b"RIFF").unwrap();
+    let err = resolve_whisper_with(dir.join("talk.wav").to_str().unwrap(), &options(tmp.path()))
+        .unwrap_err();
+    assert!(
+        matches!(err, ModelError::UnrecognizedFolder { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -117,7 +128,10 @@ fn unknown_name_and_missing_path() {
         other => panic!("{other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("gigantic-v9") && msg.contains("small"), "{msg}");
+    assert!(
+        msg.contains("gigantic-v9") && msg.contains("small"),
+        "{msg}"
+    );
 
     let err = resolve_whisper_with("", &opts).unwrap_err();
     assert!(matches!(err, ModelError::UnknownModel { .. }), "{err:?}");
@@ -145,7 +159,10 @@ fn incomplete_local_folder_is_an_error_not_a_download() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = classify_folder(&empty).unwrap_err();
-    assert!(matches!(err, ModelError::UnrecognizedFolder { .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::UnrecognizedFolder { .. }),
+        "{err:?}"
+    );
 
     std::fs::write(empty.join("config.json"), "{}").unwrap();
     let err = classify_folder(&empty).unwrap_err();
@@ -258,7 +275,10 @@ fn offline_hub_cache_ct2_with_tokenizer_fallback() {
         &opts.hub.cache_dir,
         "Systran/faster-whisper-tiny",
         "main",
-        &[("model.bin", src.join("model.bin")), ("config.json", src.join("config.json"))],
+        &[
+            ("model.bin", src.join("model.bin")),
+            ("config.json", src.join("config.json")),
+        ],
     );
     put_in_hf_cache(
         &opts.hub.cache_dir,
@@ -274,11 +294,19 @@ fn offline_hub_cache_ct2_with_tokenizer_fallback() {
             revision: "main".into()
         }
     );
-    assert!(r.tokenizer.to_string_lossy().contains("models--openai--whisper-tiny"));
+    assert!(r
+        .tokenizer
+        .to_string_lossy()
+        .contains("models--openai--whisper-tiny"));
     let w = load_whisper_tensors(&r, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(w.config.encoder_layers, 1);
     // The weights blob was hashed once and stamped.
-    assert!(std::fs::read_dir(opts.models_dir.join(".verified")).unwrap().count() == 1);
+    assert!(
+        std::fs::read_dir(opts.models_dir.join(".verified"))
+            .unwrap()
+            .count()
+            == 1
+    );
 
     // Preferring safetensors falls back to the cached CT2 files.
     opts.hub_format = HubFormat::Safetensors;
@@ -354,7 +382,10 @@ fn corrupted_cached_blob_is_refused() {
     opts.hub_format = HubFormat::CTranslate2;
     let err = resolve_whisper_with("base.en", &opts).unwrap_err();
     // The CT2 error is reported (the safetensors fallback is not cached).
-    assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -366,7 +397,14 @@ fn sha256sums_in_local_folder_are_checked() {
     let digest = earshot_models::sha256_file(&dir.join("model.bin")).unwrap();
     std::fs::write(dir.join("SHA256SUMS"), format!("{digest}  model.bin\n")).unwrap();
     resolve_whisper_with("small", &opts).unwrap();
-    std::fs::write(dir.join("SHA256SUMS"), format!("{}  model.bin\n", "0".repeat(64))).unwrap();
+    std::fs::write(
+        dir.join("SHA256SUMS"),
+        format!("{}  model.bin\n", "0".repeat(64)),
+    )
+    .unwrap();
     let err = resolve_whisper_with("small", &opts).unwrap_err();
-    assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
 }

@@ -115,50 +115,57 @@ _fw_logger.setLevel(logging.DEBUG)
 _fw_logger.addHandler(FALLBACKS)
 _fw_logger.propagate = False
 
-def run_faster_whisper(model_dir, compute_type, clips, save_dir=None):
-    """Transcribe each clip with one model instance. Returns (results, load_s, transcribe_s).
-    Timing covers transcribe() + consuming the segment generator, audio decoding
-    included; model loading is timed separately."""
+def run_faster_whisper(model_dir, compute_type, clips, save_dir=None, repeat=1):
+    """Transcribe each clip with one model instance, `repeat` passes over the
+    clips. Returns (results of the first pass, load_s, fastest pass's total
+    seconds, all pass totals). Timing covers transcribe() + consuming the
+    segment generator, audio decoding included; model loading is timed apart."""
     from faster_whisper import WhisperModel
 
     t0 = time.perf_counter()
     model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=2, num_workers=1)
     load_s = time.perf_counter() - t0
     results = {}
-    total = 0.0
-    for c in clips:
-        FALLBACKS.count = 0
-        t0 = time.perf_counter()
-        segments, info = model.transcribe(c["path"], **FW_OPTIONS)
-        segments = list(segments)
-        dt = time.perf_counter() - t0
-        total += dt
-        doc = {
-            "text": "".join(s.text for s in segments).strip(),
-            "language": info.language,
-            "duration": info.duration,
-            "segments": [
-                {
-                    "start": round(s.start, 3),
-                    "end": round(s.end, 3),
-                    "text": s.text,
-                    "avg_logprob": s.avg_logprob,
-                    "no_speech_prob": s.no_speech_prob,
-                    "temperature": s.temperature,
-                }
-                for s in segments
-            ],
-            "elapsed_s": dt,
-            "fallbacks": FALLBACKS.count,
-        }
-        results[c["stem"]] = doc
-        log(f"faster-whisper {compute_type}: {c['file']}: {c['duration_s']:.1f} s audio in {dt:.2f} s"
-            + (f" ({FALLBACKS.count} temperature fallbacks)" if FALLBACKS.count else ""))
-        if save_dir:
-            with open(os.path.join(save_dir, c["stem"] + ".json"), "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2, ensure_ascii=False)
+    passes = []
+    for rep in range(repeat):
+        total = 0.0
+        for c in clips:
+            FALLBACKS.count = 0
+            t0 = time.perf_counter()
+            segments, info = model.transcribe(c["path"], **FW_OPTIONS)
+            segments = list(segments)
+            dt = time.perf_counter() - t0
+            total += dt
+            tag = f" pass {rep + 1}/{repeat}" if repeat > 1 else ""
+            log(f"faster-whisper {compute_type}{tag}: {c['file']}: {c['duration_s']:.1f} s audio in {dt:.2f} s"
+                + (f" ({FALLBACKS.count} temperature fallbacks)" if FALLBACKS.count else ""))
+            if rep:
+                continue
+            doc = {
+                "text": "".join(s.text for s in segments).strip(),
+                "language": info.language,
+                "duration": info.duration,
+                "segments": [
+                    {
+                        "start": round(s.start, 3),
+                        "end": round(s.end, 3),
+                        "text": s.text,
+                        "avg_logprob": s.avg_logprob,
+                        "no_speech_prob": s.no_speech_prob,
+                        "temperature": s.temperature,
+                    }
+                    for s in segments
+                ],
+                "elapsed_s": dt,
+                "fallbacks": FALLBACKS.count,
+            }
+            results[c["stem"]] = doc
+            if save_dir:
+                with open(os.path.join(save_dir, c["stem"] + ".json"), "w", encoding="utf-8") as f:
+                    json.dump(doc, f, indent=2, ensure_ascii=False)
+        passes.append(total)
     del model
-    return results, load_s, total
+    return results, load_s, min(passes), passes
 
 
 # ---- earshot -------------------------------------------------------------------
@@ -172,7 +179,20 @@ def find_earshot_output(out_dir, clip):
     return None
 
 
-def run_earshot(binary, model, clips, out_dir, models_dir):
+def run_earshot(binary, model, clips, out_dir, models_dir, repeat=1):
+    """One earshot process over all clips, `repeat` times. Returns (results of
+    the first run, fastest run's wall seconds, all wall seconds)."""
+    walls = []
+    results = None
+    for rep in range(repeat):
+        r, wall = run_earshot_once(binary, model, clips, out_dir, models_dir)
+        log(f"earshot run {rep + 1}/{repeat}: {wall:.2f} s")
+        walls.append(wall)
+        results = results or r
+    return results, min(walls), walls
+
+
+def run_earshot_once(binary, model, clips, out_dir, models_dir):
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir)
@@ -225,6 +245,7 @@ def main():
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--show-text", action="store_true")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
 
     clips = read_manifest(a.manifest)
@@ -237,14 +258,15 @@ def main():
     # earshot first (one process, all clips), then the peer runs, one at a time.
     es = es_wall = None
     if not a.peer_only:
-        es, es_wall = run_earshot(a.earshot_bin, a.model, clips, os.path.join(a.out_dir, "earshot"), a.models_dir)
+        es, es_wall, es_walls = run_earshot(a.earshot_bin, a.model, clips, os.path.join(a.out_dir, "earshot"),
+                                            a.models_dir, a.repeat)
 
     fw_dir = os.path.join(a.out_dir, "faster-whisper")
     os.makedirs(fw_dir, exist_ok=True)
-    fw, fw_load, fw_time = run_faster_whisper(a.model_dir, "float32", clips, fw_dir)
+    fw, fw_load, fw_time, fw_passes = run_faster_whisper(a.model_dir, "float32", clips, fw_dir, a.repeat)
     fw8 = None
     if a.speed:
-        fw8, fw8_load, fw8_time = run_faster_whisper(a.model_dir, "int8", clips)
+        fw8, fw8_load, fw8_time, fw8_passes = run_faster_whisper(a.model_dir, "int8", clips, None, a.repeat)
 
     # ---- per-clip table
     print()
@@ -295,13 +317,25 @@ def main():
           " fb = faster-whisper float32 temperature fallbacks: sampled output, so es~fw may differ there)")
 
     # ---- speed
+    def runs(xs):
+        return "" if len(xs) < 2 else "; runs " + ", ".join(f"{x:.1f}" for x in xs)
+
+    best = " (fastest of %d runs)" % a.repeat if a.repeat > 1 else ""
+    try:
+        load = "load average %.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "load average unknown"
     print()
-    print(f"speed on {len(clips)} clips, {audio_s:.1f} s of audio, 2 threads (audio seconds per wall second):")
-    print(f"  faster-whisper float32: {audio_s / fw_time:7.2f}  ({fw_time:.1f} s transcribing; model load {fw_load:.2f} s)")
+    print(f"speed on {len(clips)} clips, {audio_s:.1f} s of audio, 2 threads{best}, {os.cpu_count()} CPUs, {load}")
+    print("audio seconds per wall second:")
+    print(f"  faster-whisper float32: {audio_s / fw_time:7.2f}  ({fw_time:.1f} s transcribing{runs(fw_passes)}; "
+          f"model load {fw_load:.2f} s)")
     if fw8 is not None:
-        print(f"  faster-whisper int8   : {audio_s / fw8_time:7.2f}  ({fw8_time:.1f} s transcribing; model load {fw8_load:.2f} s)")
+        print(f"  faster-whisper int8   : {audio_s / fw8_time:7.2f}  ({fw8_time:.1f} s transcribing{runs(fw8_passes)}; "
+              f"model load {fw8_load:.2f} s)")
     if es is not None:
-        print(f"  earshot               : {audio_s / es_wall:7.2f}  ({es_wall:.1f} s, whole process incl. model load)")
+        print(f"  earshot               : {audio_s / es_wall:7.2f}  ({es_wall:.1f} s, whole process incl. model load"
+              f"{runs(es_walls)})")
         print("  speed ratio (> 1: earshot is faster):")
         print(f"    earshot / faster-whisper float32: {fw_time / es_wall:.2f}x"
               f"  ({(fw_time + fw_load) / es_wall:.2f}x counting faster-whisper's model load too)")

@@ -137,6 +137,9 @@ struct Stream {
     prompt_reset_since: usize,
     segments: Vec<Segment>,
     language: Option<u32>,
+    /// Per-stream sampler, so a stream's result never depends on which
+    /// other streams shared its batches.
+    rng: StdRng,
 }
 
 /// zlib compression ratio of the text, as the reference computes it to spot
@@ -236,7 +239,11 @@ impl Rules {
             }
         }
         if let Some(&last) = sampled.iter().rev().find(|&&t| is_ts(t)) {
-            let upto = if last_ts && !penult_ts { last } else { last + 1 };
+            let upto = if last_ts && !penult_ts {
+                last
+            } else {
+                last + 1
+            };
             logits[tb..(upto as usize).min(v)].fill(ninf);
         }
         if sampled.is_empty() {
@@ -252,8 +259,7 @@ impl Rules {
         let ts = &lp[tb..];
         let ts_max = ts.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if ts_max.is_finite() {
-            let ts_lse =
-                ts_max + ts.iter().map(|&x| (x - ts_max).exp()).sum::<f32>().ln();
+            let ts_lse = ts_max + ts.iter().map(|&x| (x - ts_max).exp()).sum::<f32>().ln();
             let text_max = lp[..tb].iter().copied().fold(f32::NEG_INFINITY, f32::max);
             if ts_lse > text_max {
                 logits[..tb].fill(ninf);
@@ -318,15 +324,19 @@ impl Whisper {
         opts: &TranscribeOptions,
         progress: Option<Progress<'_>>,
     ) -> Vec<Result<Transcript>> {
-        let mut results: Vec<Option<Result<Transcript>>> = (0..inputs.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Transcript>>> =
+            (0..inputs.len()).map(|_| None).collect();
         let lang_fixed = match &opts.language {
-            Some(code) if self.tokenizer.multilingual => match self.tokenizer.language_token(code) {
-                Some(t) => Some(t),
-                None => {
-                    let e = InferenceError::BadOption(format!("unknown language code {code:?}"));
-                    return inputs.iter().map(|_| Err(e.clone())).collect();
+            Some(code) if self.tokenizer.multilingual => {
+                match self.tokenizer.language_token(code) {
+                    Some(t) => Some(t),
+                    None => {
+                        let e =
+                            InferenceError::BadOption(format!("unknown language code {code:?}"));
+                        return inputs.iter().map(|_| Err(e.clone())).collect();
+                    }
                 }
-            },
+            }
             Some(code) if code != "en" => {
                 let e = InferenceError::BadOption(format!(
                     "model {} is English-only; language {code:?} is not available",
@@ -350,7 +360,6 @@ impl Whisper {
             _ => Vec::new(),
         };
         let rules = Rules::new(&self.tokenizer, opts, &self.config_suppress);
-        let mut rng = StdRng::seed_from_u64(opts.seed);
         let mut streams: Vec<Stream> = inputs
             .iter()
             .enumerate()
@@ -366,6 +375,7 @@ impl Whisper {
                     prompt_reset_since: 0,
                     segments: Vec::new(),
                     language: lang_fixed,
+                    rng: StdRng::seed_from_u64(opts.seed),
                 }
             })
             .collect();
@@ -379,7 +389,7 @@ impl Whisper {
             if active.is_empty() {
                 break;
             }
-            if let Err(e) = self.round(&mut streams, &active, opts, &rules, &mut rng) {
+            if let Err(e) = self.round(&mut streams, &active, opts, &rules) {
                 // A batch-level failure (device error) fails these streams,
                 // not the others.
                 for &i in &active {
@@ -427,7 +437,6 @@ impl Whisper {
         active: &[usize],
         opts: &TranscribeOptions,
         rules: &Rules,
-        rng: &mut StdRng,
     ) -> Result<()> {
         let n_mels = self.mel.n_mels();
         let mut batch = vec![0f32; active.len() * n_mels * N_FRAMES];
@@ -462,7 +471,11 @@ impl Whisper {
             .enumerate()
             .map(|(r, &i)| self.build_prompt(&streams[i], r, opts))
             .collect();
-        let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, rng)?;
+        let mut rngs: Vec<StdRng> = active.iter().map(|&i| streams[i].rng.clone()).collect();
+        let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, &mut rngs)?;
+        for (&i, rng) in active.iter().zip(rngs) {
+            streams[i].rng = rng;
+        }
 
         for ((r, &i), d) in active.iter().enumerate().zip(decoded) {
             let s = &mut streams[i];
@@ -496,7 +509,10 @@ impl Whisper {
         let sot_index = prompt.len();
         prompt.push(tok.sot);
         if tok.multilingual {
-            prompt.push(s.language.unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)));
+            prompt.push(
+                s.language
+                    .unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)),
+            );
             prompt.push(match opts.task {
                 Task::Transcribe => tok.transcribe,
                 Task::Translate => tok.translate,
@@ -523,7 +539,10 @@ impl Whisper {
         let prompts = vec![vec![self.tokenizer.sot]; rows.len()];
         let h = self.model.prefill(&mut state, &prompts)?;
         let picks: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
-        let logits = self.model.logits(&WhisperModel::pick(&h, &picks)?)?.to_vec2::<f32>()?;
+        let logits = self
+            .model
+            .logits(&WhisperModel::pick(&h, &picks)?)?
+            .to_vec2::<f32>()?;
         Ok(logits
             .iter()
             .map(|l| {
@@ -543,7 +562,7 @@ impl Whisper {
         jobs: &[Job],
         opts: &TranscribeOptions,
         rules: &Rules,
-        rng: &mut StdRng,
+        rngs: &mut [StdRng],
     ) -> Result<Vec<Decoded>> {
         let temps = if opts.temperatures.is_empty() {
             vec![0.0]
@@ -558,7 +577,11 @@ impl Whisper {
                 break;
             }
             let sub: Vec<&Job> = pending.iter().map(|&j| &jobs[j]).collect();
-            let out = self.decode_windows(audio, &sub, t, opts, rules, rng)?;
+            let mut sub_rngs: Vec<StdRng> = pending.iter().map(|&j| rngs[j].clone()).collect();
+            let out = self.decode_windows(audio, &sub, t, opts, rules, &mut sub_rngs)?;
+            for (&j, r) in pending.iter().zip(sub_rngs) {
+                rngs[j] = r;
+            }
             let mut still = Vec::new();
             for (&j, d) in pending.iter().zip(out) {
                 let mut fallback = false;
@@ -605,7 +628,7 @@ impl Whisper {
         temperature: f32,
         opts: &TranscribeOptions,
         rules: &Rules,
-        rng: &mut StdRng,
+        rngs: &mut [StdRng],
     ) -> Result<Vec<Decoded>> {
         let n = jobs.len();
         let idx = Tensor::from_vec(
@@ -619,7 +642,10 @@ impl Whisper {
         let h = self.model.prefill(&mut state, &prompts)?;
         let mut picks: Vec<(usize, usize)> = (0..n).map(|r| (r, prompts[r].len() - 1)).collect();
         picks.extend((0..n).map(|r| (r, jobs[r].sot_index)));
-        let all = self.model.logits(&WhisperModel::pick(&h, &picks)?)?.to_vec2::<f32>()?;
+        let all = self
+            .model
+            .logits(&WhisperModel::pick(&h, &picks)?)?
+            .to_vec2::<f32>()?;
         let no_speech: Vec<f64> = all[n..]
             .iter()
             .map(|l| {
@@ -638,7 +664,7 @@ impl Whisper {
             let mut next_tokens = Vec::new();
             for (pos, (&r, l)) in active.iter().zip(logits.iter_mut()).enumerate() {
                 rules.apply(l, &tokens[r], opts.suppress_blank);
-                let t = pick_token(l, temperature, rng);
+                let t = pick_token(l, temperature, &mut rngs[r]);
                 let lp = log_softmax(l)[t as usize] as f64;
                 if lp.is_finite() {
                     sum_lp[r] += lp;
@@ -690,8 +716,9 @@ impl Whisper {
         let tokens = &d.tokens;
         let time_offset = s.seek as f64 * FRAME_S;
         let is_ts = |t: u32| t >= tb;
-        let single_ts_ending =
-            tokens.len() >= 2 && !is_ts(tokens[tokens.len() - 2]) && is_ts(tokens[tokens.len() - 1]);
+        let single_ts_ending = tokens.len() >= 2
+            && !is_ts(tokens[tokens.len() - 2])
+            && is_ts(tokens[tokens.len() - 1]);
         let consecutive: Vec<usize> = (1..tokens.len())
             .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
             .collect();
@@ -730,6 +757,7 @@ impl Whisper {
         if s.seek <= seek_before {
             s.seek = seek_before + segment_size;
         }
+        let duration = s.content_frames as f64 * FRAME_S;
         for (start, end, toks) in pieces {
             let text = self.tokenizer.decode(&toks)?;
             if start == end || text.trim().is_empty() {
@@ -740,8 +768,10 @@ impl Whisper {
             s.segments.push(Segment {
                 id,
                 seek: seek_before,
-                start: round3(start),
-                end: round3(end.min(s.content_frames as f64 * FRAME_S)),
+                // A random or confused model can emit timestamps past the
+                // end of the audio; keep segments inside it.
+                start: round3(start.min(duration)),
+                end: round3(end.min(duration).max(start.min(duration))),
                 text,
                 tokens: toks,
                 temperature: d.temperature,
@@ -769,7 +799,11 @@ fn best_of_failed(tried: &[Decoded], opts: &TranscribeOptions) -> Decoded {
         .iter()
         .filter(|d| cr.is_none_or(|c| d.compression_ratio <= c))
         .collect();
-    let pool: Vec<&Decoded> = if ok.is_empty() { tried.iter().collect() } else { ok };
+    let pool: Vec<&Decoded> = if ok.is_empty() {
+        tried.iter().collect()
+    } else {
+        ok
+    };
     pool.into_iter()
         .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
         .cloned()
@@ -785,7 +819,11 @@ mod tests {
         let normal = "The quick brown fox jumps over the lazy dog near the river bank.";
         let looped = " thank you".repeat(20);
         assert!(compression_ratio(normal) < 1.5);
-        assert!(compression_ratio(&looped) > 2.4, "{}", compression_ratio(&looped));
+        assert!(
+            compression_ratio(&looped) > 2.4,
+            "{}",
+            compression_ratio(&looped)
+        );
         assert_eq!(compression_ratio(""), 0.0);
     }
 
@@ -826,10 +864,16 @@ mod tests {
         let mut l = vec![0f32; 40];
         l[10] = 5.0; // eot likely, so text outweighs the timestamp mass
         r.apply(&mut l, &[22, 3, 4, 25], true);
-        assert!(l[..10].iter().all(|x| x.is_infinite()), "no text right after a closing timestamp");
+        assert!(
+            l[..10].iter().all(|x| x.is_infinite()),
+            "no text right after a closing timestamp"
+        );
         assert!(l[10].is_finite(), "eot allowed");
         assert!(l[20..25].iter().all(|x| x.is_infinite()));
-        assert!(l[25].is_finite(), "a closing timestamp may open the next segment at the same time");
+        assert!(
+            l[25].is_finite(),
+            "a closing timestamp may open the next segment at the same time"
+        );
         // After a pair of timestamps: text, not another timestamp.
         let mut l = vec![0f32; 40];
         r.apply(&mut l, &[22, 3, 25, 25], true);

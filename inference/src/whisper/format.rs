@@ -188,7 +188,10 @@ mod tests {
 
     #[test]
     fn text_is_only_the_transcript() {
-        assert_eq!(render(&sample(), OutputFormat::Text), "Hello there. General Kenobi.\n");
+        assert_eq!(
+            render(&sample(), OutputFormat::Text),
+            "Hello there. General Kenobi.\n"
+        );
         assert!("xml".parse::<OutputFormat>().is_err());
     }
 }

@@ -25,12 +25,7 @@ impl Whisper {
         let resolved = earshot_models::resolve_whisper(spec)?;
         let dtype = crate::device::compute_dtype(device);
         let imported = earshot_models::load_whisper_tensors(&resolved, dtype, device)?;
-        let whisper = Self::from_parts(
-            &resolved.name,
-            imported,
-            &resolved.tokenizer,
-            device,
-        )?;
+        let whisper = Self::from_parts(&resolved.name, imported, &resolved.tokenizer, device)?;
         tracing::info!(
             model = %resolved.name,
             dir = %resolved.dir.display(),
@@ -53,12 +48,7 @@ impl Whisper {
         let mel = MelExtractor::new(config.num_mel_bins);
         let model = WhisperModel::load(&imported.tensors, config.clone(), dtype, device)?;
         let mut config_suppress: Vec<u32> = imported.generation.suppress_ids.clone();
-        config_suppress.extend(
-            config
-                .suppress_tokens
-                .iter()
-                .copied(),
-        );
+        config_suppress.extend(config.suppress_tokens.iter().copied());
         config_suppress.sort_unstable();
         config_suppress.dedup();
         Ok(Self {
