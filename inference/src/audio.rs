@@ -6,7 +6,7 @@
 //! with [`AudioError::TooLong`] once a caller's duration cap is passed, so a
 //! hostile upload costs at most `max_duration` worth of memory.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use rubato::{FftFixedIn, Resampler};
@@ -132,10 +132,18 @@ pub fn decode_bytes(
 }
 
 fn decode_source(
-    source: Box<dyn MediaSource>,
+    mut source: Box<dyn MediaSource>,
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<DecodedAudio, AudioError> {
+    // symphonia's MP4 reader parses edit lists but does not apply them, so
+    // AAC's encoder priming (1024 samples from most encoders) would shift
+    // all audio late by ~23 ms at 44.1 kHz, and the frame padding would
+    // lengthen it. Read the edit here and trim after decoding.
+    let mp4_edit = mp4_audio_edit(&mut *source);
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| AudioError::Corrupt(e.to_string()))?;
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = extension {
@@ -278,12 +286,170 @@ fn decode_source(
             "no decodable audio before the stream broke".into(),
         ));
     }
+    if let Some(edit) = mp4_edit {
+        edit.apply(&mut mono, sample_rate);
+    }
     Ok(DecodedAudio {
         samples: mono,
         sample_rate,
         codec: codec_name,
         truncated,
     })
+}
+
+/// The presentation window of an MP4 audio track, from its edit list
+/// (`moov/trak/edts/elst`): where playback starts in the decoded stream
+/// (encoder priming to drop) and how long it lasts (padding to drop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mp4Edit {
+    /// Leading samples to drop, in the track's media timescale.
+    media_time: u64,
+    media_timescale: u32,
+    /// Presentation length in the movie timescale; `None` when the edit
+    /// does not say (0 in fragmented files).
+    duration: Option<u64>,
+    movie_timescale: u32,
+}
+
+impl Mp4Edit {
+    fn apply(&self, mono: &mut Vec<f32>, rate: u32) {
+        let skip = (self.media_time as u128 * rate as u128 / self.media_timescale as u128) as usize;
+        let skip = skip.min(mono.len());
+        mono.drain(..skip);
+        if let Some(d) = self.duration {
+            // The movie timescale is often 1000: round up, never cut audio.
+            let keep = (d as u128 * rate as u128).div_ceil(self.movie_timescale as u128);
+            if keep < mono.len() as u128 {
+                mono.truncate(keep as usize);
+            }
+        }
+    }
+}
+
+/// One ISO-BMFF box: its type and the byte range of its body.
+struct Mp4Box {
+    kind: [u8; 4],
+    body: u64,
+    end: u64,
+}
+
+fn mp4_box<R: Read + Seek + ?Sized>(r: &mut R, pos: u64, limit: u64) -> Option<Mp4Box> {
+    if pos.checked_add(8)? > limit {
+        return None;
+    }
+    r.seek(SeekFrom::Start(pos)).ok()?;
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).ok()?;
+    let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
+    let kind = [h[4], h[5], h[6], h[7]];
+    let (body, end) = match size {
+        0 => (pos + 8, limit),
+        1 => {
+            let mut l = [0u8; 8];
+            r.read_exact(&mut l).ok()?;
+            (pos + 16, pos.checked_add(u64::from_be_bytes(l))?)
+        }
+        n => (pos + 8, pos + n),
+    };
+    (end >= body && end <= limit).then_some(Mp4Box { kind, body, end })
+}
+
+/// The children of a box body, in order (stops at the first malformed one).
+fn mp4_children<R: Read + Seek + ?Sized>(r: &mut R, body: u64, end: u64) -> Vec<Mp4Box> {
+    let mut out = Vec::new();
+    let mut pos = body;
+    while let Some(b) = mp4_box(r, pos, end) {
+        pos = b.end;
+        out.push(b);
+        if out.len() > 4096 {
+            break;
+        }
+    }
+    out
+}
+
+fn read_at<R: Read + Seek + ?Sized, const N: usize>(r: &mut R, pos: u64) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    r.seek(SeekFrom::Start(pos)).ok()?;
+    r.read_exact(&mut b).ok()?;
+    Some(b)
+}
+
+/// Timescale of an `mvhd` or `mdhd` body (same layout up to it).
+fn mp4_timescale<R: Read + Seek + ?Sized>(r: &mut R, b: &Mp4Box) -> Option<u32> {
+    let version = read_at::<_, 1>(r, b.body)?[0];
+    let at = b.body + if version == 1 { 20 } else { 12 };
+    let ts = u32::from_be_bytes(read_at::<_, 4>(r, at)?);
+    (ts > 0).then_some(ts)
+}
+
+/// The edit of the first sound track of an MP4/M4A, when it is the simple
+/// kind encoders write (one edit, normal rate). Anything else, or any
+/// parse problem: `None`, and the audio is left as decoded. Only box
+/// headers and a few fields are read, never whole boxes.
+fn mp4_audio_edit<R: Read + Seek + ?Sized>(r: &mut R) -> Option<Mp4Edit> {
+    let head = read_at::<_, 8>(r, 0)?;
+    if &head[4..8] != b"ftyp" {
+        return None;
+    }
+    let len = r.seek(SeekFrom::End(0)).ok()?;
+    let top = mp4_children(r, 0, len);
+    let moov = top.iter().find(|b| &b.kind == b"moov")?;
+    let moov_children = mp4_children(r, moov.body, moov.end);
+    let mvhd = moov_children.iter().find(|b| &b.kind == b"mvhd")?;
+    let movie_timescale = mp4_timescale(r, mvhd)?;
+    for trak in moov_children.iter().filter(|b| &b.kind == b"trak") {
+        let kids = mp4_children(r, trak.body, trak.end);
+        let Some(mdia) = kids.iter().find(|b| &b.kind == b"mdia") else {
+            continue;
+        };
+        let mdia_kids = mp4_children(r, mdia.body, mdia.end);
+        let is_sound = mdia_kids
+            .iter()
+            .find(|b| &b.kind == b"hdlr")
+            .and_then(|h| read_at::<_, 4>(r, h.body + 8))
+            .is_some_and(|t| &t == b"soun");
+        if !is_sound {
+            continue;
+        }
+        let media_timescale = mp4_timescale(r, mdia_kids.iter().find(|b| &b.kind == b"mdhd")?)?;
+        let edts = kids.iter().find(|b| &b.kind == b"edts")?;
+        let elst = mp4_children(r, edts.body, edts.end)
+            .into_iter()
+            .find(|b| &b.kind == b"elst")?;
+        let vf = read_at::<_, 8>(r, elst.body)?;
+        let version = vf[0];
+        let count = u32::from_be_bytes([vf[4], vf[5], vf[6], vf[7]]);
+        if count != 1 {
+            tracing::debug!(count, "mp4 edit list with {count} entries: not applied");
+            return None;
+        }
+        let (duration, media_time, rate) = if version == 1 {
+            let e = read_at::<_, 20>(r, elst.body + 8)?;
+            (
+                u64::from_be_bytes(e[0..8].try_into().ok()?),
+                i64::from_be_bytes(e[8..16].try_into().ok()?),
+                i16::from_be_bytes([e[16], e[17]]),
+            )
+        } else {
+            let e = read_at::<_, 12>(r, elst.body + 8)?;
+            (
+                u32::from_be_bytes(e[0..4].try_into().ok()?) as u64,
+                i32::from_be_bytes(e[4..8].try_into().ok()?) as i64,
+                i16::from_be_bytes([e[8], e[9]]),
+            )
+        };
+        if media_time < 0 || rate != 1 {
+            return None;
+        }
+        return Some(Mp4Edit {
+            media_time: media_time as u64,
+            media_timescale,
+            duration: (duration > 0).then_some(duration),
+            movie_timescale,
+        });
+    }
+    None
 }
 
 fn codec_label(codec: symphonia::core::codecs::CodecType) -> String {
@@ -315,12 +481,20 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
-    const CHUNK: usize = 4096;
-    let mut rs = FftFixedIn::<f32>::new(from as usize, to as usize, CHUNK, 2, 1)
+    // rubato's FFT resampler works in blocks of `k` rate-ratio units
+    // (`k * from/g` samples in, `k * to/g` out, g = gcd) and delays by half an
+    // input block. `output_delay()` reports that as `k * (to/g) / 2` output
+    // samples, rounded down: exact only when `k` is even. With an odd `k` the
+    // trim below leaves a fractional shift (1/3 sample from 48 kHz, -0.36
+    // from 22.05 kHz) that skews every sample. So ask for an even `k`, about
+    // 2048 input samples per block, in one sub-chunk.
+    let unit_in = (from / gcd(from, to)) as usize;
+    let chunk = 2 * (1024 / unit_in).max(1) * unit_in;
+    let mut rs = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 1, 1)
         .map_err(|e| AudioError::Resample(e.to_string()))?;
     let expected = (samples.len() as u128 * to as u128).div_ceil(from as u128) as usize;
     let delay = rs.output_delay();
-    let mut out: Vec<f32> = Vec::with_capacity(expected + delay + CHUNK);
+    let mut out: Vec<f32> = Vec::with_capacity(expected + delay + rs.output_frames_max());
     let mut pos = 0;
     let err = |e: rubato::ResampleError| AudioError::Resample(e.to_string());
     while pos + rs.input_frames_next() <= samples.len() {
@@ -345,6 +519,13 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     }
     let end = (delay + expected).min(out.len());
     Ok(out[delay.min(end)..end].to_vec())
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 #[cfg(test)]
@@ -392,6 +573,120 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(err < 0.02, "max abs error {err}");
+    }
+
+    #[test]
+    fn resample_is_sample_aligned_for_any_ratio() {
+        // A 2.5 kHz tone shows a sub-sample shift clearly: 1/3 sample (what
+        // an odd FFT block count left from 48 kHz) is a 0.16 peak error.
+        for rate in [
+            8_000, 11_025, 22_050, 32_000, 44_100, 48_000, 96_000, 37_800, 44_101,
+        ] {
+            let x = sine(rate, 1.5, 2_500.0);
+            let y = resample(&x, rate, 16_000).unwrap();
+            let want_len = (x.len() as u64 * 16_000).div_ceil(rate as u64) as usize;
+            assert_eq!(y.len(), want_len, "{rate} Hz");
+            let want = sine(16_000, 1.5, 2_500.0);
+            let err = y[800..want_len - 800]
+                .iter()
+                .zip(&want[800..])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 5e-3, "{rate} Hz: max abs error {err}");
+        }
+    }
+
+    fn mp4_atom(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// ftyp, mdat, then moov (at the end, as ffmpeg writes it) with one
+    /// sound track whose edit list is `elst_body`.
+    fn m4a_with_edit(elst_body: &[u8]) -> Vec<u8> {
+        let header = |timescale: u32| {
+            let mut b = vec![0u8; 12];
+            b.extend_from_slice(&timescale.to_be_bytes());
+            b.extend_from_slice(&[0u8; 16]);
+            b
+        };
+        let mut hdlr = vec![0u8; 8];
+        hdlr.extend_from_slice(b"soun");
+        hdlr.extend_from_slice(&[0u8; 13]);
+        let mdia = [mp4_atom(b"mdhd", &header(44_100)), mp4_atom(b"hdlr", &hdlr)].concat();
+        let trak = [
+            mp4_atom(b"tkhd", &[0u8; 84]),
+            mp4_atom(b"edts", &mp4_atom(b"elst", elst_body)),
+            mp4_atom(b"mdia", &mdia),
+        ]
+        .concat();
+        let moov = [mp4_atom(b"mvhd", &header(1000)), mp4_atom(b"trak", &trak)].concat();
+        [
+            mp4_atom(b"ftyp", b"M4A \0\0\0\0M4A mp42isom"),
+            mp4_atom(b"mdat", &[0xAA; 300]),
+            mp4_atom(b"moov", &moov),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn mp4_edit_list_trims_priming_and_padding() {
+        // v0: 2000 ms presented, starting 1024 samples into the media.
+        let mut elst = vec![0, 0, 0, 0, 0, 0, 0, 1];
+        elst.extend_from_slice(&2000u32.to_be_bytes());
+        elst.extend_from_slice(&1024i32.to_be_bytes());
+        elst.extend_from_slice(&[0, 1, 0, 0]);
+        let edit = mp4_audio_edit(&mut Cursor::new(m4a_with_edit(&elst))).unwrap();
+        assert_eq!(
+            edit,
+            Mp4Edit {
+                media_time: 1024,
+                media_timescale: 44_100,
+                duration: Some(2000),
+                movie_timescale: 1000,
+            }
+        );
+        let mut x: Vec<f32> = (0..1024 + 88_200 + 700).map(|i| i as f32).collect();
+        edit.apply(&mut x, 44_100);
+        assert_eq!(x.len(), 88_200);
+        assert_eq!(x[0], 1024.0);
+        // Applied after decoding at another rate, it scales.
+        let mut y: Vec<f32> = vec![0.0; 50_000];
+        edit.apply(&mut y, 22_050);
+        assert_eq!(y.len(), 44_100);
+
+        // v1 entries parse too.
+        let mut elst1 = vec![1, 0, 0, 0, 0, 0, 0, 1];
+        elst1.extend_from_slice(&2000u64.to_be_bytes());
+        elst1.extend_from_slice(&2112i64.to_be_bytes());
+        elst1.extend_from_slice(&[0, 1, 0, 0]);
+        let e1 = mp4_audio_edit(&mut Cursor::new(m4a_with_edit(&elst1))).unwrap();
+        assert_eq!(e1.media_time, 2112);
+
+        // Two edits, an empty edit, or a truncated file: left alone.
+        let mut two = vec![0, 0, 0, 0, 0, 0, 0, 2];
+        two.extend_from_slice(&elst[8..]);
+        two.extend_from_slice(&elst[8..]);
+        assert_eq!(mp4_audio_edit(&mut Cursor::new(m4a_with_edit(&two))), None);
+        let mut empty = elst.clone();
+        empty[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(
+            mp4_audio_edit(&mut Cursor::new(m4a_with_edit(&empty))),
+            None
+        );
+        let full = m4a_with_edit(&elst);
+        for cut in [4, 30, 200, full.len() - 40, full.len() - 1] {
+            assert_eq!(
+                mp4_audio_edit(&mut Cursor::new(full[..cut].to_vec())),
+                None,
+                "cut at {cut}"
+            );
+        }
+        // Not MP4 at all.
+        let wav = wav_bytes(&[1, 2, 3], 16_000, 1, None);
+        assert_eq!(mp4_audio_edit(&mut Cursor::new(wav)), None);
     }
 
     #[test]

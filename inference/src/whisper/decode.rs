@@ -14,6 +14,7 @@
 //! exactly; a batch of many is the same computation per stream.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use rand::distributions::{Distribution, WeightedIndex};
@@ -67,6 +68,11 @@ pub struct TranscribeOptions {
     pub sample_len: usize,
     /// Seed for sampling at temperature > 0.
     pub seed: u64,
+    /// When the batch has spare rows, cut long recordings at quiet points
+    /// into regions of at least this many seconds and transcribe the regions
+    /// side by side (0 disables). Trades reference-exact window boundaries
+    /// for latency on long files.
+    pub split_min_region_s: f64,
 }
 
 impl Default for TranscribeOptions {
@@ -88,6 +94,7 @@ impl Default for TranscribeOptions {
             max_batch: 8,
             sample_len: 224,
             seed: 0,
+            split_min_region_s: 60.0,
         }
     }
 }
@@ -130,7 +137,9 @@ struct Decoded {
 
 struct Stream {
     input: usize,
-    mel: LogMel,
+    /// The whole input's features (shared by its regions).
+    mel: Arc<LogMel>,
+    /// End of this stream's region, in frames (absolute).
     content_frames: usize,
     seek: usize,
     all_tokens: Vec<u32>,
@@ -360,26 +369,28 @@ impl Whisper {
             _ => Vec::new(),
         };
         let rules = Rules::new(&self.tokenizer, opts, &self.config_suppress);
-        let mut streams: Vec<Stream> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mel = self.mel.compute(s);
-                let content_frames = mel.content_frames();
-                Stream {
+        let max_batch = opts.max_batch.max(1);
+        let regions = plan_regions(inputs, max_batch, opts.split_min_region_s);
+        let mut streams: Vec<Stream> = Vec::new();
+        for (i, s) in inputs.iter().enumerate() {
+            let mel = Arc::new(self.mel.compute(s));
+            let content = mel.content_frames();
+            let cuts = &regions[i];
+            for (k, &start) in cuts.iter().enumerate() {
+                let end = cuts.get(k + 1).copied().unwrap_or(content).min(content);
+                streams.push(Stream {
                     input: i,
-                    mel,
-                    content_frames,
-                    seek: 0,
+                    mel: mel.clone(),
+                    content_frames: end,
+                    seek: start.min(end),
                     all_tokens: initial.clone(),
                     prompt_reset_since: 0,
                     segments: Vec::new(),
                     language: lang_fixed,
                     rng: StdRng::seed_from_u64(opts.seed),
-                }
-            })
-            .collect();
-        let max_batch = opts.max_batch.max(1);
+                });
+            }
+        }
         loop {
             let active: Vec<usize> = (0..streams.len())
                 .filter(|&i| results[streams[i].input].is_none())
@@ -407,20 +418,30 @@ impl Whisper {
                 }
             }
         }
-        for (s, input) in streams.iter().zip(inputs) {
-            if results[s.input].is_some() {
+        // Stitch each input's regions back together, in order.
+        for (i, input) in inputs.iter().enumerate() {
+            if results[i].is_some() {
                 continue;
             }
-            let text: String = s.segments.iter().map(|g| g.text.as_str()).collect();
-            let language = match s.language {
+            let parts: Vec<&Stream> = streams.iter().filter(|s| s.input == i).collect();
+            let mut segments: Vec<Segment> = Vec::new();
+            for s in &parts {
+                for g in &s.segments {
+                    let mut g = g.clone();
+                    g.id = segments.len();
+                    segments.push(g);
+                }
+            }
+            let text: String = segments.iter().map(|g| g.text.as_str()).collect();
+            let language = match parts.first().and_then(|s| s.language) {
                 Some(t) => self.tokenizer.language_code(t).unwrap_or("en").to_string(),
                 None => opts.language.clone().unwrap_or_else(|| "en".into()),
             };
-            results[s.input] = Some(Ok(Transcript {
+            results[i] = Some(Ok(Transcript {
                 text: text.trim().to_string(),
                 language,
                 duration: input.len() as f64 / 16_000.0,
-                segments: s.segments.clone(),
+                segments,
             }));
         }
         results
@@ -452,8 +473,10 @@ impl Whisper {
             sizes.push(size);
         }
         let device = self.model.device();
+        let t0 = std::time::Instant::now();
         let mel = Tensor::from_vec(batch, (active.len(), n_mels, N_FRAMES), device)?;
         let audio = self.model.encode(&mel)?;
+        let t_encode = t0.elapsed();
 
         // Language: on multilingual models, from each stream's first window.
         let need_lang: Vec<usize> = (0..active.len())
@@ -472,7 +495,15 @@ impl Whisper {
             .map(|(r, &i)| self.build_prompt(&streams[i], r, opts))
             .collect();
         let mut rngs: Vec<StdRng> = active.iter().map(|&i| streams[i].rng.clone()).collect();
+        let t1 = std::time::Instant::now();
         let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, &mut rngs)?;
+        tracing::debug!(
+            batch = active.len(),
+            encode_ms = t_encode.as_millis() as u64,
+            decode_ms = t1.elapsed().as_millis() as u64,
+            tokens = decoded.iter().map(|d| d.tokens.len()).sum::<usize>(),
+            "whisper round"
+        );
         for (&i, rng) in active.iter().zip(rngs) {
             streams[i].rng = rng;
         }
@@ -787,6 +818,64 @@ impl Whisper {
     }
 }
 
+/// Where each input's regions start, in mel frames. An input gets more
+/// than one region only when the batch has rows to spare and its regions
+/// stay at least `min_region_s` long; cuts go to the quietest 0.25 s within
+/// ±5 s of the even split, so words are rarely cut in half.
+fn plan_regions(inputs: &[&[f32]], max_batch: usize, min_region_s: f64) -> Vec<Vec<usize>> {
+    let durations: Vec<f64> = inputs.iter().map(|s| s.len() as f64 / 16_000.0).collect();
+    let mut counts = vec![1usize; inputs.len()];
+    if min_region_s > 0.0 {
+        let mut total = inputs.len();
+        while total < max_batch {
+            let best = (0..inputs.len())
+                .filter(|&i| durations[i] / (counts[i] + 1) as f64 >= min_region_s)
+                .max_by(|&a, &b| {
+                    (durations[a] / counts[a] as f64).total_cmp(&(durations[b] / counts[b] as f64))
+                });
+            match best {
+                Some(i) => {
+                    counts[i] += 1;
+                    total += 1;
+                }
+                None => break,
+            }
+        }
+    }
+    inputs
+        .iter()
+        .zip(counts)
+        .map(|(samples, n)| {
+            let mut starts = vec![0usize];
+            for k in 1..n {
+                let target = samples.len() * k / n;
+                starts.push(quietest_point(samples, target, 5 * 16_000) / HOP_LENGTH);
+            }
+            starts.dedup();
+            starts
+        })
+        .collect()
+}
+
+/// Sample index of the quietest 0.25 s window centred within `radius`
+/// samples of `target`.
+fn quietest_point(samples: &[f32], target: usize, radius: usize) -> usize {
+    const WIN: usize = 4_000;
+    const STEP: usize = 800;
+    let lo = target.saturating_sub(radius);
+    let hi = (target + radius).min(samples.len().saturating_sub(WIN));
+    let mut best = (f32::INFINITY, target);
+    let mut i = lo;
+    while i <= hi {
+        let e: f32 = samples[i..i + WIN].iter().map(|x| x * x).sum();
+        if e < best.0 {
+            best = (e, i + WIN / 2);
+        }
+        i += STEP;
+    }
+    best.1
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -813,6 +902,37 @@ fn best_of_failed(tried: &[Decoded], opts: &TranscribeOptions) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_inputs_split_only_with_spare_rows() {
+        let long = vec![0.1f32; 16_000 * 600];
+        let short = vec![0.1f32; 16_000 * 20];
+        // Ten minutes alone in a batch of 8: 8 regions of 75 s.
+        let r = plan_regions(&[&long], 8, 60.0);
+        assert_eq!(r[0].len(), 8);
+        assert_eq!(r[0][0], 0);
+        assert!(r[0].windows(2).all(|w| w[0] < w[1]));
+        // Disabled, or no spare rows: one region each.
+        assert_eq!(plan_regions(&[&long], 8, 0.0)[0], vec![0]);
+        assert_eq!(plan_regions(&[&long], 1, 60.0)[0], vec![0]);
+        // Short inputs never split.
+        let r = plan_regions(&[&short, &short], 8, 60.0);
+        assert_eq!(r, vec![vec![0], vec![0]]);
+        // Spare rows go to the long input.
+        let r = plan_regions(&[&short, &long], 4, 60.0);
+        assert_eq!((r[0].len(), r[1].len()), (1, 3));
+    }
+
+    #[test]
+    fn cuts_land_in_silence() {
+        let mut x: Vec<f32> = (0..16_000 * 20).map(|i| ((i as f32) * 0.1).sin()).collect();
+        // Silence from 11.0 s to 11.6 s.
+        for v in &mut x[16_000 * 11..16_000 * 11 + 9_600] {
+            *v = 0.0;
+        }
+        let p = quietest_point(&x, 16_000 * 10, 16_000 * 5);
+        assert!((16_000 * 11..16_000 * 11 + 9_600).contains(&p), "{p}");
+    }
 
     #[test]
     fn compression_ratio_flags_repetition() {

@@ -140,7 +140,25 @@ impl EncoderBlock {
         let q = split_heads(&qkv.narrow(D::Minus1, 0, d)?, self.n_head)?;
         let k = split_heads(&qkv.narrow(D::Minus1, d, d)?, self.n_head)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * d, d)?, self.n_head)?;
-        let a = merge_heads(&attention(&q, &k, &v, None)?)?;
+        // One row at a time: a 1500×1500 score matrix per head is 54 MB per
+        // row in f32; a batch of 8 at once would hold ~0.9 GB of scores.
+        let b = q.dim(0)?;
+        let a = if b == 1 {
+            attention(&q, &k, &v, None)?
+        } else {
+            let rows = (0..b)
+                .map(|r| {
+                    attention(
+                        &q.narrow(0, r, 1)?,
+                        &k.narrow(0, r, 1)?,
+                        &v.narrow(0, r, 1)?,
+                        None,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&rows, 0)?
+        };
+        let a = merge_heads(&a)?;
         let x = (x + self.out.forward(&a)?)?;
         let h = self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?;
         Ok((x + self.fc2.forward(&h)?)?)

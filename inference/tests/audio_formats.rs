@@ -1,0 +1,367 @@
+//! Decoding every fixture format straight through `earshot_inference::audio`:
+//! source rate and duration per clip, 16 kHz output length, and — on
+//! variants of one passage made here with sox — that sample format, channel
+//! count, container and source rate do not change the 16 kHz signal the
+//! model sees (correlation > 0.99, no time shift).
+//!
+//! Needs the speech fixtures (`scripts/make-fixtures`, run once by the test
+//! when `manifest.tsv` is missing) and `sox` for the variants.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use earshot_inference::audio::{self, AudioError, DecodeLimits, SAMPLE_RATE};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("inference/ has a parent")
+        .to_path_buf()
+}
+
+/// The fixtures folder, generated once per test binary if missing.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target").join("fixtures"));
+        if !dir.join("manifest.tsv").exists() {
+            let script = repo().join("scripts").join("make-fixtures");
+            eprintln!(
+                "fixtures missing in {}: running {}",
+                dir.display(),
+                script.display()
+            );
+            let st = Command::new(&script)
+                .arg("--dir")
+                .arg(&dir)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(st.success(), "{} failed ({st})", script.display());
+        }
+        assert!(
+            dir.join("manifest.tsv").exists(),
+            "no manifest.tsv in {}",
+            dir.display()
+        );
+        dir
+    })
+}
+
+struct Clip {
+    file: String,
+    format: String,
+    duration_s: f64,
+    sample_rate: u32,
+}
+
+fn manifest() -> Vec<Clip> {
+    let text = std::fs::read_to_string(fixtures().join("manifest.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("manifest has no {name} column"))
+    };
+    let (f, fm, d, sr) = (
+        col("file"),
+        col("format"),
+        col("duration_s"),
+        col("sample_rate"),
+    );
+    let clips: Vec<Clip> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            Clip {
+                file: c[f].to_string(),
+                format: c[fm].to_string(),
+                duration_s: c[d].parse().unwrap(),
+                sample_rate: c[sr].parse().unwrap(),
+            }
+        })
+        .collect();
+    assert!(!clips.is_empty(), "empty manifest");
+    clips
+}
+
+/// Pearson correlation of the common prefix.
+fn correlation(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+    let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64 - ma, y as f64 - mb);
+        sab += x * y;
+        saa += x * x;
+        sbb += y * y;
+    }
+    sab / (saa.sqrt() * sbb.sqrt()).max(1e-30)
+}
+
+/// Lag (b relative to a, in samples, within ±max) with the highest dot
+/// product, over the first 4 s.
+fn best_lag(a: &[f32], b: &[f32], max: usize) -> isize {
+    let n = a.len().min(b.len()).min(4 * SAMPLE_RATE as usize);
+    assert!(n > 2 * max);
+    let dot = |l: isize| -> f64 {
+        (max..n - max)
+            .map(|i| a[i] as f64 * b[(i as isize + l) as usize] as f64)
+            .sum()
+    };
+    let max = max as isize;
+    let dots: Vec<(isize, f64)> = (-max..=max).map(|l| (l, dot(l))).collect();
+    dots.iter().max_by(|x, y| x.1.total_cmp(&y.1)).unwrap().0
+}
+
+#[test]
+fn every_manifest_clip_decodes_at_its_rate_and_duration() {
+    for clip in manifest() {
+        let path = fixtures().join(&clip.file);
+        let d = audio::decode_file(&path, DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", clip.file));
+        assert_eq!(
+            d.sample_rate, clip.sample_rate,
+            "{}: source rate",
+            clip.file
+        );
+        assert!(!d.truncated, "{}: flagged truncated", clip.file);
+        assert!(
+            d.samples.iter().all(|s| s.is_finite() && s.abs() <= 1.0),
+            "{}: samples out of [-1, 1]",
+            clip.file
+        );
+        let src_err = (d.duration_s() - clip.duration_s).abs();
+        let x = audio::load_file(&path, DecodeLimits::default()).unwrap();
+        let want = clip.duration_s * SAMPLE_RATE as f64;
+        let rel = (x.len() as f64 - want).abs() / want;
+        println!(
+            "{:<22} {:<19} codec={:<10} {:>5} Hz  decoded {:.3} s (manifest {:.3} s, Δ {:+.1} ms)  \
+             16 kHz len {} (Δ {:+.3}%)",
+            clip.file,
+            clip.format,
+            d.codec,
+            d.sample_rate,
+            d.duration_s(),
+            clip.duration_s,
+            (d.duration_s() - clip.duration_s) * 1e3,
+            x.len(),
+            (x.len() as f64 - want) / want * 100.0
+        );
+        assert!(
+            rel <= 0.01,
+            "{}: 16 kHz length {} vs {:.0} expected ({:.2}% off)",
+            clip.file,
+            x.len(),
+            want,
+            rel * 100.0
+        );
+        assert!(
+            src_err < 0.1,
+            "{}: decoded {:.3} s",
+            clip.file,
+            d.duration_s()
+        );
+        // The resampler's own length rule: ceil(n * 16000 / rate).
+        let exp = (d.samples.len() as u64 * SAMPLE_RATE as u64).div_ceil(d.sample_rate as u64);
+        assert_eq!(x.len() as u64, exp, "{}: resampled length", clip.file);
+        // Bytes in memory decode to the same samples as the file.
+        let ext = path.extension().and_then(|e| e.to_str());
+        let y =
+            audio::load_bytes(std::fs::read(&path).unwrap(), ext, DecodeLimits::default()).unwrap();
+        assert_eq!(x, y, "{}: load_bytes differs from load_file", clip.file);
+    }
+}
+
+#[test]
+fn edge_case_files_decode_or_fail_cleanly() {
+    let dir = fixtures();
+    let lim = DecodeLimits::default();
+    let r = audio::load_file(&dir.join("empty.wav"), lim);
+    assert!(matches!(r, Err(AudioError::Empty)), "{r:?}");
+    let r = audio::load_file(&dir.join("not-audio.txt"), lim);
+    assert!(matches!(r, Err(AudioError::Unrecognized(_))), "{r:?}");
+    match audio::load_file(&dir.join("opus.ogg"), lim) {
+        Err(AudioError::UnsupportedCodec { codec }) => assert!(codec.contains("opus"), "{codec}"),
+        other => panic!("opus.ogg: {other:?}"),
+    }
+    let x = audio::load_file(&dir.join("header-only.wav"), lim).unwrap();
+    assert!(x.is_empty());
+    let x = audio::load_file(&dir.join("silence-10s.wav"), lim).unwrap();
+    assert_eq!(x.len(), 10 * SAMPLE_RATE as usize);
+    // sox dithers even `-n` output: ±1 LSB of 16-bit, not digital zero.
+    let peak = x.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(peak <= 1.0 / 16384.0, "silence peak {peak}");
+    // 3000 bytes of a 64 kb/s mp3: ~0.37 s decode, then the stream ends.
+    match audio::decode_file(&dir.join("truncated.mp3"), lim) {
+        Ok(d) => {
+            println!(
+                "truncated.mp3: {:.3} s decoded, truncated flag {}",
+                d.duration_s(),
+                d.truncated
+            );
+            assert!(d.duration_s() < 1.0, "{}", d.duration_s());
+        }
+        Err(e) => println!("truncated.mp3: error {e}"),
+    }
+    let r = audio::load_file(dir, lim);
+    assert!(matches!(r, Err(AudioError::Io { .. })), "{r:?}");
+    let r = audio::load_file(&dir.join("does-not-exist.wav"), lim);
+    assert!(matches!(r, Err(AudioError::Io { .. })), "{r:?}");
+}
+
+#[test]
+fn telephone_and_long_files() {
+    let dir = fixtures();
+    let market = manifest()
+        .into_iter()
+        .find(|c| c.file.contains("market"))
+        .expect("market clip in the manifest");
+    let d = audio::decode_file(&dir.join("telephone-8k.wav"), DecodeLimits::default()).unwrap();
+    assert_eq!(d.sample_rate, 8000);
+    let x = audio::load_file(&dir.join("telephone-8k.wav"), DecodeLimits::default()).unwrap();
+    assert_eq!(x.len(), d.samples.len() * 2);
+    // Same passage as the 32 kHz market clip: band-limited to 4 kHz, still
+    // the same waveform below it.
+    let m = audio::load_file(&dir.join(&market.file), DecodeLimits::default()).unwrap();
+    let want = market.duration_s * SAMPLE_RATE as f64;
+    assert!((x.len() as f64 - want).abs() / want < 0.01);
+    let c = correlation(&x, &m);
+    println!("telephone-8k vs {}: correlation {c:.4}", market.file);
+    assert!(c > 0.9, "{c}");
+
+    let long = dir.join("ten-minutes.wav");
+    let x = audio::load_file(&long, DecodeLimits::default()).unwrap();
+    assert_eq!(x.len(), 600 * SAMPLE_RATE as usize);
+    let r = audio::load_file(
+        &long,
+        DecodeLimits {
+            max_duration_s: Some(60.0),
+        },
+    );
+    assert!(matches!(r, Err(AudioError::TooLong { .. })), "{r:?}");
+}
+
+/// How a variant is written: sox with output options, or ffmpeg with
+/// output options (for the lossy codecs and MP4 containers sox lacks).
+enum Tool {
+    Sox(&'static [&'static str]),
+    Ffmpeg(&'static [&'static str]),
+}
+
+/// One passage in many sample formats, channel counts, containers, rates
+/// and codecs: all must decode to the same 16 kHz signal, at the same time
+/// (no lag: a shift here is a shift of every timestamp).
+#[test]
+fn same_passage_in_every_format_gives_the_same_signal() {
+    use Tool::{Ffmpeg, Sox};
+    let src = fixtures().join("01-weather.wav");
+    let reference = audio::load_file(&src, DecodeLimits::default()).unwrap();
+    for tool in ["sox", "ffmpeg"] {
+        let ok = Command::new(tool)
+            .arg(if tool == "sox" {
+                "--version"
+            } else {
+                "-version"
+            })
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "{tool} is required (apt-get install sox ffmpeg), as for scripts/make-fixtures"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let variants: &[(&str, Tool)] = &[
+        ("u8.wav", Sox(&["-e", "unsigned-integer", "-b", "8"])),
+        ("s24.wav", Sox(&["-e", "signed-integer", "-b", "24"])),
+        ("s32.wav", Sox(&["-e", "signed-integer", "-b", "32"])),
+        ("f32.wav", Sox(&["-e", "floating-point", "-b", "32"])),
+        ("f64.wav", Sox(&["-e", "floating-point", "-b", "64"])),
+        ("stereo.wav", Sox(&["-c", "2"])),
+        ("stereo-44k.wav", Sox(&["-r", "44100", "-c", "2"])),
+        ("s24-48k.wav", Sox(&["-r", "48000", "-b", "24"])),
+        ("s16-22k.wav", Sox(&["-r", "22050"])),
+        (
+            "u8-11k.wav",
+            Sox(&["-r", "11025", "-e", "unsigned-integer", "-b", "8"]),
+        ),
+        ("s24.flac", Sox(&["-b", "24"])),
+        ("stereo-32k.flac", Sox(&["-r", "32000", "-c", "2"])),
+        ("s16.aiff", Sox(&[])),
+        (
+            "ffmpeg-s24.wav",
+            Ffmpeg(&["-ar", "48000", "-c:a", "pcm_s24le"]),
+        ),
+        (
+            "44k.mp3",
+            Ffmpeg(&["-ar", "44100", "-c:a", "libmp3lame", "-b:a", "64k"]),
+        ),
+        (
+            "stereo-44k.mp3",
+            Ffmpeg(&[
+                "-ar",
+                "44100",
+                "-ac",
+                "2",
+                "-c:a",
+                "libmp3lame",
+                "-q:a",
+                "4",
+            ]),
+        ),
+        (
+            "vorbis-22k.ogg",
+            Ffmpeg(&["-ar", "22050", "-c:a", "libvorbis", "-q:a", "4"]),
+        ),
+        (
+            "aac-44k.m4a",
+            Ffmpeg(&["-ar", "44100", "-c:a", "aac", "-b:a", "96k"]),
+        ),
+        (
+            "aac-stereo-48k.m4a",
+            Ffmpeg(&["-ar", "48000", "-ac", "2", "-c:a", "aac", "-b:a", "128k"]),
+        ),
+        ("alac-44k.m4a", Ffmpeg(&["-ar", "44100", "-c:a", "alac"])),
+    ];
+    let mut failures = Vec::new();
+    for (name, tool) in variants {
+        let out = tmp.path().join(name);
+        let st = match tool {
+            Sox(opts) => Command::new("sox").arg(&src).args(*opts).arg(&out).status(),
+            Ffmpeg(opts) => Command::new("ffmpeg")
+                .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"])
+                .arg(&src)
+                .args(*opts)
+                .arg(&out)
+                .status(),
+        }
+        .unwrap();
+        assert!(st.success(), "writing {name} failed");
+        let x = match audio::load_file(&out, DecodeLimits::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let c = correlation(&reference, &x);
+        let lag = best_lag(&reference, &x, 500);
+        let dlen = x.len() as isize - reference.len() as isize;
+        println!("{name:<19} len Δ {dlen:+}  lag {lag:+}  correlation {c:.5}");
+        // Length: lossless within 2 samples; MP4 edit lists are in ms.
+        if c <= 0.99 || lag != 0 || dlen.abs() > 16 {
+            failures.push(format!(
+                "{name}: correlation {c:.5}, lag {lag}, length Δ {dlen}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

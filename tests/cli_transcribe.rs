@@ -1,0 +1,689 @@
+//! End-to-end tests of `earshot transcribe` with the real tiny.en model on
+//! the speech fixtures: every supported format in one batched call (WER
+//! against the reference text, JSON shape and timing), output formats, and
+//! the error paths (bad files, bad options), all through the binary.
+//!
+//! Needs the tiny.en weights (`scripts/fetch-models`; a missing model fails
+//! the test) and the fixtures (`scripts/make-fixtures`, run once here when
+//! `manifest.tsv` is missing). ten-minutes.wav is not transcribed here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const MODEL: &str = "tiny.en";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixtures folder, generated once per test binary if missing.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target").join("fixtures"));
+        if !dir.join("manifest.tsv").exists() {
+            let script = repo().join("scripts").join("make-fixtures");
+            eprintln!(
+                "fixtures missing in {}: running {}",
+                dir.display(),
+                script.display()
+            );
+            let st = Command::new(&script)
+                .arg("--dir")
+                .arg(&dir)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(st.success(), "{} failed ({st})", script.display());
+        }
+        assert!(
+            dir.join("manifest.tsv").exists(),
+            "no manifest.tsv in {}",
+            dir.display()
+        );
+        dir
+    })
+}
+
+/// Fails (never skips) when the real model is not installed.
+fn require_model() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let dir = earshot_models::models_dir().join(format!("whisper-{MODEL}"));
+        assert!(
+            dir.join("model.bin").is_file() || dir.join("model.safetensors").is_file(),
+            "the {MODEL} model is not installed in {}: run scripts/fetch-models",
+            dir.display()
+        );
+    });
+}
+
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// `earshot transcribe ARGS...` with the model checked, the hub offline
+/// (nothing here may download) and the default log settings.
+fn earshot<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    require_model();
+    let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .arg("transcribe")
+        .args(["--model", MODEL])
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("EARSHOT_LOG")
+        .env_remove("EARSHOT_WHISPER_MODEL")
+        .env_remove("EARSHOT_DEVICE")
+        .env_remove("EARSHOT_MAX_AUDIO_SECONDS")
+        .output()
+        .expect("run earshot");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "earshot panicked:\n{stderr}");
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Asserts a failed run: non-zero exit and `needle` (case-insensitive) in
+/// an `error:` line of stderr.
+fn assert_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got {}\n{err}",
+        o.status
+    );
+    let hit = err
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .any(|l| l.to_lowercase().contains(&needle.to_lowercase()));
+    assert!(hit, "no error line mentioning {needle:?} in stderr:\n{err}");
+}
+
+// ---- word error rate ---------------------------------------------------------
+
+/// Lowercase, apostrophes dropped ("o'clock" → "oclock"), every other
+/// non-alphanumeric character a word break; numbers stay as they come.
+/// The same rules as scripts/lib/compare_fw.py.
+fn normalise(text: &str) -> Vec<String> {
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match c {
+            '\'' | '\u{2019}' => {}
+            c if c.is_alphanumeric() => cleaned.push(c),
+            _ => cleaned.push(' '),
+        }
+    }
+    cleaned.split_whitespace().map(str::to_string).collect()
+}
+
+/// Word error rate: word-level Levenshtein distance / reference words.
+fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = normalise(reference);
+    let h = normalise(hypothesis);
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}
+
+#[test]
+fn wer_helper() {
+    assert_eq!(
+        normalise("It's 10 o'clock, Dr. Smith!"),
+        ["its", "10", "oclock", "dr", "smith"]
+    );
+    assert_eq!(wer("a b c d", "a b c d"), 0.0);
+    assert_eq!(wer("a b c d", "a x c"), 0.5); // one substitution, one deletion
+    assert_eq!(wer("Hello, world.", "hello world"), 0.0);
+    assert_eq!(wer("one-two", "one two"), 0.0);
+    assert_eq!(wer("a", "a b c"), 2.0);
+}
+
+// ---- manifest ------------------------------------------------------------------
+
+struct Clip {
+    file: String,
+    format: String,
+    duration_s: f64,
+    text: String,
+}
+
+fn manifest() -> Vec<Clip> {
+    let text = std::fs::read_to_string(fixtures().join("manifest.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("manifest.tsv has no {name} column"))
+    };
+    let (f, fm, d, t) = (col("file"), col("format"), col("duration_s"), col("text"));
+    let clips: Vec<Clip> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            Clip {
+                file: c[f].to_string(),
+                format: c[fm].to_string(),
+                duration_s: c[d].parse().unwrap(),
+                text: c[t].to_string(),
+            }
+        })
+        .collect();
+    assert!(!clips.is_empty(), "empty manifest");
+    clips
+}
+
+// ---- transcription ------------------------------------------------------------------
+
+/// Checks the compact JSON shape; returns the transcript text.
+fn check_json(name: &str, v: &serde_json::Value, want_duration: Option<f64>) -> String {
+    let text = v["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: no text"));
+    assert_eq!(v["language"].as_str(), Some("en"), "{name}: language");
+    let duration = v["duration"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name}: no duration"));
+    if let Some(want) = want_duration {
+        assert!(
+            (duration - want).abs() <= 0.1,
+            "{name}: duration {duration} vs manifest {want}"
+        );
+    }
+    let segments = v["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no segments"));
+    let mut prev_start = 0.0;
+    let mut prev_end = 0.0;
+    let mut joined = String::new();
+    for (i, s) in segments.iter().enumerate() {
+        let start = s["start"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}[{i}]: start"));
+        let end = s["end"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}[{i}]: end"));
+        let t = s["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}[{i}]: text"));
+        let lp = s["avg_logprob"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}[{i}]: avg_logprob"));
+        let ns = s["no_speech_prob"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}[{i}]: no_speech_prob"));
+        assert!(lp <= 0.0, "{name}[{i}]: avg_logprob {lp}");
+        assert!(
+            (0.0..=1.0).contains(&ns),
+            "{name}[{i}]: no_speech_prob {ns}"
+        );
+        assert!(
+            0.0 <= start && start <= end && end <= duration + 1e-6,
+            "{name}[{i}]: [{start}, {end}] outside [0, {duration}]"
+        );
+        assert!(
+            start >= prev_start && start >= prev_end - 1e-6,
+            "{name}[{i}]: starts at {start} before the previous segment [{prev_start}, {prev_end}]"
+        );
+        assert!(!t.trim().is_empty(), "{name}[{i}]: empty segment text");
+        prev_start = start;
+        prev_end = end;
+        joined.push_str(t);
+    }
+    assert_eq!(
+        text,
+        joined.trim(),
+        "{name}: text is not the segments' text"
+    );
+    text.to_string()
+}
+
+/// Every manifest clip, every format, in one batched call.
+#[test]
+fn every_format_transcribes_in_one_batched_call() {
+    let clips = manifest();
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--format".into(),
+        "json".into(),
+        "--output".into(),
+        out_dir.path().into(),
+    ];
+    args.extend(clips.iter().map(|c| fixture(&c.file).into_os_string()));
+    let t0 = std::time::Instant::now();
+    let o = earshot(&args);
+    let wall = t0.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    assert!(
+        stdout(&o).trim().is_empty(),
+        "stdout with --output: {}",
+        stdout(&o)
+    );
+
+    let audio: f64 = clips.iter().map(|c| c.duration_s).sum();
+    println!(
+        "{} clips, {audio:.1} s of audio in {wall:.1} s ({:.1}x real time)",
+        clips.len(),
+        audio / wall
+    );
+    let mut failures = Vec::new();
+    let (mut edits, mut words) = (0.0, 0usize);
+    for c in &clips {
+        let stem = Path::new(&c.file)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let path = out_dir.path().join(format!("{stem}.json"));
+        let body = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: no output {}: {e}", c.file, path.display()));
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}\n{body}", c.file));
+        let text = check_json(&c.file, &v, Some(c.duration_s));
+        let w = wer(&c.text, &text);
+        let n = normalise(&c.text).len();
+        edits += w * n as f64;
+        words += n;
+        println!(
+            "WER {w:.3}  {:<22} {:<19} {} segments",
+            c.file,
+            c.format,
+            v["segments"].as_array().map_or(0, |s| s.len())
+        );
+        if w >= 0.35 {
+            failures.push(format!(
+                "{} ({}): WER {w:.3}\n  got:  {text}\n  want: {}",
+                c.file, c.format, c.text
+            ));
+        }
+    }
+    println!("corpus WER {:.3} over {words} words", edits / words as f64);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn text_format_prints_only_the_transcript() {
+    let o = earshot([fixture("sample.wav")]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let out = stdout(&o);
+    assert!(out.ends_with('\n'), "{out:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout is not one line:\n{out}");
+    for noise in ["INFO", "WARN", "ERROR", "\u{1b}[", "earshot"] {
+        assert!(!out.contains(noise), "stdout contains {noise:?}: {out:?}");
+    }
+    let reference = std::fs::read_to_string(fixture("sample.txt")).unwrap();
+    let w = wer(&reference, lines[0]);
+    println!("sample.wav WER {w:.3}: {}", lines[0]);
+    assert!(
+        w < 0.25,
+        "WER {w:.3}\n  got:  {}\n  want: {reference}",
+        lines[0]
+    );
+}
+
+/// `HH:MM:SS<sep>mmm` → seconds.
+fn parse_ts(s: &str, sep: char) -> Option<f64> {
+    let (hms, ms) = s.split_once(sep)?;
+    let p: Vec<&str> = hms.split(':').collect();
+    if p.len() != 3 || ms.len() != 3 || p.iter().any(|x| x.len() != 2) {
+        return None;
+    }
+    let n = |x: &str| x.parse::<u64>().ok();
+    Some((n(p[0])? * 3600 + n(p[1])? * 60 + n(p[2])?) as f64 + n(ms)? as f64 / 1000.0)
+}
+
+/// `START --> END` → (start, end), checked.
+fn parse_cue_time(line: &str, sep: char) -> (f64, f64) {
+    let (a, b) = line
+        .split_once(" --> ")
+        .unwrap_or_else(|| panic!("not a cue timing line: {line:?}"));
+    let a = parse_ts(a, sep).unwrap_or_else(|| panic!("bad start in {line:?}"));
+    let b = parse_ts(b, sep).unwrap_or_else(|| panic!("bad end in {line:?}"));
+    assert!(a <= b, "{line}");
+    (a, b)
+}
+
+/// Cue blocks: (timing, text lines). Returns the cues' text joined.
+fn check_cues(blocks: &[&str], sep: char, numbered: bool, duration: f64) -> String {
+    assert!(!blocks.is_empty(), "no cues");
+    let mut prev = 0.0;
+    let mut text = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let mut lines = b.lines();
+        if numbered {
+            let n: usize = lines
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or_else(|_| panic!("cue {i} has no sequence number: {b:?}"));
+            assert_eq!(n, i + 1, "sequence numbers must run 1, 2, 3…");
+        }
+        let (start, end) = parse_cue_time(lines.next().expect("timing line"), sep);
+        assert!(
+            start >= prev - 1e-6,
+            "cue {i} starts before the previous one: {b:?}"
+        );
+        assert!(
+            end <= duration + 0.001,
+            "cue {i} ends after the audio: {b:?}"
+        );
+        prev = start;
+        let body: Vec<&str> = lines.collect();
+        assert!(
+            !body.is_empty() && body.iter().all(|l| !l.trim().is_empty()),
+            "cue {i}: {b:?}"
+        );
+        assert!(!body.iter().any(|l| l.contains("-->")), "cue {i}: {b:?}");
+        text.extend(body);
+    }
+    text.join(" ")
+}
+
+fn sample_duration() -> f64 {
+    let s =
+        earshot_inference::audio::load_file(&fixture("sample.wav"), Default::default()).unwrap();
+    s.len() as f64 / 16_000.0
+}
+
+#[test]
+fn srt_output_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = earshot([
+        "--format".as_ref(),
+        "srt".as_ref(),
+        "--output".as_ref(),
+        dir.path().as_os_str(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let srt = std::fs::read_to_string(dir.path().join("sample.srt")).unwrap();
+    assert!(!srt.contains('\r'));
+    let blocks: Vec<&str> = srt.trim_end().split("\n\n").collect();
+    let text = check_cues(&blocks, ',', true, sample_duration());
+    let reference = std::fs::read_to_string(fixture("sample.txt")).unwrap();
+    let w = wer(&reference, &text);
+    println!("srt: {} cues, WER {w:.3}", blocks.len());
+    assert!(w < 0.25, "{text}");
+}
+
+#[test]
+fn vtt_output_parses() {
+    let o = earshot([
+        "--format".as_ref(),
+        "vtt".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let vtt = stdout(&o);
+    let rest = vtt
+        .strip_prefix("WEBVTT\n\n")
+        .unwrap_or_else(|| panic!("no WEBVTT header: {vtt:?}"));
+    let blocks: Vec<&str> = rest.trim_end().split("\n\n").collect();
+    let text = check_cues(&blocks, '.', false, sample_duration());
+    let reference = std::fs::read_to_string(fixture("sample.txt")).unwrap();
+    let w = wer(&reference, &text);
+    println!("vtt: {} cues, WER {w:.3}", blocks.len());
+    assert!(w < 0.25, "{text}");
+}
+
+// ---- edge cases -------------------------------------------------------------------
+
+#[test]
+fn empty_file_is_an_error() {
+    assert_error(&earshot([fixture("empty.wav")]), "empty");
+}
+
+#[test]
+fn text_file_is_not_audio() {
+    assert_error(
+        &earshot([fixture("not-audio.txt")]),
+        "not a recognised audio container",
+    );
+}
+
+#[test]
+fn opus_is_an_unsupported_codec() {
+    let o = earshot([fixture("opus.ogg")]);
+    assert_error(&o, "opus");
+    assert_error(&o, "unsupported codec");
+}
+
+/// The first 3000 bytes of an mp3 (~0.3 s of audio): observed to decode
+/// what is there and exit 0 with a short (often nonsense) transcript; an
+/// error would be acceptable too.
+#[test]
+fn truncated_mp3_is_short_or_an_error() {
+    let o = earshot([fixture("truncated.mp3")]);
+    let out = stdout(&o);
+    println!(
+        "truncated.mp3: {} stdout {:?} stderr {:?}",
+        o.status,
+        out,
+        stderr(&o)
+    );
+    if o.status.success() {
+        assert!(out.lines().count() <= 1, "{out:?}");
+        assert!(
+            normalise(&out).len() <= 6,
+            "long transcript from 0.3 s: {out:?}"
+        );
+    } else {
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_error(&o, "truncated.mp3");
+    }
+}
+
+#[test]
+fn header_only_wav_is_an_empty_transcript() {
+    let o = earshot([fixture("header-only.wav")]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    assert_eq!(stdout(&o).trim(), "", "{:?}", stdout(&o));
+    // And as JSON: no segments, zero duration.
+    let o = earshot([
+        "--format".as_ref(),
+        "json".as_ref(),
+        fixture("header-only.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    check_json("header-only.wav", &v, Some(0.0));
+    assert_eq!(v["segments"].as_array().map(|s| s.len()), Some(0));
+}
+
+#[test]
+fn silence_is_an_empty_transcript() {
+    let o = earshot([fixture("silence-10s.wav")]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    assert_eq!(stdout(&o).trim(), "", "{:?}", stdout(&o));
+}
+
+#[test]
+fn directory_and_missing_file_are_errors() {
+    let o = earshot([fixtures()]);
+    assert_error(&o, "directory");
+    let o = earshot([fixture("no-such-file.wav")]);
+    assert_error(&o, "no-such-file.wav");
+    assert_error(&o, "no such file");
+}
+
+/// A WAV whose header claims ~4 GB of samples but holds 1 s: must not
+/// allocate for the claim. Completing at all is the check.
+#[test]
+fn wav_claiming_4gb_completes() {
+    let rate = 16_000u32;
+    let samples: Vec<i16> = (0..rate)
+        .map(|i| ((i as f32 * 0.07).sin() * 8000.0) as i16)
+        .collect();
+    let claimed: u32 = 0xFFFF_FF00;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(claimed + 36).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    v.extend_from_slice(&1u16.to_le_bytes()); // mono
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * 2).to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&claimed.to_le_bytes());
+    for s in &samples {
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claims-4gb.wav");
+    std::fs::write(&path, v).unwrap();
+    let o = earshot(["--format".as_ref(), "json".as_ref(), path.as_os_str()]);
+    println!("claims-4gb.wav: {} {}", o.status, stderr(&o).trim());
+    match o.status.code() {
+        Some(0) => {
+            let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            check_json("claims-4gb.wav", &v, Some(1.0));
+        }
+        Some(1) => assert_error(&o, "claims-4gb.wav"),
+        other => panic!("exit {other:?}: {}", stderr(&o)),
+    }
+}
+
+#[test]
+fn max_audio_seconds_refuses_long_audio() {
+    let o = earshot([
+        "--max-audio-seconds".as_ref(),
+        "5".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert_error(&o, "longer than");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o).trim(), "");
+}
+
+/// Good and bad files in one call: the good one is transcribed and
+/// written, each bad one gets its own error line, and the exit code is 1.
+#[test]
+fn mixed_good_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first ~4.3 s of sample.wav ("Good morning everyone. Shall we
+    // start with the launch date?") as a short good clip.
+    let s =
+        earshot_inference::audio::load_file(&fixture("sample.wav"), Default::default()).unwrap();
+    let cut = &s[..(4.3 * 16_000.0) as usize];
+    let good = dir.path().join("good.wav");
+    std::fs::write(&good, wav_s16(cut, 16_000)).unwrap();
+    let out = dir.path().join("out");
+    let o = earshot([
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        fixture("empty.wav").as_os_str(),
+        good.as_os_str(),
+        fixture("not-audio.txt").as_os_str(),
+        fixture("opus.ogg").as_os_str(),
+        dir.path().join("missing.wav").as_os_str(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for bad in ["empty.wav", "not-audio.txt", "opus.ogg", "missing.wav"] {
+        assert_error(&o, bad);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("good.json")).unwrap()).unwrap();
+    let text = check_json("good.wav", &v, Some(4.3));
+    println!("mixed: good.wav → {text:?}");
+    assert!(
+        wer(
+            "Good morning everyone. Shall we start with the launch date?",
+            &text
+        ) < 0.35,
+        "{text}"
+    );
+    let written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(written, ["good.json"], "only the good file has an output");
+}
+
+fn wav_s16(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + data).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * 2).to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        v.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    v
+}
+
+// ---- options ------------------------------------------------------------------------
+
+#[test]
+fn cuda_in_a_cpu_build_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return; // a CUDA build may well have a GPU
+    }
+    let o = earshot([
+        "--device".as_ref(),
+        "cuda".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert_error(&o, "--features cuda");
+    assert_eq!(stdout(&o).trim(), "");
+}
+
+#[test]
+fn unknown_model_lists_known_models() {
+    // Not through earshot(): that pins --model tiny.en.
+    let o = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["transcribe", "--model", "no-such-model"])
+        .arg(fixture("sample.wav"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_error(&o, "unknown model");
+    for known in ["tiny.en", "base", "small", "large-v3"] {
+        assert!(
+            err.contains(known),
+            "known model {known} not listed:\n{err}"
+        );
+    }
+}
