@@ -23,7 +23,7 @@ struct Cli {
     #[arg(
         long,
         env = "EARSHOT_LOG",
-        default_value = "warn,earshot=info",
+        default_value = "warn,earshot=info,symphonia_core=off",
         global = true
     )]
     log: String,
@@ -49,6 +49,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Transcribe(args) => transcribe::run(args),

@@ -154,10 +154,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let body = render(&t, format);
                 match &args.output {
                     Some(dir) => {
-                        let stem = path
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().to_string())
-                            .unwrap_or_else(|| format!("input{i}"));
+                        let stem = output_stem(&args.files, *i);
                         let out = dir.join(format!("{stem}.{}", format.extension()));
                         std::fs::write(&out, body)
                             .with_context(|| format!("writing {}", out.display()))?;
@@ -176,4 +173,46 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Output name for input `i`: its file stem, or the whole file name when
+/// another input shares the stem (`a.wav` and `a.mp3` → `a.wav.json`,
+/// `a.mp3.json`), so no output overwrites another.
+fn output_stem(files: &[PathBuf], i: usize) -> String {
+    let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string());
+    let name = |p: &PathBuf| p.file_name().map(|s| s.to_string_lossy().to_string());
+    let mine = stem(&files[i]).unwrap_or_else(|| format!("input{i}"));
+    let clashes = files
+        .iter()
+        .enumerate()
+        .filter(|(j, f)| *j != i && stem(f).as_deref() == Some(mine.as_str()))
+        .count();
+    if clashes == 0 {
+        return mine;
+    }
+    let full = name(&files[i]).unwrap_or_else(|| mine.clone());
+    let same_name = files
+        .iter()
+        .enumerate()
+        .any(|(j, f)| j != i && name(f).as_deref() == Some(full.as_str()));
+    if same_name {
+        format!("{full}.{i}")
+    } else {
+        full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_never_clash() {
+        let f: Vec<PathBuf> = ["x/a.wav", "y/a.mp3", "b.flac", "z/a.wav"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let names: Vec<String> = (0..f.len()).map(|i| output_stem(&f, i)).collect();
+        assert_eq!(names, ["a.wav.0", "a.mp3", "b", "a.wav.3"]);
+    }
 }

@@ -136,7 +136,7 @@ fn decode_source(
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<DecodedAudio, AudioError> {
-    // symphonia's MP4 reader parses edit lists but does not apply them, so
+    // symphonia 0.5's MP4 reader parses edit lists but does not apply them, so
     // AAC's encoder priming (1024 samples from most encoders) would shift
     // all audio late by ~23 ms at 44.1 kHz, and the frame padding would
     // lengthen it. Read the edit here and trim after decoding.

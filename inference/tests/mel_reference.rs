@@ -51,7 +51,11 @@ fn require_numpy(py: &Path) {
              scripts/lib/venv.sh), or `source scripts/lib/venv.sh && ensure_venv`, \
              or point EARSHOT_PYTHON at a python with numpy",
             py.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
         ),
         Err(e) => panic!(
             "cannot run {} ({e}): run scripts/test (it sets up <repo>/.venv), \
