@@ -164,6 +164,21 @@ pub fn compression_ratio(text: &str) -> f64 {
     bytes.len() as f64 / compressed.max(1) as f64
 }
 
+/// `ln Σ exp(x)`, skipping suppressed (-inf) entries cheaply.
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    // f32 exponentials, f64 sum: 50k terms summed in f32 drift by ~1e-4.
+    let sum: f64 = x
+        .iter()
+        .filter(|v| **v != f32::NEG_INFINITY)
+        .map(|&v| (v - max).exp() as f64)
+        .sum();
+    max + sum.ln() as f32
+}
+
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
@@ -217,8 +232,10 @@ impl Rules {
         }
     }
 
-    /// Apply the reference's logit filters in place for one row.
-    fn apply(&self, logits: &mut [f32], sampled: &[u32], suppress_blank: bool) {
+    /// Apply the reference's logit filters in place for one row; returns
+    /// the log-sum-exp of the filtered logits (so a token's log-probability
+    /// is `logits[t] - lse` without a second pass over the vocabulary).
+    fn apply(&self, logits: &mut [f32], sampled: &[u32], suppress_blank: bool) -> f32 {
         let ninf = f32::NEG_INFINITY;
         let v = logits.len();
         let set = |l: &mut [f32], ids: &[u32]| {
@@ -233,7 +250,7 @@ impl Rules {
         }
         set(logits, &self.suppress);
         if !self.timestamps {
-            return;
+            return log_sum_exp(logits);
         }
         let tb = self.ts_begin as usize;
         logits[self.no_timestamps as usize] = ninf;
@@ -264,16 +281,24 @@ impl Rules {
                 }
             }
         }
-        let lp = log_softmax(logits);
-        let ts = &lp[tb..];
-        let ts_max = ts.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if ts_max.is_finite() {
-            let ts_lse = ts_max + ts.iter().map(|&x| (x - ts_max).exp()).sum::<f32>().ln();
-            let text_max = lp[..tb].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if ts_lse > text_max {
-                logits[..tb].fill(ninf);
-            }
+        // If the timestamps together are likelier than any single text
+        // token, sample a timestamp. Compared in raw logit units: both sides
+        // would subtract the same normaliser.
+        let ts_lse = log_sum_exp(&logits[tb..]);
+        let text_max = logits[..tb]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        if ts_lse.is_finite() && ts_lse > text_max {
+            logits[..tb].fill(ninf);
+            return ts_lse;
         }
+        let text_lse = log_sum_exp(&logits[..tb]);
+        let m = ts_lse.max(text_lse);
+        if m == f32::NEG_INFINITY {
+            return m;
+        }
+        m + ((ts_lse - m).exp() + (text_lse - m).exp()).ln()
     }
 }
 
@@ -694,9 +719,9 @@ impl Whisper {
             let mut keep = Vec::new();
             let mut next_tokens = Vec::new();
             for (pos, (&r, l)) in active.iter().zip(logits.iter_mut()).enumerate() {
-                rules.apply(l, &tokens[r], opts.suppress_blank);
+                let lse = rules.apply(l, &tokens[r], opts.suppress_blank);
                 let t = pick_token(l, temperature, &mut rngs[r]);
-                let lp = log_softmax(l)[t as usize] as f64;
+                let lp = (l[t as usize] - lse) as f64;
                 if lp.is_finite() {
                     sum_lp[r] += lp;
                 }

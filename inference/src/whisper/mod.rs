@@ -1,6 +1,7 @@
 //! Whisper speech-to-text: model, tokenizer, decoding rules, long-form
 //! transcription, output formats.
 
+pub mod attn;
 pub mod decode;
 pub mod format;
 pub mod model;

@@ -18,6 +18,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear};
 use candle_transformers::models::whisper::Config;
 
+use super::attn::{decode_attention, RowMask};
 use crate::error::InferenceError;
 
 type Result<T> = std::result::Result<T, InferenceError>;
@@ -416,7 +417,7 @@ impl WhisperModel {
         state.prompt_lens = prompts.iter().map(Vec::len).collect();
         state.prefill_len = t;
         state.steps = 0;
-        self.run_blocks(state, x, &mask)
+        self.run_blocks(state, x, &mask, None)
     }
 
     /// One token per row; returns hidden states `[b, d]`.
@@ -440,12 +441,22 @@ impl WhisperModel {
         let pe = self.dec_pos.index_select(&pos, 0)?.unsqueeze(1)?;
         let x = self.tok_emb.forward(&toks)?.broadcast_add(&pe)?;
         let mask = Tensor::from_vec(mask, (b, 1, 1, total), &self.device)?.to_dtype(self.dtype)?;
-        let h = self.run_blocks(state, x, &mask)?;
+        let rows = RowMask {
+            prompt_lens: state.prompt_lens.clone(),
+            prefill_len: state.prefill_len,
+        };
+        let h = self.run_blocks(state, x, &mask, Some(&rows))?;
         state.steps += 1;
         Ok(h.squeeze(1)?)
     }
 
-    fn run_blocks(&self, state: &mut DecoderState, mut x: Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn run_blocks(
+        &self,
+        state: &mut DecoderState,
+        mut x: Tensor,
+        mask: &Tensor,
+        rows: Option<&RowMask>,
+    ) -> Result<Tensor> {
         let d = self.config.d_model;
         for (i, b) in self.dec_blocks.iter().enumerate() {
             let h = b.ln1.forward(&x)?;
@@ -458,12 +469,28 @@ impl WhisperModel {
                 None => (k, v),
             };
             state.self_kv[i] = Some((k.clone(), v.clone()));
-            let a = merge_heads(&attention(&q, &k, &v, Some(mask))?)?;
+            let fused = match rows {
+                Some(r) => decode_attention(&q, &k, &v, Some(r))?,
+                None => None,
+            };
+            let a = match fused {
+                Some(a) => a,
+                None => attention(&q, &k, &v, Some(mask))?,
+            };
+            let a = merge_heads(&a)?;
             x = (x + b.out.forward(&a)?)?;
             let h = b.ln_x.forward(&x)?;
             let q = split_heads(&b.xq.forward(&h)?, b.n_head)?;
             let (ck, cv) = &state.cross_kv[i];
-            let a = merge_heads(&attention(&q, ck, cv, None)?)?;
+            let fused = match rows {
+                Some(_) => decode_attention(&q, ck, cv, None)?,
+                None => None,
+            };
+            let a = match fused {
+                Some(a) => a,
+                None => attention(&q, ck, cv, None)?,
+            };
+            let a = merge_heads(&a)?;
             x = (x + b.xout.forward(&a)?)?;
             let h = b.fc1.forward(&b.ln2.forward(&x)?)?.gelu_erf()?;
             x = (x + b.fc2.forward(&h)?)?;
