@@ -4,6 +4,7 @@
 pub mod attn;
 pub mod decode;
 pub mod format;
+pub mod gelu;
 pub mod model;
 pub mod tokenizer;
 
