@@ -40,7 +40,24 @@ enum Command {
     Transcribe(transcribe::Args),
 }
 
+/// `mi_option_purge_delay`: index 15 in both mimalloc v2 and v3 (the sys
+/// crate exports no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keep freed pages instead of returning them to the kernel: every encoder
+/// pass reallocates the same large activations, and re-faulting them cost
+/// ~6% of wall time (measured: 15.1 s → 14.1 s on the 399 s clip set) for
+/// ~150 MB more resident memory. `MIMALLOC_PURGE_DELAY` still overrides.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: a plain option setter, called before any other thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle's CPU kernels size their pools from this.
