@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 struct ParGeluErf;
 
-/// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 exactly, < 1e-6 in f32
-/// near 1): one `exp` and a short polynomial, several times cheaper than
+/// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic,
+/// < 1e-6 in f32): one `exp` and a short polynomial, several times cheaper than
 /// libm's `erff`, which was ~9% of transcription CPU time in profiles.
 #[inline(always)]
 fn erf(x: f32) -> f32 {
