@@ -470,7 +470,135 @@ fn codec_label(codec: symphonia::core::codecs::CodecType) -> String {
 /// Resample mono audio to 16 kHz with rubato's FFT resampler (band-limited,
 /// no aliasing), compensating its delay so timestamps stay aligned.
 pub fn resample_to_16k(samples: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
-    resample(samples, rate, SAMPLE_RATE)
+    match KaiserResampler::new(rate, SAMPLE_RATE) {
+        Some(k) => Ok(k.process(samples)),
+        None => resample(samples, rate, SAMPLE_RATE),
+    }
+}
+
+/// Exact-rational polyphase resampler with a Kaiser-windowed sinc: the
+/// filter design ffmpeg's libswresample uses by default (cutoff 0.97 of the
+/// lower Nyquist, 32 zero crossings scaled by the rate ratio, β = 9).
+///
+/// Why not rubato alone: faster-whisper and most Whisper deployments decode
+/// through ffmpeg, and Whisper's greedy decoding is sensitive enough that the
+/// resampler's roll-off near 8 kHz flipped words on 22.05 and 32 kHz input
+/// (1.6% WER between earshot and faster-whisper, all on resampled clips).
+/// Matching the filter removes that source of disagreement. Ratios with
+/// more than 4096 phases (odd rates such as 44.101 kHz) use rubato.
+pub struct KaiserResampler {
+    /// Output rate / gcd: the number of filter phases.
+    phases: usize,
+    /// Input rate / gcd: input samples advanced per `phases` outputs.
+    step: usize,
+    taps: usize,
+    center: usize,
+    /// `phases × taps` coefficients, each phase summing to 1.
+    bank: Vec<f32>,
+}
+
+/// Modified Bessel function of the first kind, order 0 (power series).
+fn bessel_i0(x: f64) -> f64 {
+    let q = x * x / 4.0;
+    let (mut sum, mut term, mut k) = (1.0f64, 1.0f64, 1.0f64);
+    loop {
+        term *= q / (k * k);
+        let next = sum + term;
+        if next == sum {
+            return sum;
+        }
+        sum = next;
+        k += 1.0;
+    }
+}
+
+impl KaiserResampler {
+    const MAX_PHASES: usize = 4096;
+    const CUTOFF: f64 = 0.97;
+    const FILTER_SIZE: f64 = 32.0;
+    const BETA: f64 = 9.0;
+
+    pub fn new(from: u32, to: u32) -> Option<Self> {
+        if from == 0 || to == 0 || from == to {
+            return None;
+        }
+        let g = gcd(from, to) as usize;
+        let (phases, step) = (to as usize / g, from as usize / g);
+        if phases > Self::MAX_PHASES {
+            return None;
+        }
+        let factor = (to as f64 * Self::CUTOFF / from as f64).min(1.0);
+        let taps = ((Self::FILTER_SIZE / factor).ceil() as usize).max(1);
+        let center = (taps - 1) / 2;
+        let mut bank = vec![0f32; phases * taps];
+        let mut tab = vec![0f64; taps];
+        for ph in 0..phases {
+            let mut norm = 0.0;
+            for (i, t) in tab.iter_mut().enumerate() {
+                let d = (i as f64 - center as f64) - ph as f64 / phases as f64;
+                let x = std::f64::consts::PI * d * factor;
+                let sinc = if x == 0.0 { 1.0 } else { x.sin() / x };
+                let w = 2.0 * x / (factor * taps as f64 * std::f64::consts::PI);
+                *t = sinc * bessel_i0(Self::BETA * (1.0 - w * w).max(0.0).sqrt());
+                norm += *t;
+            }
+            for (i, t) in tab.iter().enumerate() {
+                bank[ph * taps + i] = (t / norm) as f32;
+            }
+        }
+        Some(Self {
+            phases,
+            step,
+            taps,
+            center,
+            bank,
+        })
+    }
+
+    /// Resample a whole signal; the output is centred on the input (no
+    /// delay) and `ceil(len × to / from)` samples long. Edges reflect.
+    pub fn process(&self, x: &[f32]) -> Vec<f32> {
+        use rayon::prelude::*;
+        let n = x.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let out_len = (n * self.phases).div_ceil(self.step);
+        let at = |i: isize| -> f32 {
+            if n == 1 {
+                return x[0];
+            }
+            let period = 2 * (n as isize - 1);
+            let m = i.rem_euclid(period);
+            x[if m >= n as isize {
+                (period - m) as usize
+            } else {
+                m as usize
+            }]
+        };
+        let mut out = vec![0f32; out_len];
+        out.par_chunks_mut(1 << 14)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    let k = c * (1 << 14) + j;
+                    let num = k * self.step;
+                    let (i0, ph) = (num / self.phases, num % self.phases);
+                    let h = &self.bank[ph * self.taps..(ph + 1) * self.taps];
+                    let start = i0 as isize - self.center as isize;
+                    *o = if start >= 0 && start as usize + self.taps <= n {
+                        let s = &x[start as usize..start as usize + self.taps];
+                        h.iter().zip(s).map(|(a, b)| a * b).sum()
+                    } else {
+                        h.iter()
+                            .enumerate()
+                            .map(|(t, a)| a * at(start + t as isize))
+                            .sum()
+                    };
+                }
+            });
+        out
+    }
 }
 
 /// Resample mono audio between two rates.
@@ -687,6 +815,35 @@ mod tests {
         // Not MP4 at all.
         let wav = wav_bytes(&[1, 2, 3], 16_000, 1, None);
         assert_eq!(mp4_audio_edit(&mut Cursor::new(wav)), None);
+    }
+
+    #[test]
+    fn kaiser_resampler_is_aligned_and_band_limited() {
+        for from in [8_000u32, 22_050, 32_000, 44_100, 48_000] {
+            let k = KaiserResampler::new(from, 16_000).unwrap();
+            // Each phase passes DC unchanged.
+            for ph in k.bank.chunks(k.taps) {
+                assert!((ph.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+            let x = sine(from, 2.0, 440.0);
+            let y = k.process(&x);
+            assert_eq!(y.len(), (x.len() * 16_000).div_ceil(from as usize));
+            let want = sine(16_000, 2.0, 440.0);
+            let err = y[500..31_500]
+                .iter()
+                .zip(&want[500..31_500])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 2e-3, "{from} Hz: max abs error {err}");
+        }
+        // A tone above the new Nyquist is removed, not aliased.
+        let k = KaiserResampler::new(48_000, 16_000).unwrap();
+        let y = k.process(&sine(48_000, 1.0, 11_000.0));
+        let rms = (y[200..15_800].iter().map(|v| v * v).sum::<f32>() / 15_600.0).sqrt();
+        assert!(rms < 1e-3, "aliased energy {rms}");
+        // Odd ratios fall back to rubato.
+        assert!(KaiserResampler::new(44_101, 16_000).is_none());
+        assert!(KaiserResampler::new(16_000, 16_000).is_none());
     }
 
     #[test]

@@ -395,6 +395,8 @@ impl WhisperModel {
         }
         let mut toks = Vec::with_capacity(b * t);
         let mut mask = vec![0f32; b * t * t];
+        // Causal, and no key past a row's own prompt. Every query still sees
+        // key 0 (prompts are non-empty), so padded rows stay finite.
         for (r, p) in prompts.iter().enumerate() {
             toks.extend(p.iter().copied());
             toks.extend(std::iter::repeat_n(p[0], t - p.len()));
@@ -403,10 +405,6 @@ impl WhisperModel {
                     if k > q || k >= p.len() {
                         mask[(r * t + q) * t + k] = f32::NEG_INFINITY;
                     }
-                }
-                // A padded query row must still see something to stay finite.
-                if q >= p.len() {
-                    mask[(r * t + q) * t] = 0.0;
                 }
             }
         }
