@@ -9,44 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use earshot_inference::testing::fixtures_dir as fixtures;
 use std::sync::OnceLock;
 
 const MODEL: &str = "tiny.en";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The fixtures folder, generated once per test binary if missing.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target").join("fixtures"));
-        if !dir.join("manifest.tsv").exists() {
-            let script = repo().join("scripts").join("make-fixtures");
-            eprintln!(
-                "fixtures missing in {}: running {}",
-                dir.display(),
-                script.display()
-            );
-            let st = Command::new(&script)
-                .arg("--dir")
-                .arg(&dir)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(st.success(), "{} failed ({st})", script.display());
-        }
-        assert!(
-            dir.join("manifest.tsv").exists(),
-            "no manifest.tsv in {}",
-            dir.display()
-        );
-        dir
-    })
-}
 
 /// Fails (never skips) when the real model is not installed.
 fn require_model() {

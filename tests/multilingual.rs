@@ -5,16 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("EARSHOT_MODELS_DIR") {
-        return d.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-    cache.join("earshot/models")
-}
-
 fn speak(dir: &Path, voice: &str, text: &str) -> PathBuf {
     let out = dir.join(format!("{voice}.wav"));
     let st = Command::new("espeak-ng")
@@ -42,7 +32,9 @@ fn earshot(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn detects_language_per_file_and_translates() {
     assert!(
-        models_dir().join("whisper-base/model.bin").is_file(),
+        earshot_models::models_dir()
+            .join("whisper-base/model.bin")
+            .is_file(),
         "the multilingual base model is missing: run scripts/fetch-models"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,8 @@
 //! the same CTranslate2 import path as the real weights. Not part of the
 //! stable API.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device};
 use earshot_models::ct2::{write_tiny_whisper_ct2, TinySpec};
@@ -78,4 +79,46 @@ pub fn load_tiny_whisper(dir: &Path) -> Result<Whisper, InferenceError> {
         &dir.join("tokenizer.json"),
         &Device::Cpu,
     )
+}
+
+/// The repository root (tests and benches run from a checkout).
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("inference/ has a parent")
+        .to_path_buf()
+}
+
+/// The speech fixtures folder (`$EARSHOT_FIXTURES_DIR`, else
+/// `<repo>/target/fixtures`), generated once per process by
+/// `scripts/make-fixtures` when its manifest is missing. Panics with the
+/// script's failure: tests that need fixtures must not silently skip.
+pub fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_dir().join("target").join("fixtures"));
+        if !dir.join("manifest.tsv").exists() {
+            let script = repo_dir().join("scripts").join("make-fixtures");
+            eprintln!(
+                "fixtures missing in {}: running {}",
+                dir.display(),
+                script.display()
+            );
+            let st = std::process::Command::new(&script)
+                .arg("--dir")
+                .arg(&dir)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(st.success(), "{} failed ({st})", script.display());
+        }
+        assert!(
+            dir.join("manifest.tsv").exists(),
+            "no manifest.tsv in {}",
+            dir.display()
+        );
+        dir
+    })
 }

@@ -7,49 +7,10 @@
 //! Needs the speech fixtures (`scripts/make-fixtures`, run once by the test
 //! when `manifest.tsv` is missing) and `sox` for the variants.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use earshot_inference::audio::{self, AudioError, DecodeLimits, SAMPLE_RATE};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("inference/ has a parent")
-        .to_path_buf()
-}
-
-/// The fixtures folder, generated once per test binary if missing.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target").join("fixtures"));
-        if !dir.join("manifest.tsv").exists() {
-            let script = repo().join("scripts").join("make-fixtures");
-            eprintln!(
-                "fixtures missing in {}: running {}",
-                dir.display(),
-                script.display()
-            );
-            let st = Command::new(&script)
-                .arg("--dir")
-                .arg(&dir)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(st.success(), "{} failed ({st})", script.display());
-        }
-        assert!(
-            dir.join("manifest.tsv").exists(),
-            "no manifest.tsv in {}",
-            dir.display()
-        );
-        dir
-    })
-}
+use earshot_inference::testing::fixtures_dir as fixtures;
 
 struct Clip {
     file: String,

@@ -15,24 +15,18 @@ use std::process::Command;
 
 use earshot_inference::audio::{self, DecodeLimits, SAMPLE_RATE};
 use earshot_inference::mel::{MelExtractor, HOP_LENGTH, TAIL_PADDING};
+use earshot_inference::testing::{fixtures_dir, repo_dir};
 
 /// Largest allowed |ours - reference| of any feature value.
 const MAX_ABS: f32 = 2e-3;
 /// Largest allowed mean |ours - reference|.
 const MEAN_ABS: f64 = 5e-5;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("inference/ has a parent")
-        .to_path_buf()
-}
-
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("EARSHOT_PYTHON").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let venv = repo().join(".venv").join("bin").join("python");
+    let venv = repo_dir().join(".venv").join("bin").join("python");
     if venv.exists() {
         return venv;
     }
@@ -74,7 +68,7 @@ fn reference(samples: &[f32], n_mels: usize) -> (usize, Vec<f32>) {
     let output = dir.path().join("out.f32");
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     std::fs::write(&input, bytes).unwrap();
-    let script = repo().join("scripts").join("ref_mel.py");
+    let script = repo_dir().join("scripts").join("ref_mel.py");
     let o = Command::new(&py)
         .arg(&script)
         .arg(&input)
@@ -205,24 +199,13 @@ fn very_short_signal_matches_reference() {
 
 #[test]
 fn speech_fixture_matches_reference() {
-    let dir = std::env::var_os("EARSHOT_FIXTURES_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target").join("fixtures"));
+    let dir = fixtures_dir();
     // sample.wav is 16 kHz already; 03-launch.wav (48 kHz, 24-bit) also goes
     // through the resampler, whose output is what the model sees.
     let clips: Vec<PathBuf> = ["sample.wav", "03-launch.wav"]
         .iter()
         .map(|f| dir.join(f))
-        .filter(|p| p.exists())
         .collect();
-    if clips.is_empty() {
-        println!(
-            "no speech fixtures in {} (run scripts/make-fixtures); only synthetic signals checked",
-            dir.display()
-        );
-        return;
-    }
     for clip in clips {
         let samples = audio::load_file(&clip, DecodeLimits::default()).unwrap();
         assert!(samples.len() > SAMPLE_RATE as usize, "{}", clip.display());
