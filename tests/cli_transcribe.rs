@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use earshot_inference::testing::fixtures_dir as fixtures;
+use earshot_inference::testing::{fixture_manifest as manifest, fixtures_dir as fixtures};
 use std::sync::OnceLock;
 
 const MODEL: &str = "tiny.en";
@@ -130,40 +130,6 @@ fn wer_helper() {
 }
 
 // ---- manifest ------------------------------------------------------------------
-
-struct Clip {
-    file: String,
-    format: String,
-    duration_s: f64,
-    text: String,
-}
-
-fn manifest() -> Vec<Clip> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.tsv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("manifest.tsv has no {name} column"))
-    };
-    let (f, fm, d, t) = (col("file"), col("format"), col("duration_s"), col("text"));
-    let clips: Vec<Clip> = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            Clip {
-                file: c[f].to_string(),
-                format: c[fm].to_string(),
-                duration_s: c[d].parse().unwrap(),
-                text: c[t].to_string(),
-            }
-        })
-        .collect();
-    assert!(!clips.is_empty(), "empty manifest");
-    clips
-}
 
 // ---- transcription ------------------------------------------------------------------
 

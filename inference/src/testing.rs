@@ -122,3 +122,52 @@ pub fn fixtures_dir() -> &'static Path {
         dir
     })
 }
+
+/// One row of the fixtures' `manifest.tsv`.
+#[derive(Debug, Clone)]
+pub struct FixtureClip {
+    pub file: String,
+    pub format: String,
+    pub duration_s: f64,
+    pub sample_rate: u32,
+    /// What the clip says (the text espeak-ng spoke).
+    pub text: String,
+}
+
+/// The speech clips listed in the fixtures' manifest (columns by header
+/// name, so the script may add columns).
+pub fn fixture_manifest() -> Vec<FixtureClip> {
+    let path = fixtures_dir().join("manifest.tsv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("manifest.tsv has no {name} column"))
+    };
+    let (f, fm, d, sr, t) = (
+        col("file"),
+        col("format"),
+        col("duration_s"),
+        col("sample_rate"),
+        col("text"),
+    );
+    let clips: Vec<FixtureClip> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            FixtureClip {
+                file: c[f].to_string(),
+                format: c[fm].to_string(),
+                duration_s: c[d].parse().expect("duration_s"),
+                sample_rate: c[sr].parse().expect("sample_rate"),
+                text: c[t].to_string(),
+            }
+        })
+        .collect();
+    assert!(!clips.is_empty(), "empty manifest");
+    clips
+}

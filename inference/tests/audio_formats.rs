@@ -10,46 +10,7 @@
 use std::process::Command;
 
 use earshot_inference::audio::{self, AudioError, DecodeLimits, SAMPLE_RATE};
-use earshot_inference::testing::fixtures_dir as fixtures;
-
-struct Clip {
-    file: String,
-    format: String,
-    duration_s: f64,
-    sample_rate: u32,
-}
-
-fn manifest() -> Vec<Clip> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.tsv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("manifest has no {name} column"))
-    };
-    let (f, fm, d, sr) = (
-        col("file"),
-        col("format"),
-        col("duration_s"),
-        col("sample_rate"),
-    );
-    let clips: Vec<Clip> = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            Clip {
-                file: c[f].to_string(),
-                format: c[fm].to_string(),
-                duration_s: c[d].parse().unwrap(),
-                sample_rate: c[sr].parse().unwrap(),
-            }
-        })
-        .collect();
-    assert!(!clips.is_empty(), "empty manifest");
-    clips
-}
+use earshot_inference::testing::{fixture_manifest as manifest, fixtures_dir as fixtures};
 
 /// Pearson correlation of the common prefix.
 fn correlation(a: &[f32], b: &[f32]) -> f64 {

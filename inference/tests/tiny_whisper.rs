@@ -60,7 +60,7 @@ fn kv_cache_matches_full_recompute() {
     let seq: Vec<u32> = vec![51, 55, 3, 17, 42, 8, 9, 30];
     // Full prefill of the whole sequence.
     let mut s_full = m.start(&audio).unwrap();
-    let h_full = m.prefill(&mut s_full, &[seq.clone()]).unwrap();
+    let h_full = m.prefill(&mut s_full, std::slice::from_ref(&seq)).unwrap();
     // Prefill 3, then one token at a time.
     let mut s = m.start(&audio).unwrap();
     let mut last = m.prefill(&mut s, &[seq[..3].to_vec()]).unwrap();
@@ -92,7 +92,7 @@ fn rows_with_different_prompt_lengths_decode_independently() {
     for (r, p, t) in [(0usize, &p0, 10u32), (1, &p1, 11)] {
         let a = audio.narrow(0, r, 1).unwrap();
         let mut s = m.start(&a).unwrap();
-        let h = m.prefill(&mut s, &[p.clone()]).unwrap();
+        let h = m.prefill(&mut s, std::slice::from_ref(p)).unwrap();
         let l = m
             .logits(&WhisperModel::pick(&h, &[(0, p.len() - 1)]).unwrap())
             .unwrap();
@@ -111,7 +111,7 @@ fn rows_with_different_prompt_lengths_decode_independently() {
     let after = m.logits(&m.step(&mut sb, &[12]).unwrap()).unwrap();
     let a = audio.narrow(0, 1, 1).unwrap();
     let mut s = m.start(&a).unwrap();
-    m.prefill(&mut s, &[p1.clone()]).unwrap();
+    m.prefill(&mut s, std::slice::from_ref(&p1)).unwrap();
     m.step(&mut s, &[11]).unwrap();
     let want = m.logits(&m.step(&mut s, &[12]).unwrap()).unwrap();
     assert!(max_diff(&after, &want) < 1e-4);
@@ -164,7 +164,10 @@ fn matches_candle_transformers_reference_network() {
         .squeeze(0)
         .unwrap();
     let mut s = ours.model.start(&a_ours).unwrap();
-    let h = ours.model.prefill(&mut s, &[toks.clone()]).unwrap();
+    let h = ours
+        .model
+        .prefill(&mut s, std::slice::from_ref(&toks))
+        .unwrap();
     let picks: Vec<(usize, usize)> = (0..toks.len()).map(|p| (0, p)).collect();
     let l_ours = ours
         .model

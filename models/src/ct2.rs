@@ -662,19 +662,7 @@ pub fn import_whisper_file(
     for i in 0..config.encoder_layers {
         let c = format!("encoder/layer_{i}");
         let h = format!("model.encoder.layers.{i}");
-        imp.layer_norm(
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        )?;
-        imp.fused_qkv(
-            &format!("{c}/self_attention/linear_0"),
-            &format!("{h}.self_attn"),
-        )?;
-        imp.linear(
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-            [d, d],
-        )?;
+        imp.self_attention(&c, &h)?;
         imp.ffn(&c, &h)?;
     }
     imp.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
@@ -693,19 +681,7 @@ pub fn import_whisper_file(
     for i in 0..config.decoder_layers {
         let c = format!("decoder/layer_{i}");
         let h = format!("model.decoder.layers.{i}");
-        imp.layer_norm(
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        )?;
-        imp.fused_qkv(
-            &format!("{c}/self_attention/linear_0"),
-            &format!("{h}.self_attn"),
-        )?;
-        imp.linear(
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-            [d, d],
-        )?;
+        imp.self_attention(&c, &h)?;
         imp.layer_norm(
             &format!("{c}/attention/layer_norm"),
             &format!("{h}.encoder_attn_layer_norm"),
@@ -949,6 +925,24 @@ impl Importer<'_> {
             &format!("{ct2}/bias"),
             &[None, Some(&format!("{v}.bias"))],
             &[d],
+        )
+    }
+
+    /// Pre-norm self-attention: layer norm, fused q|k|v, output projection.
+    fn self_attention(&mut self, c: &str, h: &str) -> Result<(), ModelError> {
+        let d = self.d;
+        self.layer_norm(
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{h}.self_attn_layer_norm"),
+        )?;
+        self.fused_qkv(
+            &format!("{c}/self_attention/linear_0"),
+            &format!("{h}.self_attn"),
+        )?;
+        self.linear(
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{h}.self_attn.out_proj"),
+            [d, d],
         )
     }
 
