@@ -21,6 +21,26 @@ pub struct RowMask {
     pub prefill_len: usize,
 }
 
+impl RowMask {
+    /// The same mask as an additive `[b, 1, 1, total]` tensor, for the
+    /// generic (non-fused) attention path.
+    pub fn to_tensor(
+        &self,
+        total: usize,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> candle_core::Result<Tensor> {
+        let b = self.prompt_lens.len();
+        let mut mask = vec![0f32; b * total];
+        for (r, &pl) in self.prompt_lens.iter().enumerate() {
+            for m in &mut mask[r * total + pl..r * total + self.prefill_len.min(total)] {
+                *m = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::from_vec(mask, (b, 1, 1, total), device)?.to_dtype(dtype)
+    }
+}
+
 struct DecodeAttention<'a> {
     mask: Option<&'a RowMask>,
 }
@@ -135,4 +155,43 @@ pub fn decode_attention(
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     q.apply_op3_no_bwd(&k, &v, &DecodeAttention { mask })
         .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The fused kernel equals plain candle ops with the tensor form of the
+    /// same mask (the path GPUs take).
+    #[test]
+    fn fused_matches_generic_with_row_mask() {
+        let dev = Device::Cpu;
+        let (b, h, t, hd) = (3, 2, 9, 8);
+        let q = Tensor::randn(0f32, 1.0, (b, h, 1, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev).unwrap();
+        let rows = RowMask {
+            prompt_lens: vec![2, 5, 6],
+            prefill_len: 6,
+        };
+        let fused = decode_attention(&q, &k, &v, Some(&rows)).unwrap().unwrap();
+        let mask = rows.to_tensor(t, &dev, DType::F32).unwrap();
+        let w = ((q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (hd as f64).sqrt())).unwrap())
+            .broadcast_add(&mask)
+            .unwrap();
+        let w = candle_nn::ops::softmax_last_dim(&w).unwrap();
+        let generic = w.matmul(&v).unwrap();
+        let d = (fused - generic)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "{d}");
+    }
 }

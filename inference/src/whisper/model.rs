@@ -228,6 +228,15 @@ impl DecoderState {
     }
 }
 
+/// How decoder self-attention is masked in one pass.
+#[derive(Clone, Copy)]
+enum Attend<'a> {
+    /// Prefill: a `[b, 1, t, t]` causal + padding mask.
+    Prefill(&'a Tensor),
+    /// One token per row: each row's valid key ranges.
+    Step(&'a RowMask),
+}
+
 pub struct WhisperModel {
     pub config: Config,
     device: Device,
@@ -418,35 +427,29 @@ impl WhisperModel {
         state.prompt_lens = prompts.iter().map(Vec::len).collect();
         state.prefill_len = t;
         state.steps = 0;
-        self.run_blocks(state, x, &mask, None)
+        self.run_blocks(state, x, Attend::Prefill(&mask))
     }
 
     /// One token per row; returns hidden states `[b, d]`.
     pub fn step(&self, state: &mut DecoderState, tokens: &[u32]) -> Result<Tensor> {
         let b = tokens.len();
-        let total = state.prefill_len + state.steps + 1;
         let mut pos = Vec::with_capacity(b);
-        let mut mask = vec![0f32; b * total];
-        for (r, &pl) in state.prompt_lens.iter().enumerate() {
+        for &pl in &state.prompt_lens {
             let p = pl + state.steps;
             if p >= self.config.max_target_positions {
                 return Err(InferenceError::Model("decoder context is full".into()));
             }
             pos.push(p as u32);
-            for k in pl..state.prefill_len {
-                mask[r * total + k] = f32::NEG_INFINITY;
-            }
         }
         let toks = Tensor::from_vec(tokens.to_vec(), (b, 1), &self.device)?;
         let pos = Tensor::from_vec(pos, b, &self.device)?;
         let pe = self.dec_pos.index_select(&pos, 0)?.unsqueeze(1)?;
         let x = self.tok_emb.forward(&toks)?.broadcast_add(&pe)?;
-        let mask = Tensor::from_vec(mask, (b, 1, 1, total), &self.device)?.to_dtype(self.dtype)?;
         let rows = RowMask {
             prompt_lens: state.prompt_lens.clone(),
             prefill_len: state.prefill_len,
         };
-        let h = self.run_blocks(state, x, &mask, Some(&rows))?;
+        let h = self.run_blocks(state, x, Attend::Step(&rows))?;
         state.steps += 1;
         Ok(h.squeeze(1)?)
     }
@@ -455,10 +458,16 @@ impl WhisperModel {
         &self,
         state: &mut DecoderState,
         mut x: Tensor,
-        mask: &Tensor,
-        rows: Option<&RowMask>,
+        attend: Attend<'_>,
     ) -> Result<Tensor> {
         let d = self.config.d_model;
+        let rows = match attend {
+            Attend::Step(r) => Some(r),
+            Attend::Prefill(_) => None,
+        };
+        // The step mask as a tensor is only needed where the fused kernel
+        // does not apply (GPUs); build it once, on first use.
+        let mut step_mask: Option<Tensor> = None;
         for (i, b) in self.dec_blocks.iter().enumerate() {
             let h = b.ln1.forward(&x)?;
             let qkv = b.qkv.forward(&h)?;
@@ -476,7 +485,20 @@ impl WhisperModel {
             };
             let a = match fused {
                 Some(a) => a,
-                None => attention(&q, &k, &v, Some(mask))?,
+                None => {
+                    let mask = match attend {
+                        Attend::Prefill(m) => m.clone(),
+                        Attend::Step(r) => match &step_mask {
+                            Some(m) => m.clone(),
+                            None => {
+                                let m = r.to_tensor(k.dim(2)?, &self.device, self.dtype)?;
+                                step_mask = Some(m.clone());
+                                m
+                            }
+                        },
+                    };
+                    attention(&q, &k, &v, Some(&mask))?
+                }
             };
             let a = merge_heads(&a)?;
             x = (x + b.out.forward(&a)?)?;
