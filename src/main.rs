@@ -1,6 +1,8 @@
-//! The `earshot` binary: one program for every role (CLI transcription today;
-//! the queue worker and HTTP server build on the same engines).
+//! The `earshot` binary: one program for every role (transcription and
+//! summarization from the CLI; the queue worker and HTTP server build on
+//! the same engines).
 
+mod summarize;
 mod transcribe;
 
 /// Model code allocates and frees tens of megabytes per tensor op; glibc's
@@ -38,6 +40,12 @@ struct Cli {
 enum Command {
     /// Transcribe audio files with Whisper.
     Transcribe(transcribe::Args),
+    /// Summarize a transcript (text, or `transcribe --format json` output).
+    Summarize(summarize::SummarizeArgs),
+    /// Transcribe audio files, then summarize each transcript.
+    Process(summarize::ProcessArgs),
+    /// Run the LLM on a prompt (token ids and timings with --format json).
+    Generate(summarize::GenerateArgs),
 }
 
 /// `mi_option_purge_delay`: index 15 in both mimalloc v2 and v3 (the sys
@@ -70,6 +78,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Transcribe(args) => transcribe::run(args),
+        Command::Summarize(args) => summarize::summarize(args),
+        Command::Process(args) => summarize::process(args),
+        Command::Generate(args) => summarize::generate(args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod device;
 pub mod error;
+pub mod llm;
 pub mod mel;
 #[doc(hidden)]
 pub mod testing;

@@ -10,6 +10,7 @@
 //!   importer that turns faster-whisper checkpoints into Hugging Face-named
 //!   tensors;
 //! - [`whisper`]: the common result type and the safetensors loader;
+//! - [`llm`]: the summarizer GGUF models by name and where they come from;
 //! - [`checksum`]: SHA-256 verification of downloaded files.
 //!
 //! ```no_run
@@ -25,6 +26,7 @@ pub mod checksum;
 pub mod ct2;
 mod error;
 pub mod hub;
+pub mod llm;
 pub mod resolve;
 pub mod whisper;
 
@@ -33,6 +35,7 @@ pub use checksum::{sha256_file, verify_sha256};
 pub use ct2::{import_whisper, read_model_bin, Ct2DType, Ct2File, Ct2Var};
 pub use error::ModelError;
 pub use hub::HubSettings;
+pub use llm::{lookup_llm, resolve_llm, resolve_llm_with, LlmEntry, ResolvedLlm, DEFAULT_LLM, LLM_CATALOG};
 pub use resolve::{
     classify_folder, load_whisper_tensors, models_dir, resolve_whisper, resolve_whisper_with,
     HubFormat, ModelSource, ResolveOptions, ResolvedWhisper, WhisperFormat,

@@ -420,7 +420,7 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
 }
 
 /// Verifies the files listed in a folder's [`SUMS_FILE`], if it has one.
-fn verify_sums(dir: &Path, stamps: Option<&Path>) -> Result<(), ModelError> {
+pub(crate) fn verify_sums(dir: &Path, stamps: Option<&Path>) -> Result<(), ModelError> {
     let sums = dir.join(SUMS_FILE);
     if !sums.is_file() {
         tracing::debug!(dir = %dir.display(), "no {SUMS_FILE}; local files not checksummed");

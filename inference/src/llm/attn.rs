@@ -1,0 +1,192 @@
+//! Attention over per-sequence KV caches.
+//!
+//! The tokens of one forward step belong to several sequences at different
+//! positions, so attention is the one place the packed token matrix is split
+//! up again. Two paths compute the same thing:
+//!
+//! - [`Path::CpuKernel`]: one rayon task per (token, head), reading keys and
+//!   values straight out of the cache rows. On CPU this beats building
+//!   per-sequence score matrices with tensor ops, whose per-op overhead
+//!   dominates for a handful of query rows.
+//! - [`Path::Generic`]: tensor ops per sequence (matmul, mask, softmax,
+//!   matmul), for CUDA, and as the reference the kernel is tested against.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::model::{cache_append, cache_slices, cache_view, SeqStep};
+use crate::error::InferenceError;
+
+type Result<T> = std::result::Result<T, InferenceError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    CpuKernel,
+    Generic,
+}
+
+pub(crate) fn default_path(dev: &candle_core::Device) -> Path {
+    if dev.is_cpu() {
+        Path::CpuKernel
+    } else {
+        Path::Generic
+    }
+}
+
+/// Appends this step's keys/values of layer `il` to each sequence's cache,
+/// then attends. `q` is `[t, heads, hd]`, `k`/`v` `[t, kv_heads, hd]`;
+/// `spans[i]` = (first row in the packed matrix, row count, start position)
+/// of `steps[i]`. Returns `[t, heads * hd]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    path: Path,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    steps: &mut [SeqStep<'_>],
+    spans: &[(usize, usize, usize)],
+    il: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
+    for (s, &(off, n, _)) in steps.iter_mut().zip(spans) {
+        cache_append(s.cache, il, &k.narrow(0, off, n)?, &v.narrow(0, off, n)?)?;
+    }
+    let steps: &[SeqStep<'_>] = steps;
+    match path {
+        Path::CpuKernel if q.device().is_cpu() => cpu(q, k, steps, spans, il, window, scale),
+        _ => generic(q, k, steps, spans, il, window, scale),
+    }
+}
+
+/// Whether key position `j` is visible from query position `p`
+/// (causal, and inside the window: llama.cpp keeps `p - j < window`).
+#[inline]
+fn first_visible(p: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (p + 1).saturating_sub(w))
+}
+
+fn cpu(
+    q: &Tensor,
+    k: &Tensor,
+    steps: &[SeqStep<'_>],
+    spans: &[(usize, usize, usize)],
+    il: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
+    let (t, nh, hd) = q.dims3()?;
+    let nkv = k.dim(1)?;
+    let groups = nh / nkv;
+    let qs = q.flatten_all()?.to_vec1::<f32>()?;
+    let mut caches = Vec::with_capacity(steps.len());
+    for s in steps {
+        caches.push(
+            cache_slices(s.cache, il)
+                .ok_or_else(|| InferenceError::Backend("CPU kernel on a device cache".into()))?,
+        );
+    }
+    // (sequence, position) of each packed token.
+    let mut tok = Vec::with_capacity(t);
+    for (si, &(_, n, start)) in spans.iter().enumerate() {
+        tok.extend((0..n).map(|i| (si, start + i)));
+    }
+    let row = nkv * hd;
+    let mut out = vec![0f32; t * nh * hd];
+    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (idx, o)| {
+        let (ti, h) = (idx / nh, idx % nh);
+        let kvh = h / groups;
+        let (si, pos) = tok[ti];
+        let (kc, vc) = caches[si];
+        let lo = first_visible(pos, window);
+        let qv = &qs[idx * hd..(idx + 1) * hd];
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for j in lo..=pos {
+            let kr = &kc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
+            let s = dot(qv, kr) * scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        for (j, &w) in (lo..=pos).zip(scores.iter()) {
+            let vr = &vc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
+            let w = w * inv;
+            for (od, &vd) in o.iter_mut().zip(vr) {
+                *od += w * vd;
+            }
+        }
+    });
+    Ok(Tensor::from_vec(out, (t, nh * hd), q.device())?)
+}
+
+/// Dot product in 8 independent lanes so the compiler vectorizes it.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+fn generic(
+    q: &Tensor,
+    k: &Tensor,
+    steps: &[SeqStep<'_>],
+    spans: &[(usize, usize, usize)],
+    il: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
+    let (_, nh, hd) = q.dims3()?;
+    let nkv = k.dim(1)?;
+    let groups = nh / nkv;
+    let mut outs = Vec::with_capacity(steps.len());
+    for (s, &(off, n, start)) in steps.iter().zip(spans) {
+        let len = start + n;
+        let qs = (q.narrow(0, off, n)?.transpose(0, 1)?.contiguous()? * scale as f64)?;
+        let (kc, vc) = cache_view(s.cache, il, len, nkv, hd)?;
+        let expand = |x: Tensor| -> Result<Tensor> {
+            // [len, nkv, hd] -> [nh, len, hd], each kv head shared by `groups` q heads.
+            let x = x.to_dtype(qs.dtype())?.transpose(0, 1)?;
+            Ok(x.unsqueeze(1)?
+                .expand((nkv, groups, len, hd))?
+                .reshape((nh, len, hd))?)
+        };
+        let kx = expand(kc)?;
+        let vx = expand(vc)?;
+        let mut mask = Vec::with_capacity(n * len);
+        for i in 0..n {
+            let p = start + i;
+            let lo = first_visible(p, window);
+            mask.extend((0..len).map(|j| {
+                if j >= lo && j <= p {
+                    0f32
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+        let mask = Tensor::from_vec(mask, (1, n, len), q.device())?.to_dtype(qs.dtype())?;
+        let scores = qs.matmul(&kx.t()?)?.broadcast_add(&mask)?;
+        let w = candle_nn::ops::softmax_last_dim(&scores)?;
+        let o = w.matmul(&vx)?; // [nh, n, hd]
+        outs.push(o.transpose(0, 1)?.reshape((n, nh * hd))?);
+    }
+    Ok(Tensor::cat(&outs, 0)?.to_dtype(q.dtype())?.contiguous()?)
+}
