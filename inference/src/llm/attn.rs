@@ -4,7 +4,7 @@
 //! positions, so attention is the one place the packed token matrix is split
 //! up again. Two paths compute the same thing:
 //!
-//! - [`Path::CpuKernel`]: one rayon task per (token, head), reading keys and
+//! - [`Path::CpuKernel`]: one task per (token, head), reading keys and
 //!   values straight out of the cache rows. On CPU this beats building
 //!   per-sequence score matrices with tensor ops, whose per-op overhead
 //!   dominates for a handful of query rows.
@@ -12,7 +12,6 @@
 //!   matmul), for CUDA, and as the reference the kernel is tested against.
 
 use candle_core::Tensor;
-use rayon::prelude::*;
 
 use super::model::{cache_append, cache_slices, cache_view, SeqStep};
 use crate::error::InferenceError;
@@ -93,32 +92,39 @@ fn cpu(
     }
     let row = nkv * hd;
     let mut out = vec![0f32; t * nh * hd];
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (idx, o)| {
-        let (ti, h) = (idx / nh, idx % nh);
-        let kvh = h / groups;
-        let (si, pos) = tok[ti];
-        let (kc, vc) = caches[si];
-        let lo = first_visible(pos, window);
-        let qv = &qs[idx * hd..(idx + 1) * hd];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for j in lo..=pos {
-            let kr = &kc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
-            let s = dot(qv, kr) * scale;
-            max = max.max(s);
-            scores.push(s);
-        }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        for (j, &w) in (lo..=pos).zip(scores.iter()) {
-            let vr = &vc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
-            let w = w * inv;
-            for (od, &vd) in o.iter_mut().zip(vr) {
-                *od += w * vd;
+    let out_ptr = out.as_mut_ptr() as usize;
+    // On candle's barrier pool, like the matmuls (see q8.rs).
+    candle_core::utils::barrier_pool().execute_chunked(t * nh, |range| {
+        let mut scores = Vec::new();
+        for idx in range {
+            // SAFETY: item `idx` owns output row `idx` alone.
+            let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(idx * hd), hd) };
+            let (ti, h) = (idx / nh, idx % nh);
+            let kvh = h / groups;
+            let (si, pos) = tok[ti];
+            let (kc, vc) = caches[si];
+            let lo = first_visible(pos, window);
+            let qv = &qs[idx * hd..(idx + 1) * hd];
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for j in lo..=pos {
+                let kr = &kc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
+                let s = dot(qv, kr) * scale;
+                max = max.max(s);
+                scores.push(s);
+            }
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (j, &w) in (lo..=pos).zip(scores.iter()) {
+                let vr = &vc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
+                let w = w * inv;
+                for (od, &vd) in o.iter_mut().zip(vr) {
+                    *od += w * vd;
+                }
             }
         }
     });

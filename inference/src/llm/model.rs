@@ -18,15 +18,48 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attn;
+use super::q8::Q8Matrix;
 use super::config::{Activation, LlmConfig, RopeStyle};
 use crate::error::InferenceError;
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
+/// A weight matrix: candle's quantized matmul, or on CPU for Q8_0 our
+/// batched kernel ([`Q8Matrix`]).
+#[derive(Debug)]
+enum Weight {
+    Q(QMatMul),
+    Q8(Arc<Q8Matrix>),
+}
+
+impl Weight {
+    fn new(q: QTensor) -> Result<Self> {
+        if q.device().is_cpu() && q.dtype() == GgmlDType::Q8_0 {
+            let (n, k) = q.shape().dims2()?;
+            if let Some(m) = Q8Matrix::from_q8_0_bytes(&q.data()?, n, k) {
+                return Ok(Self::Q8(Arc::new(m)));
+            }
+        }
+        Ok(Self::Q(QMatMul::from_qtensor(q)?))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Q(w) => Ok(w.forward(x)?),
+            Self::Q8(w) => {
+                let (m, k) = x.dims2()?;
+                let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                debug_assert_eq!(k, w.k);
+                Ok(Tensor::from_vec(w.matmul(&xs, m), (m, w.n), x.device())?)
+            }
+        }
+    }
+}
+
 /// A linear layer with optional bias.
 #[derive(Debug)]
 struct Linear {
-    w: QMatMul,
+    w: Weight,
     b: Option<Tensor>,
 }
 
@@ -75,11 +108,17 @@ enum GateUp {
 pub struct LlmModel {
     cfg: LlmConfig,
     device: Device,
-    embed: Arc<QTensor>,
+    embed: Embedding,
     layers: Vec<Layer>,
     out_norm: Tensor,
-    output: QMatMul,
+    output: Weight,
     vocab: usize,
+}
+
+#[derive(Debug)]
+enum Embedding {
+    Q(Arc<QTensor>),
+    Q8(Arc<Q8Matrix>),
 }
 
 /// One sequence's keys and values for every layer.
@@ -142,9 +181,23 @@ impl LlmModel {
         }
         let norm = |q: QTensor| -> Result<Tensor> { Ok(q.dequantize(device)?) };
         let out_norm = norm(get("output_norm.weight")?)?;
-        let output = match get("output.weight") {
-            Ok(w) => QMatMul::from_qtensor(for_device(w, device)?)?,
-            Err(_) => QMatMul::from_arc(embed.clone())?,
+        let (embed, output) = if device.is_cpu() && embed.dtype() == GgmlDType::Q8_0 {
+            // One Q8_0 copy serves the lookup and (when tied) the output.
+            let m = Arc::new(
+                Q8Matrix::from_q8_0_bytes(&embed.data()?, vocab, embd)
+                    .ok_or_else(|| InferenceError::Model("malformed Q8_0 token_embd".into()))?,
+            );
+            let output = match get("output.weight") {
+                Ok(w) => Weight::new(for_device(w, device)?)?,
+                Err(_) => Weight::Q8(m.clone()),
+            };
+            (Embedding::Q8(m), output)
+        } else {
+            let output = match get("output.weight") {
+                Ok(w) => Weight::new(for_device(w, device)?)?,
+                Err(_) => Weight::Q(QMatMul::from_arc(embed.clone())?),
+            };
+            (Embedding::Q(embed), output)
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for il in 0..cfg.n_layer {
@@ -172,7 +225,7 @@ impl LlmModel {
             let bv = opt("attn_v.bias")?;
             let qkv = match (fuse_rows(&[&wq, &wk, &wv], device)?, &bq, &bk, &bv) {
                 (Some(w), None, None, None) => Qkv::Fused(Linear {
-                    w: QMatMul::from_qtensor(w)?,
+                    w: Weight::new(w)?,
                     b: None,
                 }),
                 (Some(w), Some(bq), Some(bk), Some(bv)) => {
@@ -185,7 +238,7 @@ impl LlmModel {
                         0,
                     )?;
                     Qkv::Fused(Linear {
-                        w: QMatMul::from_qtensor(w)?,
+                        w: Weight::new(w)?,
                         b: Some(b),
                     })
                 }
@@ -199,7 +252,7 @@ impl LlmModel {
             let up = for_device(req!("ffn_up.weight"), device)?;
             let gate_up = match fuse_rows(&[&gate, &up], device)? {
                 Some(w) => GateUp::Fused(Linear {
-                    w: QMatMul::from_qtensor(w)?,
+                    w: Weight::new(w)?,
                     b: None,
                 }),
                 None => GateUp::Split(linear(gate, None, device)?, linear(up, None, device)?),
@@ -317,7 +370,10 @@ impl LlmModel {
         }
         let t = ids.len();
         let ids_t = Tensor::from_vec(ids, t, &self.device)?;
-        let mut x = self.embed.embedding(&ids_t)?;
+        let mut x = match &self.embed {
+            Embedding::Q(e) => e.embedding(&ids_t)?,
+            Embedding::Q8(m) => Tensor::from_vec(m.rows(ids_t.to_vec1::<u32>()?.as_slice()), (t, c.n_embd), &self.device)?,
+        };
         if c.scale_embeddings {
             x = (x * (c.n_embd as f64).sqrt())?;
         }
@@ -505,7 +561,7 @@ fn tensor<R: Read + Seek>(
 
 fn linear(w: QTensor, b: Option<QTensor>, device: &Device) -> Result<Linear> {
     Ok(Linear {
-        w: QMatMul::from_qtensor(w)?,
+        w: Weight::new(w)?,
         b: b.map(|b| b.dequantize(device)).transpose()?,
     })
 }

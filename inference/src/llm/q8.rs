@@ -1,0 +1,230 @@
+//! A Q8_0 matrix product for CPU decoding of several sequences at once.
+//!
+//! candle's quantized CPU matmul computes each (activation row, weight row)
+//! dot product separately; for a handful of rows (a decode step of a batch)
+//! and widths that are not a multiple of 256 (Gemma 3 270M: 640, SmolLM2:
+//! 576) it cannot use its tiled kernels, so batching 8 sequences bought
+//! only ~15% more tokens per second. Here every weight block is loaded
+//! once and multiplied with up to eight activation rows while it sits in
+//! registers, with the scales already in f32.
+//!
+//! The arithmetic is ggml's Q8_0 x Q8_0 product: activations are quantized
+//! per 32 values (scale rounded to f16 like ggml's), each block's integer
+//! dot product is scaled by both block scales and summed in f32.
+
+use half::f16;
+
+/// A weight matrix `[n, k]` in Q8_0: 32 int8 values per block, one scale each.
+#[derive(Debug)]
+pub struct Q8Matrix {
+    pub n: usize,
+    pub k: usize,
+    /// `n * k / 32` block scales.
+    scales: Vec<f32>,
+    /// `n * k` quantized values, row-major.
+    qs: Vec<i8>,
+}
+
+const QK: usize = 32;
+const BLOCK_BYTES: usize = 34;
+
+impl Q8Matrix {
+    /// From GGUF Q8_0 bytes (34-byte blocks: f16 scale, 32 int8).
+    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> Option<Self> {
+        if k % QK != 0 || data.len() != n * k / QK * BLOCK_BYTES {
+            return None;
+        }
+        let nb = n * k / QK;
+        let mut scales = Vec::with_capacity(nb);
+        let mut qs = Vec::with_capacity(n * k);
+        for b in data.chunks_exact(BLOCK_BYTES) {
+            scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+            qs.extend(b[2..].iter().map(|&x| x as i8));
+        }
+        Some(Self { n, k, scales, qs })
+    }
+
+    /// Dequantized rows (embedding lookup), `[ids.len(), k]` flattened.
+    pub fn rows(&self, ids: &[u32]) -> Vec<f32> {
+        let kb = self.k / QK;
+        let mut out = Vec::with_capacity(ids.len() * self.k);
+        for &id in ids {
+            let r = (id as usize).min(self.n.saturating_sub(1));
+            for b in 0..kb {
+                let d = self.scales[r * kb + b];
+                out.extend(self.qs[r * self.k + b * QK..r * self.k + (b + 1) * QK].iter().map(|&q| q as f32 * d));
+            }
+        }
+        out
+    }
+
+    /// `x [m, k]` (row-major f32) times this matrix transposed: `[m, n]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "activation shape");
+        let kb = self.k / QK;
+        let (aq, ad) = quantize_rows(x, m, self.k);
+        let mut out = vec![0f32; m * self.n];
+        let n = self.n;
+        let k = self.k;
+        let out_ptr = out.as_mut_ptr() as usize;
+        // candle's barrier pool, not rayon: candle's own matmuls keep that
+        // pool's threads spinning between ops, and a second pool would fight
+        // them for the same cores.
+        const COLS: usize = 16;
+        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLS), |range| {
+            let mut col = [0f32; 8];
+            for c in range {
+                for j in c * COLS..((c + 1) * COLS).min(n) {
+                    let wq = &self.qs[j * k..(j + 1) * k];
+                    let wd = &self.scales[j * kb..(j + 1) * kb];
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let rows = (m - r0).min(8);
+                        dot_rows(wq, wd, &aq[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                        for (i, &v) in col[..rows].iter().enumerate() {
+                            // SAFETY: element (r0 + i, j) is written by this column's task only.
+                            unsafe { *(out_ptr as *mut f32).add((r0 + i) * n + j) = v };
+                        }
+                        r0 += rows;
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+/// ggml's `quantize_row_q8_0`: per block d = amax/127 (stored as f16),
+/// q = round(x / d).
+fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; m * k];
+    let mut d = Vec::with_capacity(m * k / QK);
+    for (xb, qb) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)) {
+        let amax = xb.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let dv = amax / 127.0;
+        let id = if dv != 0.0 { 1.0 / dv } else { 0.0 };
+        for (o, &v) in qb.iter_mut().zip(xb) {
+            *o = (v * id).round() as i8;
+        }
+        d.push(f16::from_f32(dv).to_f32());
+    }
+    (q, d)
+}
+
+/// Dot products of one weight row with `rows` activation rows.
+fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe {
+                match rows {
+                    0 => {}
+                    8 => avx2::dot::<8>(wq, wd, aq, ad, k, out),
+                    4..=7 => {
+                        avx2::dot::<4>(wq, wd, aq, ad, k, &mut out[..4]);
+                        dot_rows(wq, wd, &aq[4 * k..], &ad[4 * k / QK..], k, rows - 4, &mut out[4..]);
+                    }
+                    2 | 3 => {
+                        avx2::dot::<2>(wq, wd, aq, ad, k, &mut out[..2]);
+                        if rows == 3 {
+                            avx2::dot::<1>(wq, wd, &aq[2 * k..], &ad[2 * k / QK..], k, &mut out[2..3]);
+                        }
+                    }
+                    _ => avx2::dot::<1>(wq, wd, aq, ad, k, out),
+                }
+            }
+            return;
+        }
+    }
+    let kb = k / QK;
+    for r in 0..rows {
+        let mut s = 0f32;
+        for b in 0..kb {
+            let mut si = 0i32;
+            for i in 0..QK {
+                si += wq[b * QK + i] as i32 * aq[r * k + b * QK + i] as i32;
+            }
+            s += si as f32 * wd[b] * ad[r * kb + b];
+        }
+        out[r] = s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::QK;
+
+    /// `R` activation rows against one weight row, the weight block loaded once.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot<const R: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        aq: &[i8],
+        ad: &[f32],
+        k: usize,
+        out: &mut [f32],
+    ) {
+        let kb = k / QK;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..kb {
+            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK) as *const __m256i);
+            // maddubs multiplies unsigned by signed bytes: move w's sign onto a.
+            let wabs = _mm256_sign_epi8(w, w);
+            let dw = *wd.get_unchecked(b);
+            for r in 0..R {
+                let a = _mm256_loadu_si256(aq.as_ptr().add(r * k + b * QK) as *const __m256i);
+                let sa = _mm256_sign_epi8(a, w);
+                let p16 = _mm256_maddubs_epi16(wabs, sa);
+                let p32 = _mm256_madd_epi16(p16, ones);
+                let d = _mm256_set1_ps(dw * *ad.get_unchecked(r * kb + b));
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), acc[r]);
+            }
+        }
+        for r in 0..R {
+            let v = acc[r];
+            let lo = _mm256_castps256_ps128(v);
+            let hi = _mm256_extractf128_ps(v, 1);
+            let s = _mm_add_ps(lo, hi);
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            out[r] = _mm_cvtss_f32(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    #[test]
+    fn matches_candle_q8_0_for_every_row_count() {
+        let (n, k) = (70, 96);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0)).collect();
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
+        let mine = Q8Matrix::from_q8_0_bytes(&q.data().unwrap(), n, k).unwrap();
+        let qm = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+        for m in 1..=11 {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 97) as f32 / 40.0 - 1.2)).collect();
+            let got = mine.matmul(&x, m);
+            let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
+            let want = qm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "m={m}: {g} vs {w}");
+            }
+        }
+    }
+}
