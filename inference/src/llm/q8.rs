@@ -211,19 +211,24 @@ mod tests {
 
     #[test]
     fn matches_candle_q8_0_for_every_row_count() {
-        let (n, k) = (70, 96);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0)).collect();
+        for k in [96, 128] {
+            check(70, k);
+        }
+    }
+
+    fn check(n: usize, k: usize) {
+        let w: Vec<f32> = (0..n * k).map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0).collect();
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
         let mine = Q8Matrix::from_q8_0_bytes(&q.data().unwrap(), n, k).unwrap();
         let qm = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
         for m in 1..=11 {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 97) as f32 / 40.0 - 1.2)).collect();
+            let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 97) as f32 / 40.0 - 1.2).collect();
             let got = mine.matmul(&x, m);
             let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
             let want = qm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "m={m}: {g} vs {w}");
+                assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "k={k} m={m}: {g} vs {w}");
             }
         }
     }
