@@ -274,6 +274,11 @@ impl<'m> Scheduler<'m> {
             }
             let Some(mut row) = rows.next() else { break };
             let a = &mut self.active[i];
+            for &id in self.llm.suppressed_ids() {
+                if let Some(l) = row.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
             let mut history = a.req.prompt.clone();
             history.extend_from_slice(&a.generated);
             let tok = a.sampler.sample(&mut row, &history);

@@ -59,6 +59,9 @@ pub struct Llm {
     /// template); base models are prompted with plain text to continue.
     pub instruct: bool,
     stop_ids: Vec<u32>,
+    /// Control tokens that are not turn ends (`<pad>`, `<bos>`, Gemma's
+    /// `<unusedN>`…): never sampled, since no output should contain them.
+    suppress_ids: Vec<u32>,
     max_context: usize,
 }
 
@@ -101,6 +104,9 @@ impl Llm {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
+        let suppress_ids = (0..tokenizer.vocab_size() as u32)
+            .filter(|&id| tokenizer.is_control(id) && stop_ids.binary_search(&id).is_err())
+            .collect();
         let name = config::meta_str(&ct, "general.name")
             .map(str::to_owned)
             .unwrap_or_else(|_| {
@@ -116,6 +122,7 @@ impl Llm {
             template,
             name,
             stop_ids,
+            suppress_ids,
             max_context,
         })
     }
@@ -139,6 +146,11 @@ impl Llm {
         &self.stop_ids
     }
 
+    /// Tokens masked out before sampling.
+    pub fn suppressed_ids(&self) -> &[u32] {
+        &self.suppress_ids
+    }
+
     /// Renders a chat with the model's template and tokenizes it.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferenceError> {
         let text = self.template.render(messages)?;
@@ -154,5 +166,65 @@ impl Llm {
     /// Tokenizes a plain completion prompt (with BOS when the model uses one).
     pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
         self.tokenizer.encode(text, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{load_tiny_llm, TinyLlm};
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Logits of the last token after feeding `tokens`, in `chunk`-sized steps.
+    fn last_logits(llm: &Llm, tokens: &[u32], chunk: usize, path: attn::Path) -> Vec<f32> {
+        let mut cache = llm.model.new_cache(tokens.len()).unwrap();
+        let mut out = None;
+        for (i, c) in tokens.chunks(chunk).enumerate() {
+            let last = (i + 1) * chunk >= tokens.len();
+            let mut steps = [SeqStep { tokens: c, cache: &mut cache, logits: last }];
+            out = llm.model.forward_with(&mut steps, path).unwrap();
+        }
+        out.unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn cache_and_kernel_agree_with_full_recomputation() {
+        for (i, spec) in [TinyLlm::llama(), TinyLlm::gemma3()].into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let llm = load_tiny_llm(dir.path(), spec, 7 + i as u64).unwrap();
+            // 14 tokens: past the tiny Gemma's 6-token window.
+            let toks = llm
+                .text_prompt("the team will send the press release on Monday and the launch date")
+                .unwrap();
+            assert!(toks.len() > 10, "{}", toks.len());
+            let full = last_logits(&llm, &toks, toks.len(), attn::Path::Generic);
+            let full_cpu = last_logits(&llm, &toks, toks.len(), attn::Path::CpuKernel);
+            let one_by_one = last_logits(&llm, &toks, 1, attn::Path::CpuKernel);
+            let chunks = last_logits(&llm, &toks, 4, attn::Path::Generic);
+            let scale = full.iter().fold(0f32, |a, x| a.max(x.abs()));
+            for (name, other) in [("cpu kernel", &full_cpu), ("one by one", &one_by_one), ("chunks of 4", &chunks)] {
+                let d = max_abs_diff(&full, other);
+                assert!(d <= 1e-3 * scale.max(1.0), "{}: {name} differs by {d} (scale {scale})", spec.arch);
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_window_changes_what_late_tokens_see() {
+        // A Gemma with a huge window must differ from the 6-token one once the
+        // sequence is longer than 6 tokens: proves the window is applied.
+        let dir = tempfile::tempdir().unwrap();
+        let small = load_tiny_llm(dir.path(), TinyLlm::gemma3(), 3).unwrap();
+        let wide = load_tiny_llm(dir.path(), TinyLlm { sliding_window: 4096, ..TinyLlm::gemma3() }, 3).unwrap();
+        let toks = small.text_prompt("the team will send the press release on Monday").unwrap();
+        let a = last_logits(&small, &toks[..4], 4, attn::Path::CpuKernel);
+        let b = last_logits(&wide, &toks[..4], 4, attn::Path::CpuKernel);
+        assert_eq!(a, b, "inside the window both see everything");
+        let a = last_logits(&small, &toks, toks.len(), attn::Path::CpuKernel);
+        let b = last_logits(&wide, &toks, toks.len(), attn::Path::CpuKernel);
+        assert!(max_abs_diff(&a, &b) > 1e-4);
     }
 }

@@ -102,22 +102,33 @@ impl Sampler {
         if p.temperature == 0.0 {
             return argmax(logits);
         }
+        let max = logits.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return argmax(logits);
+        }
+        // Candidates. Without top-k/top-p every token is one (no sort: a
+        // 262k-token vocabulary made sorting the per-token cost). For top-p
+        // alone, tokens 20 nats below the best (probability ratio < 2e-9)
+        // cannot change which tokens reach the mass; they are left out.
+        let floor = if p.top_k == 0 && p.top_p < 1.0 {
+            max - 20.0 * p.temperature
+        } else {
+            f32::NEG_INFINITY
+        };
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.is_finite())
+            .filter(|(_, l)| l.is_finite() && **l >= floor)
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        if cand.is_empty() {
-            return argmax(logits);
-        }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.select_nth_unstable_by(p.top_k - 1, by_logit);
             cand.truncate(p.top_k);
         }
-        cand.sort_unstable_by(by_logit);
-        let max = cand[0].1;
+        if p.top_p < 1.0 || p.top_k > 0 {
+            cand.sort_unstable_by(by_logit);
+        }
         let mut probs: Vec<f32> = cand
             .iter()
             .map(|&(_, l)| ((l - max) / p.temperature).exp())

@@ -97,9 +97,9 @@ enum Stage {
 
 fn instruction(stage: Stage) -> String {
     match stage {
-        Stage::Whole => "Summarize the following transcript in a few sentences: the topics, what was decided, and who will do what.".into(),
-        Stage::Part(i, n) => format!("This is part {i} of {n} of a longer transcript. Summarize this part in a few sentences: the topics, what was decided, and who will do what."),
-        Stage::Combine => "These are summaries of consecutive parts of one transcript. Write one summary of the whole transcript in a few sentences.".into(),
+        Stage::Whole => "Summarize the following transcript in one short paragraph: the topics, what was decided, and who will do what.".into(),
+        Stage::Part(i, n) => format!("This is part {i} of {n} of a longer transcript. Summarize this part in one short paragraph: the topics, what was decided, and who will do what."),
+        Stage::Combine => "These are summaries of consecutive parts of one transcript. Write one summary of the whole transcript in one short paragraph.".into(),
         Stage::CombinePart => "These are summaries of consecutive parts of one transcript. Combine them into one shorter summary.".into(),
     }
 }
@@ -133,6 +133,7 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
     let start = Instant::now();
     let mut params = opts.sampling.clone();
     params.max_new_tokens = opts.max_tokens;
+    // Base models run on into a new section after a blank line.
     if !llm.instruct && params.stop.is_empty() {
         params.stop.push("\n\n".into());
     }
@@ -216,7 +217,7 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
                 Ok(o) => {
                     d.prompt_tokens += o.prompt_tokens;
                     d.generated += o.tokens.len();
-                    let text = o.text.trim().to_owned();
+                    let text = first_paragraphs(&o.text);
                     if is_final {
                         d.result = Some(Ok(Summary {
                             text,
@@ -235,8 +236,24 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
         }
         for (di, d) in state.iter_mut().enumerate() {
             if d.result.is_none() {
-                let parts = std::mem::take(&mut next[di]);
-                if parts.is_empty() || parts.len() >= d.parts.len() && d.level > 0 {
+                let parts: Vec<String> = std::mem::take(&mut next[di])
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                if parts.is_empty() {
+                    // The model said nothing about any part: an empty
+                    // summary, not an error of the input.
+                    d.result = Some(Ok(Summary {
+                        text: String::new(),
+                        chunks: d.chunks,
+                        levels: d.level + 1,
+                        prompt_tokens: d.prompt_tokens,
+                        generated_tokens: d.generated,
+                        seconds: start.elapsed().as_secs_f64(),
+                    }));
+                    continue;
+                }
+                if parts.len() >= d.parts.len() && d.level > 0 {
                     d.result = Some(Err(InferenceError::Model(
                         "map-reduce did not converge (summaries are not shrinking)".into(),
                     )));
@@ -250,6 +267,23 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
         .into_iter()
         .map(|d| d.result.unwrap_or_else(|| Err(InferenceError::Model("no summary produced".into()))))
         .collect()
+}
+
+/// The answer's first paragraph (plus the list a paragraph ending in ':'
+/// introduces): small instruct models, asked for one paragraph, tend to
+/// keep going with invented follow-ups after it.
+pub fn first_paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    for p in text.trim().split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(p);
+        if !p.ends_with(':') {
+            break;
+        }
+    }
+    out
 }
 
 /// Transcript tokens that fit in one chunk next to the prompt and answer.
@@ -338,7 +372,14 @@ fn split_words(
 
 #[cfg(test)]
 mod tests {
-    use super::split_text;
+    use super::{first_paragraphs, split_text};
+
+    #[test]
+    fn first_paragraph_keeps_an_announced_list() {
+        assert_eq!(first_paragraphs("  One. Two.\n\nInvented.\n"), "One. Two.");
+        assert_eq!(first_paragraphs("Decided:\n\n- a\n- b\n\nMore."), "Decided:\n\n- a\n- b");
+        assert_eq!(first_paragraphs(""), "");
+    }
 
     #[test]
     fn text_splits_on_lines_and_sentences() {
