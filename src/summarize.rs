@@ -326,6 +326,9 @@ pub struct GenerateArgs {
     /// text or json.
     #[arg(long, short, default_value = "text")]
     format: String,
+    /// Generate exactly --max-tokens tokens, past end-of-turn tokens (benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
     #[command(flatten)]
     llm: LlmArgs,
 }
@@ -338,7 +341,10 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
         (None, Some(c)) => llm.chat_prompt(&[ChatMessage::new("user", c.clone())])?,
         (None, None) => bail!("give --prompt or --chat"),
     };
-    let params = args.llm.sampling(1.0);
+    let params = SamplingParams {
+        ignore_eos: args.ignore_eos,
+        ..args.llm.sampling(1.0)
+    };
     let reqs: Vec<GenRequest> = (0..args.copies.max(1))
         .map(|i| GenRequest {
             prompt: prompt.clone(),

@@ -285,7 +285,7 @@ impl<'m> Scheduler<'m> {
             if a.first_token_s.is_none() {
                 a.first_token_s = Some(a.admitted.elapsed().as_secs_f64());
             }
-            if self.llm.is_stop_token(tok) {
+            if self.llm.is_stop_token(tok) && !a.req.params.ignore_eos {
                 finished.push((i, FinishReason::Stop, None));
                 continue;
             }

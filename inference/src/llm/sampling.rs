@@ -26,6 +26,8 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Generation stops before the first occurrence of any of these.
     pub stop: Vec<String>,
+    /// Keep going past end-of-turn tokens (benchmarks: fixed lengths).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +41,7 @@ impl Default for SamplingParams {
             seed: 0,
             max_new_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
