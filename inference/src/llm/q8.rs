@@ -23,6 +23,9 @@ pub struct Q8Matrix {
     scales: Vec<f32>,
     /// `n * k` quantized values, row-major.
     qs: Vec<i8>,
+    /// Per block, `-128 * Σ q`: the VNNI kernel multiplies activations
+    /// shifted to unsigned bytes (`a + 128`) and takes this back off.
+    corr: Vec<i32>,
 }
 
 const QK: usize = 32;
@@ -41,7 +44,17 @@ impl Q8Matrix {
             scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
             qs.extend(b[2..].iter().map(|&x| x as i8));
         }
-        Some(Self { n, k, scales, qs })
+        let corr = qs
+            .chunks_exact(QK)
+            .map(|b| -128 * b.iter().map(|&x| x as i32).sum::<i32>())
+            .collect();
+        Some(Self {
+            n,
+            k,
+            scales,
+            qs,
+            corr,
+        })
     }
 
     /// Dequantized rows (embedding lookup), `[ids.len(), k]` flattened.
@@ -63,6 +76,13 @@ impl Q8Matrix {
         assert_eq!(x.len(), m * self.k, "activation shape");
         let kb = self.k / QK;
         let (aq, ad) = quantize_rows(x, m, self.k);
+        let vnni = has_vnni();
+        // The VNNI kernel takes activations as unsigned bytes.
+        let au: Vec<i8> = if vnni {
+            aq.iter().map(|&q| ((q as u8) ^ 0x80) as i8).collect()
+        } else {
+            Vec::new()
+        };
         let mut out = vec![0f32; m * self.n];
         let n = self.n;
         let k = self.k;
@@ -77,10 +97,15 @@ impl Q8Matrix {
                 for j in c * COLS..((c + 1) * COLS).min(n) {
                     let wq = &self.qs[j * k..(j + 1) * k];
                     let wd = &self.scales[j * kb..(j + 1) * kb];
+                    let wc = &self.corr[j * kb..(j + 1) * kb];
                     let mut r0 = 0;
                     while r0 < m {
                         let rows = (m - r0).min(8);
-                        dot_rows(wq, wd, &aq[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                        if vnni {
+                            vnni_rows(wq, wd, wc, &au[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                        } else {
+                            dot_rows(wq, wd, &aq[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                        }
                         for (i, &v) in col[..rows].iter().enumerate() {
                             // SAFETY: element (r0 + i, j) is written by this column's task only.
                             unsafe { *(out_ptr as *mut f32).add((r0 + i) * n + j) = v };
@@ -148,6 +173,106 @@ fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize,
             s += si as f32 * wd[b] * ad[r * kb + b];
         }
         out[r] = s;
+    }
+}
+
+/// Dot products with AVX-512 VNNI on 256-bit registers (no 512-bit
+/// frequency penalty): one `vpdpbusd` replaces sign/maddubs/madd.
+#[allow(clippy::too_many_arguments)]
+fn vnni_rows(wq: &[i8], wd: &[f32], wc: &[i32], au: &[i8], ad: &[f32], k: usize, rows: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kb = k / QK;
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = rows - r0;
+            let (a, d, o) = (&au[r0 * k..], &ad[r0 * kb..], &mut out[r0..]);
+            // SAFETY: VNNI support was detected at run time (has_vnni).
+            unsafe {
+                let step = match n {
+                    8.. => {
+                        vnni::dot::<8>(wq, wd, wc, a, d, k, o);
+                        8
+                    }
+                    4..=7 => {
+                        vnni::dot::<4>(wq, wd, wc, a, d, k, o);
+                        4
+                    }
+                    2 | 3 => {
+                        vnni::dot::<2>(wq, wd, wc, a, d, k, o);
+                        2
+                    }
+                    _ => {
+                        vnni::dot::<1>(wq, wd, wc, a, d, k, o);
+                        1
+                    }
+                };
+                r0 += step;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (wq, wd, wc, au, ad, k, rows, out);
+        unreachable!("has_vnni is false off x86_64")
+    }
+}
+
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::env::var_os("EARSHOT_NO_VNNI").is_none()
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::QK;
+
+    /// `R` rows of unsigned activations against one weight row. Each
+    /// block's correction (`-128 Σw`) seeds lane 0 of its accumulator, so
+    /// the lane sum is the signed dot product.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dot<const R: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        wc: &[i32],
+        au: &[i8],
+        ad: &[f32],
+        k: usize,
+        out: &mut [f32],
+    ) {
+        let kb = k / QK;
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..kb {
+            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK) as *const __m256i);
+            let c = _mm256_setr_epi32(*wc.get_unchecked(b), 0, 0, 0, 0, 0, 0, 0);
+            let dw = _mm256_set1_ps(*wd.get_unchecked(b));
+            for r in 0..R {
+                let a = _mm256_loadu_si256(au.as_ptr().add(r * k + b * QK) as *const __m256i);
+                let p = _mm256_dpbusd_epi32(c, a, w);
+                let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(ad.get_unchecked(r * kb + b)));
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        for r in 0..R {
+            let v = acc[r];
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            out[r] = _mm_cvtss_f32(s);
+        }
     }
 }
 
