@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use earshot_inference::audio::{self, DecodeLimits};
 use earshot_inference::device::{self, DeviceKind};
 use earshot_inference::llm::summarize::{split_text, summarize_many, SummaryOptions};
-use earshot_inference::llm::{generate_all, ChatMessage, EngineOptions, GenRequest, Llm, SamplingParams};
+use earshot_inference::llm::{
+    generate_all, ChatMessage, EngineOptions, GenRequest, Llm, SamplingParams,
+};
 use earshot_inference::whisper::{TranscribeOptions, Whisper};
 use serde_json::json;
 
@@ -183,7 +185,12 @@ pub struct ProcessArgs {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Whisper model.
-    #[arg(long, short = 'm', env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en")]
+    #[arg(
+        long,
+        short = 'm',
+        env = "EARSHOT_WHISPER_MODEL",
+        default_value = "tiny.en"
+    )]
     whisper_model: String,
     /// Spoken language; detected when omitted on multilingual models.
     #[arg(long, short)]
@@ -302,7 +309,11 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
             if args.files.len() > 1 {
                 println!("== {path} ==");
             }
-            println!("Transcript:\n{}\n\nSummary:\n{}\n", tr.text.trim(), summary.text);
+            println!(
+                "Transcript:\n{}\n\nSummary:\n{}\n",
+                tr.text.trim(),
+                summary.text
+            );
         }
     }
     Ok(if failed {
@@ -398,7 +409,13 @@ mod tests {
     fn transcript_json_or_text() {
         let j = r#"{"text":"a b","segments":[{"text":" Hello."},{"text":" Bye. "}]}"#;
         assert_eq!(transcript_segments(j), ["Hello.", "Bye."]);
-        assert_eq!(transcript_segments(r#"{"text":"One. Two."}"#), ["One.", "Two."]);
-        assert_eq!(transcript_segments("One. Two.\nThree"), ["One.", "Two.", "Three"]);
+        assert_eq!(
+            transcript_segments(r#"{"text":"One. Two."}"#),
+            ["One.", "Two."]
+        );
+        assert_eq!(
+            transcript_segments("One. Two.\nThree"),
+            ["One.", "Two.", "Three"]
+        );
     }
 }

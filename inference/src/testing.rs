@@ -223,16 +223,50 @@ impl TinyLlm {
 /// The tiny SentencePiece vocabulary: specials, 256 byte tokens, letters,
 /// then whole words (with scores so merges prefer longer pieces).
 pub const TINY_LLM_WORDS: &[&str] = &[
-    "▁the", "▁meeting", "▁launch", "▁date", "▁team", "▁will", "▁send", "▁press", "▁release",
-    "▁on", "▁Monday", "▁Friday", "▁summary", "▁is", "▁a", "▁to", "▁and", "▁of", "in", "er",
-    "▁t", "▁s", "on", "at", "▁m", "ee", "ing", "▁we", "▁it", "▁by",
+    "▁the",
+    "▁meeting",
+    "▁launch",
+    "▁date",
+    "▁team",
+    "▁will",
+    "▁send",
+    "▁press",
+    "▁release",
+    "▁on",
+    "▁Monday",
+    "▁Friday",
+    "▁summary",
+    "▁is",
+    "▁a",
+    "▁to",
+    "▁and",
+    "▁of",
+    "in",
+    "er",
+    "▁t",
+    "▁s",
+    "on",
+    "at",
+    "▁m",
+    "ee",
+    "ing",
+    "▁we",
+    "▁it",
+    "▁by",
 ];
 
 fn tiny_llm_vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut tokens: Vec<String> = [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut types = vec![3, 3, 3, 2, 3, 3];
     let mut scores = vec![0.0; tokens.len()];
     for b in 0..=255u8 {
@@ -240,7 +274,10 @@ fn tiny_llm_vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {
         types.push(6);
         scores.push(0.0);
     }
-    let mut singles: Vec<String> = ('a'..='z').chain('A'..='Z').map(|c| c.to_string()).collect();
+    let mut singles: Vec<String> = ('a'..='z')
+        .chain('A'..='Z')
+        .map(|c| c.to_string())
+        .collect();
     singles.extend(["▁", ".", ","].iter().map(|s| s.to_string()));
     for s in singles {
         tokens.push(s);
@@ -278,17 +315,21 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
     let (tokens, scores, types) = tiny_llm_vocab();
     let vocab = tokens.len();
     let dev = Device::Cpu;
-    let mut rand_t = |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> Result<QTensor, InferenceError> {
-        let v: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| (rng.gen::<f32>() * 2.0 - 1.0) * scale)
-            .collect();
-        let t = Tensor::from_vec(v, shape, &dev)?;
-        Ok(QTensor::quantize(&t, dtype)?)
-    };
+    let mut rand_t =
+        |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> Result<QTensor, InferenceError> {
+            let v: Vec<f32> = (0..shape.0 * shape.1)
+                .map(|_| (rng.gen::<f32>() * 2.0 - 1.0) * scale)
+                .collect();
+            let t = Tensor::from_vec(v, shape, &dev)?;
+            Ok(QTensor::quantize(&t, dtype)?)
+        };
     // Norm weights of one (llama.cpp stores Gemma's `1 + w` already added).
     let norm = |n: usize, _gemma: bool| -> Result<QTensor, InferenceError> {
         let v = vec![1.0f32; n];
-        Ok(QTensor::quantize(&Tensor::from_vec(v, n, &dev)?, GgmlDType::F32)?)
+        Ok(QTensor::quantize(
+            &Tensor::from_vec(v, n, &dev)?,
+            GgmlDType::F32,
+        )?)
     };
     let s = spec;
     let gemma = s.arch == "gemma3";
@@ -296,25 +337,52 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
     let kv_dim = s.n_kv_head * s.head_dim;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     // Q8_0 embeddings, tied output (as both PyPI models have).
-    tensors.push(("token_embd.weight".into(), rand_t((vocab, s.n_embd), 0.1, GgmlDType::Q8_0)?));
+    tensors.push((
+        "token_embd.weight".into(),
+        rand_t((vocab, s.n_embd), 0.1, GgmlDType::Q8_0)?,
+    ));
     tensors.push(("output_norm.weight".into(), norm(s.n_embd, gemma)?));
     let w_scale = 1.0 / (s.n_embd as f32).sqrt();
     for il in 0..s.n_layer {
         let p = format!("blk.{il}");
         tensors.push((format!("{p}.attn_norm.weight"), norm(s.n_embd, gemma)?));
-        tensors.push((format!("{p}.attn_q.weight"), rand_t((q_dim, s.n_embd), w_scale, s.dtype)?));
-        tensors.push((format!("{p}.attn_k.weight"), rand_t((kv_dim, s.n_embd), w_scale, s.dtype)?));
+        tensors.push((
+            format!("{p}.attn_q.weight"),
+            rand_t((q_dim, s.n_embd), w_scale, s.dtype)?,
+        ));
+        tensors.push((
+            format!("{p}.attn_k.weight"),
+            rand_t((kv_dim, s.n_embd), w_scale, s.dtype)?,
+        ));
         // A different type for v keeps the unfused path covered.
-        tensors.push((format!("{p}.attn_v.weight"), rand_t((kv_dim, s.n_embd), w_scale, GgmlDType::Q8_0)?));
-        tensors.push((format!("{p}.attn_output.weight"), rand_t((s.n_embd, q_dim), w_scale, s.dtype)?));
+        tensors.push((
+            format!("{p}.attn_v.weight"),
+            rand_t((kv_dim, s.n_embd), w_scale, GgmlDType::Q8_0)?,
+        ));
+        tensors.push((
+            format!("{p}.attn_output.weight"),
+            rand_t((s.n_embd, q_dim), w_scale, s.dtype)?,
+        ));
         tensors.push((format!("{p}.ffn_norm.weight"), norm(s.n_embd, gemma)?));
-        tensors.push((format!("{p}.ffn_gate.weight"), rand_t((s.n_ff, s.n_embd), w_scale, s.dtype)?));
-        tensors.push((format!("{p}.ffn_up.weight"), rand_t((s.n_ff, s.n_embd), w_scale, s.dtype)?));
-        tensors.push((format!("{p}.ffn_down.weight"), rand_t((s.n_embd, s.n_ff), w_scale, GgmlDType::Q8_0)?));
+        tensors.push((
+            format!("{p}.ffn_gate.weight"),
+            rand_t((s.n_ff, s.n_embd), w_scale, s.dtype)?,
+        ));
+        tensors.push((
+            format!("{p}.ffn_up.weight"),
+            rand_t((s.n_ff, s.n_embd), w_scale, s.dtype)?,
+        ));
+        tensors.push((
+            format!("{p}.ffn_down.weight"),
+            rand_t((s.n_embd, s.n_ff), w_scale, GgmlDType::Q8_0)?,
+        ));
         if gemma {
             tensors.push((format!("{p}.attn_q_norm.weight"), norm(s.head_dim, true)?));
             tensors.push((format!("{p}.attn_k_norm.weight"), norm(s.head_dim, true)?));
-            tensors.push((format!("{p}.post_attention_norm.weight"), norm(s.n_embd, true)?));
+            tensors.push((
+                format!("{p}.post_attention_norm.weight"),
+                norm(s.n_embd, true)?,
+            ));
             tensors.push((format!("{p}.post_ffw_norm.weight"), norm(s.n_embd, true)?));
         }
     }
@@ -322,7 +390,10 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
     let u = |v: usize| Value::U32(v as u32);
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),
-        ("general.name".into(), Value::String(format!("tiny-random-{a}"))),
+        (
+            "general.name".into(),
+            Value::String(format!("tiny-random-{a}")),
+        ),
         (format!("{a}.context_length"), u(512)),
         (format!("{a}.embedding_length"), u(s.n_embd)),
         (format!("{a}.block_count"), u(s.n_layer)),
@@ -331,16 +402,31 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
         (format!("{a}.attention.head_count_kv"), u(s.n_kv_head)),
         (format!("{a}.attention.key_length"), u(s.head_dim)),
         (format!("{a}.attention.value_length"), u(s.head_dim)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
         (format!("{a}.rope.freq_base"), Value::F32(10_000.0)),
         ("tokenizer.ggml.model".into(), Value::String("llama".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())),
-        ("tokenizer.ggml.scores".into(), Value::Array(scores.into_iter().map(Value::F32).collect())),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types.into_iter().map(Value::I32).collect())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            Value::Array(scores.into_iter().map(Value::F32).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
         ("tokenizer.ggml.bos_token_id".into(), u(2)),
         ("tokenizer.ggml.eos_token_id".into(), u(1)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
-        ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(!gemma)),
+        (
+            "tokenizer.ggml.add_space_prefix".into(),
+            Value::Bool(!gemma),
+        ),
     ];
     if gemma {
         md.push((format!("{a}.attention.sliding_window"), u(s.sliding_window)));
@@ -355,7 +441,11 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
 }
 
 /// Writes and loads a tiny LLM (CPU).
-pub fn load_tiny_llm(dir: &Path, spec: TinyLlm, seed: u64) -> Result<crate::llm::Llm, InferenceError> {
+pub fn load_tiny_llm(
+    dir: &Path,
+    spec: TinyLlm,
+    seed: u64,
+) -> Result<crate::llm::Llm, InferenceError> {
     let path = dir.join(format!("tiny-{}-{seed}.gguf", spec.arch));
     write_tiny_llm(&path, spec, seed)?;
     crate::llm::Llm::load(&path, None, &Device::Cpu)
@@ -363,8 +453,7 @@ pub fn load_tiny_llm(dir: &Path, spec: TinyLlm, seed: u64) -> Result<crate::llm:
 
 /// The real LLMs `scripts/fetch-models` installs, or a panic saying to run it.
 pub fn real_llm_path(name: &str) -> PathBuf {
-    let resolved = earshot_models::resolve_llm(name).unwrap_or_else(|e| {
-        panic!("LLM {name} is not installed ({e}); run scripts/fetch-models")
-    });
+    let resolved = earshot_models::resolve_llm(name)
+        .unwrap_or_else(|e| panic!("LLM {name} is not installed ({e}); run scripts/fetch-models"));
     resolved.gguf
 }

@@ -4,21 +4,29 @@
 use candle_core::quantized::GgmlDType;
 use earshot_inference::llm::summarize::{summarize, SummaryOptions};
 use earshot_inference::llm::{
-    generate_all, ChatMessage, EngineOptions, Event, FinishReason, GenRequest, Llm, SamplingParams, Scheduler,
+    generate_all, ChatMessage, EngineOptions, Event, FinishReason, GenRequest, Llm, SamplingParams,
+    Scheduler,
 };
 use earshot_inference::testing::{load_tiny_llm, write_tiny_llm, TinyLlm};
 use earshot_inference::InferenceError;
 
 fn models() -> Vec<(tempfile::TempDir, Llm)> {
-    [TinyLlm::llama(), TinyLlm::gemma3(), TinyLlm { dtype: GgmlDType::Q8_0, ..TinyLlm::llama() }]
-        .into_iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let dir = tempfile::tempdir().unwrap();
-            let llm = load_tiny_llm(dir.path(), spec, 40 + i as u64).unwrap();
-            (dir, llm)
-        })
-        .collect()
+    [
+        TinyLlm::llama(),
+        TinyLlm::gemma3(),
+        TinyLlm {
+            dtype: GgmlDType::Q8_0,
+            ..TinyLlm::llama()
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, spec)| {
+        let dir = tempfile::tempdir().unwrap();
+        let llm = load_tiny_llm(dir.path(), spec, 40 + i as u64).unwrap();
+        (dir, llm)
+    })
+    .collect()
 }
 
 fn prompts(llm: &Llm) -> Vec<Vec<u32>> {
@@ -41,7 +49,12 @@ fn greedy(n: usize) -> SamplingParams {
     }
 }
 
-fn run(llm: &Llm, prompts: &[Vec<u32>], params: &SamplingParams, opts: EngineOptions) -> Vec<Vec<u32>> {
+fn run(
+    llm: &Llm,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    opts: EngineOptions,
+) -> Vec<Vec<u32>> {
     let reqs = prompts
         .iter()
         .map(|p| GenRequest {
@@ -61,11 +74,35 @@ fn batched_decoding_gives_the_same_tokens_as_one_at_a_time() {
         let ps = prompts(&llm);
         // Long enough to cross the tiny Gemma's 6-token sliding window.
         let params = greedy(20);
-        let one = run(&llm, &ps, &params, EngineOptions { max_batch: 1, prefill_chunk: 512 });
+        let one = run(
+            &llm,
+            &ps,
+            &params,
+            EngineOptions {
+                max_batch: 1,
+                prefill_chunk: 512,
+            },
+        );
         // All at once, with prompts fed in 3-token chunks interleaved with decoding.
-        let batched = run(&llm, &ps, &params, EngineOptions { max_batch: 8, prefill_chunk: 3 });
+        let batched = run(
+            &llm,
+            &ps,
+            &params,
+            EngineOptions {
+                max_batch: 8,
+                prefill_chunk: 3,
+            },
+        );
         // Two slots: sequences join as others finish (continuous batching).
-        let joined = run(&llm, &ps, &params, EngineOptions { max_batch: 2, prefill_chunk: 7 });
+        let joined = run(
+            &llm,
+            &ps,
+            &params,
+            EngineOptions {
+                max_batch: 2,
+                prefill_chunk: 7,
+            },
+        );
         assert_eq!(one, batched, "{}", llm.name);
         assert_eq!(one, joined, "{}", llm.name);
         assert!(one.iter().all(|t| !t.is_empty()), "{}", llm.name);
@@ -88,10 +125,26 @@ fn sampling_is_seeded_per_request_not_per_batch() {
         max_new_tokens: 12,
         ..SamplingParams::default()
     };
-    let one = run(&llm, &ps, &params, EngineOptions { max_batch: 1, prefill_chunk: 512 });
+    let one = run(
+        &llm,
+        &ps,
+        &params,
+        EngineOptions {
+            max_batch: 1,
+            prefill_chunk: 512,
+        },
+    );
     let batched = run(&llm, &ps, &params, EngineOptions::default());
     assert_eq!(one, batched);
-    let other_seed = run(&llm, &ps, &SamplingParams { seed: 12, ..params.clone() }, EngineOptions::default());
+    let other_seed = run(
+        &llm,
+        &ps,
+        &SamplingParams {
+            seed: 12,
+            ..params.clone()
+        },
+        EngineOptions::default(),
+    );
     assert_ne!(one, other_seed);
 }
 
@@ -99,9 +152,17 @@ fn sampling_is_seeded_per_request_not_per_batch() {
 fn stop_strings_tokens_and_length_end_generations() {
     let (_dir, llm) = models().remove(0);
     let p = llm.text_prompt("the meeting").unwrap();
-    let free = generate_all(&llm, vec![GenRequest { prompt: p.clone(), params: greedy(16) }], EngineOptions::default(), |_, _| {})
-        .remove(0)
-        .unwrap();
+    let free = generate_all(
+        &llm,
+        vec![GenRequest {
+            prompt: p.clone(),
+            params: greedy(16),
+        }],
+        EngineOptions::default(),
+        |_, _| {},
+    )
+    .remove(0)
+    .unwrap();
     assert_eq!(free.finish, FinishReason::Length);
     assert_eq!(free.tokens.len(), 16);
     // Stop at a piece of text the free run produced: output ends before it.
@@ -110,19 +171,31 @@ fn stop_strings_tokens_and_length_end_generations() {
     assert!(chars.len() > 6, "{text:?}");
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let cut = text.find(&stop).unwrap();
-    let params = SamplingParams { stop: vec![stop.clone()], ..greedy(16) };
+    let params = SamplingParams {
+        stop: vec![stop.clone()],
+        ..greedy(16)
+    };
     let mut streamed = String::new();
-    let out = generate_all(&llm, vec![GenRequest { prompt: p, params }], EngineOptions::default(), |_, e| {
-        if let Event::Token { text, .. } = e {
-            streamed.push_str(text);
-        }
-    })
+    let out = generate_all(
+        &llm,
+        vec![GenRequest { prompt: p, params }],
+        EngineOptions::default(),
+        |_, e| {
+            if let Event::Token { text, .. } = e {
+                streamed.push_str(text);
+            }
+        },
+    )
     .remove(0)
     .unwrap();
     assert_eq!(out.finish, FinishReason::Stop);
     assert_eq!(out.text, text[..cut], "stop {stop:?}");
     // Streamed deltas never include the stop string.
-    assert!(text[..cut].starts_with(&streamed), "{streamed:?} vs {:?}", &text[..cut]);
+    assert!(
+        text[..cut].starts_with(&streamed),
+        "{streamed:?} vs {:?}",
+        &text[..cut]
+    );
 }
 
 #[test]
@@ -130,16 +203,36 @@ fn bad_requests_are_typed_errors() {
     let (_dir, llm) = models().remove(0);
     let mut s = Scheduler::new(&llm, EngineOptions::default());
     let bad = |e: Result<u64, InferenceError>| matches!(e, Err(InferenceError::BadOption(_)));
-    assert!(bad(s.submit(GenRequest { prompt: vec![], params: greedy(4) })));
-    assert!(bad(s.submit(GenRequest { prompt: vec![2, 99_999], params: greedy(4) })));
-    assert!(bad(s.submit(GenRequest { prompt: vec![2; 500], params: greedy(100) })), "context overflow");
+    assert!(bad(s.submit(GenRequest {
+        prompt: vec![],
+        params: greedy(4)
+    })));
+    assert!(bad(s.submit(GenRequest {
+        prompt: vec![2, 99_999],
+        params: greedy(4)
+    })));
+    assert!(
+        bad(s.submit(GenRequest {
+            prompt: vec![2; 500],
+            params: greedy(100)
+        })),
+        "context overflow"
+    );
     assert!(bad(s.submit(GenRequest {
         prompt: vec![2],
-        params: SamplingParams { temperature: f32::NAN, ..greedy(4) }
+        params: SamplingParams {
+            temperature: f32::NAN,
+            ..greedy(4)
+        }
     })));
     assert!(s.is_idle());
     // A cancelled request leaves no trace.
-    let id = s.submit(GenRequest { prompt: vec![2, 40], params: greedy(4) }).unwrap();
+    let id = s
+        .submit(GenRequest {
+            prompt: vec![2, 40],
+            params: greedy(4),
+        })
+        .unwrap();
     assert!(s.cancel(id));
     assert!(s.is_idle());
 }
@@ -162,7 +255,11 @@ fn corrupt_and_foreign_files_fail_to_load_cleanly() {
         let r = Llm::load(&p, None, &candle_core::Device::Cpu);
         assert!(matches!(r, Err(InferenceError::Model(_))), "{name}: {r:?}");
     }
-    let missing = Llm::load(&dir.path().join("nope.gguf"), None, &candle_core::Device::Cpu);
+    let missing = Llm::load(
+        &dir.path().join("nope.gguf"),
+        None,
+        &candle_core::Device::Cpu,
+    );
     assert!(matches!(missing, Err(InferenceError::Model(_))));
 }
 
@@ -214,16 +311,32 @@ fn long_transcripts_are_summarized_map_reduce_never_truncated() {
         ..SummaryOptions::default()
     };
     let s = summarize(&llm, &segs, &opts).unwrap();
-    let total: usize = segs.iter().map(|s| llm.tokenizer.encode(s, false).unwrap().len()).sum();
+    let total: usize = segs
+        .iter()
+        .map(|s| llm.tokenizer.encode(s, false).unwrap().len())
+        .sum();
     assert!(s.chunks >= 2, "{s:?}");
     assert!(s.levels >= 2, "{s:?}");
     // Every transcript token went into some chunk's prompt.
-    assert!(s.prompt_tokens > total, "{} prompt tokens for {total} transcript tokens", s.prompt_tokens);
+    assert!(
+        s.prompt_tokens > total,
+        "{} prompt tokens for {total} transcript tokens",
+        s.prompt_tokens
+    );
     // Short transcripts take one pass.
     let short = summarize(&llm, &segs[..2], &opts).unwrap();
     assert_eq!((short.chunks, short.levels), (1, 1));
     // Empty transcripts and impossible budgets are input errors.
-    assert!(matches!(summarize(&llm, &[], &opts), Err(InferenceError::BadOption(_))));
-    let huge = SummaryOptions { max_tokens: 150, ..SummaryOptions::default() };
-    assert!(matches!(summarize(&llm, &segs, &huge), Err(InferenceError::BadOption(_))));
+    assert!(matches!(
+        summarize(&llm, &[], &opts),
+        Err(InferenceError::BadOption(_))
+    ));
+    let huge = SummaryOptions {
+        max_tokens: 150,
+        ..SummaryOptions::default()
+    };
+    assert!(matches!(
+        summarize(&llm, &segs, &huge),
+        Err(InferenceError::BadOption(_))
+    ));
 }

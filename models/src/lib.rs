@@ -35,7 +35,9 @@ pub use checksum::{sha256_file, verify_sha256};
 pub use ct2::{import_whisper, read_model_bin, Ct2DType, Ct2File, Ct2Var};
 pub use error::ModelError;
 pub use hub::HubSettings;
-pub use llm::{lookup_llm, resolve_llm, resolve_llm_with, LlmEntry, ResolvedLlm, DEFAULT_LLM, LLM_CATALOG};
+pub use llm::{
+    lookup_llm, resolve_llm, resolve_llm_with, LlmEntry, ResolvedLlm, DEFAULT_LLM, LLM_CATALOG,
+};
 pub use resolve::{
     classify_folder, load_whisper_tensors, models_dir, resolve_whisper, resolve_whisper_with,
     HubFormat, ModelSource, ResolveOptions, ResolvedWhisper, WhisperFormat,

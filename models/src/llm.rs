@@ -149,7 +149,11 @@ pub fn resolve_llm_with(spec: &str, opts: &ResolveOptions) -> Result<ResolvedLlm
     let Some(entry) = entry else {
         return Err(unknown());
     };
-    tracing::info!(model = entry.name, repo = entry.hf_repo, "fetching LLM through the Hugging Face cache/hub");
+    tracing::info!(
+        model = entry.name,
+        repo = entry.hf_repo,
+        "fetching LLM through the Hugging Face cache/hub"
+    );
     let mut hub = Hub::new(opts.hub.clone());
     let gguf = hub.get(entry.hf_repo, "main", entry.hf_file)?;
     Ok(ResolvedLlm {
@@ -186,7 +190,10 @@ fn find_gguf(dir: &Path) -> Result<PathBuf, ModelError> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(ModelError::io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
         .collect();
     found.sort();
     match found.len() {

@@ -98,7 +98,8 @@ fn cpu(
         let mut scores = Vec::new();
         for idx in range {
             // SAFETY: item `idx` owns output row `idx` alone.
-            let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(idx * hd), hd) };
+            let o =
+                unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(idx * hd), hd) };
             let (ti, h) = (idx / nh, idx % nh);
             let kvh = h / groups;
             let (si, pos) = tok[ti];

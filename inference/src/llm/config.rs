@@ -154,13 +154,13 @@ impl LlmConfig {
         if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.head_dim == 0 {
             return bad(format!("degenerate model dimensions: {self:?}"));
         }
-        if self.n_kv_head == 0 || self.n_head % self.n_kv_head != 0 {
+        if self.n_kv_head == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(format!(
                 "{} attention heads are not a multiple of {} kv heads",
                 self.n_head, self.n_kv_head
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("odd head dimension {}", self.head_dim));
         }
         Ok(())
@@ -169,7 +169,7 @@ impl LlmConfig {
     /// The sliding window of layer `il`, if it has one.
     pub fn layer_window(&self, il: usize) -> Option<usize> {
         let w = self.sliding_window?;
-        ((il + 1) % self.sliding_pattern != 0).then_some(w)
+        (!(il + 1).is_multiple_of(self.sliding_pattern)).then_some(w)
     }
 
     /// The RoPE base of layer `il`.

@@ -53,9 +53,19 @@ pub struct GenOutput {
 pub enum Event {
     /// A new token and the text it completed (may be empty while a
     /// multi-byte character or a possible stop string is pending).
-    Token { id: u64, token: u32, text: String },
-    Done { id: u64, output: GenOutput },
-    Failed { id: u64, error: InferenceError },
+    Token {
+        id: u64,
+        token: u32,
+        text: String,
+    },
+    Done {
+        id: u64,
+        output: GenOutput,
+    },
+    Failed {
+        id: u64,
+        error: InferenceError,
+    },
 }
 
 /// Batching limits.
@@ -211,7 +221,10 @@ impl<'m> Scheduler<'m> {
             for &(i, from, to) in &plan {
                 let a = picked[i].take().expect("each sequence planned once");
                 let (tokens, logits): (&[u32], bool) = if to == usize::MAX {
-                    (std::slice::from_ref(a.generated.last().expect("decoding after a token")), true)
+                    (
+                        std::slice::from_ref(a.generated.last().expect("decoding after a token")),
+                        true,
+                    )
                 } else {
                     (&a.req.prompt[from..to], to == a.req.prompt.len())
                 };
@@ -325,7 +338,7 @@ impl<'m> Scheduler<'m> {
                 finished.push((i, FinishReason::Length, None));
             }
         }
-        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, finish, cut) in finished {
             let a = self.active.remove(i);
             let mut text = self.llm.tokenizer.decode(&a.generated, true);

@@ -27,7 +27,9 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 pub use config::{Arch, LlmConfig};
-pub use engine::{generate_all, EngineOptions, Event, FinishReason, GenOutput, GenRequest, Scheduler};
+pub use engine::{
+    generate_all, EngineOptions, Event, FinishReason, GenOutput, GenRequest, Scheduler,
+};
 pub use model::{LlmModel, SeqCache, SeqStep};
 pub use sampling::{Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate};
@@ -67,11 +69,16 @@ pub struct Llm {
 
 impl Llm {
     /// Loads a GGUF file; `tokenizer_json` overrides the GGUF's vocabulary.
-    pub fn load(path: &Path, tokenizer_json: Option<&Path>, device: &Device) -> Result<Self, InferenceError> {
+    pub fn load(
+        path: &Path,
+        tokenizer_json: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, InferenceError> {
         let mut file = std::fs::File::open(path)
             .map_err(|e| InferenceError::Model(format!("{}: {e}", path.display())))?;
-        let ct = gguf_file::Content::read(&mut file)
-            .map_err(|e| InferenceError::Model(format!("{}: not a readable GGUF file: {e}", path.display())))?;
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+            InferenceError::Model(format!("{}: not a readable GGUF file: {e}", path.display()))
+        })?;
         let model = LlmModel::from_gguf(&ct, &mut file, device)?;
         let tokenizer = LlmTokenizer::from_gguf(&ct, tokenizer_json)?;
         if tokenizer.vocab_size() > model.vocab_size() {
@@ -175,7 +182,10 @@ mod tests {
     use crate::testing::{load_tiny_llm, TinyLlm};
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// Logits of the last token after feeding `tokens`, in `chunk`-sized steps.
@@ -184,7 +194,11 @@ mod tests {
         let mut out = None;
         for (i, c) in tokens.chunks(chunk).enumerate() {
             let last = (i + 1) * chunk >= tokens.len();
-            let mut steps = [SeqStep { tokens: c, cache: &mut cache, logits: last }];
+            let mut steps = [SeqStep {
+                tokens: c,
+                cache: &mut cache,
+                logits: last,
+            }];
             out = llm.model.forward_with(&mut steps, path).unwrap();
         }
         out.unwrap().flatten_all().unwrap().to_vec1().unwrap()
@@ -192,7 +206,10 @@ mod tests {
 
     #[test]
     fn cache_and_kernel_agree_with_full_recomputation() {
-        for (i, spec) in [TinyLlm::llama(), TinyLlm::gemma3()].into_iter().enumerate() {
+        for (i, spec) in [TinyLlm::llama(), TinyLlm::gemma3()]
+            .into_iter()
+            .enumerate()
+        {
             let dir = tempfile::tempdir().unwrap();
             let llm = load_tiny_llm(dir.path(), spec, 7 + i as u64).unwrap();
             // 14 tokens: past the tiny Gemma's 6-token window.
@@ -205,9 +222,17 @@ mod tests {
             let one_by_one = last_logits(&llm, &toks, 1, attn::Path::CpuKernel);
             let chunks = last_logits(&llm, &toks, 4, attn::Path::Generic);
             let scale = full.iter().fold(0f32, |a, x| a.max(x.abs()));
-            for (name, other) in [("cpu kernel", &full_cpu), ("one by one", &one_by_one), ("chunks of 4", &chunks)] {
+            for (name, other) in [
+                ("cpu kernel", &full_cpu),
+                ("one by one", &one_by_one),
+                ("chunks of 4", &chunks),
+            ] {
                 let d = max_abs_diff(&full, other);
-                assert!(d <= 1e-3 * scale.max(1.0), "{}: {name} differs by {d} (scale {scale})", spec.arch);
+                assert!(
+                    d <= 1e-3 * scale.max(1.0),
+                    "{}: {name} differs by {d} (scale {scale})",
+                    spec.arch
+                );
             }
         }
     }
@@ -218,8 +243,18 @@ mod tests {
         // sequence is longer than 6 tokens: proves the window is applied.
         let dir = tempfile::tempdir().unwrap();
         let small = load_tiny_llm(dir.path(), TinyLlm::gemma3(), 3).unwrap();
-        let wide = load_tiny_llm(dir.path(), TinyLlm { sliding_window: 4096, ..TinyLlm::gemma3() }, 3).unwrap();
-        let toks = small.text_prompt("the team will send the press release on Monday").unwrap();
+        let wide = load_tiny_llm(
+            dir.path(),
+            TinyLlm {
+                sliding_window: 4096,
+                ..TinyLlm::gemma3()
+            },
+            3,
+        )
+        .unwrap();
+        let toks = small
+            .text_prompt("the team will send the press release on Monday")
+            .unwrap();
         let a = last_logits(&small, &toks[..4], 4, attn::Path::CpuKernel);
         let b = last_logits(&wide, &toks[..4], 4, attn::Path::CpuKernel);
         assert_eq!(a, b, "inside the window both see everything");

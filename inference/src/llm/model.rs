@@ -18,8 +18,8 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attn;
-use super::q8::Q8Matrix;
 use super::config::{Activation, LlmConfig, RopeStyle};
+use super::q8::Q8Matrix;
 use crate::error::InferenceError;
 
 type Result<T> = std::result::Result<T, InferenceError>;
@@ -257,7 +257,11 @@ impl LlmModel {
                 }),
                 None => GateUp::Split(linear(gate, None, device)?, linear(up, None, device)?),
             };
-            let wo = linear(for_device(req!("attn_output.weight"), device)?, None, device)?;
+            let wo = linear(
+                for_device(req!("attn_output.weight"), device)?,
+                None,
+                device,
+            )?;
             let down = linear(for_device(req!("ffn_down.weight"), device)?, None, device)?;
             let attn_norm = norm(req!("attn_norm.weight"))?;
             let ffn_norm = norm(req!("ffn_norm.weight"))?;
@@ -372,7 +376,11 @@ impl LlmModel {
         let ids_t = Tensor::from_vec(ids, t, &self.device)?;
         let mut x = match &self.embed {
             Embedding::Q(e) => e.embedding(&ids_t)?,
-            Embedding::Q8(m) => Tensor::from_vec(m.rows(ids_t.to_vec1::<u32>()?.as_slice()), (t, c.n_embd), &self.device)?,
+            Embedding::Q8(m) => Tensor::from_vec(
+                m.rows(ids_t.to_vec1::<u32>()?.as_slice()),
+                (t, c.n_embd),
+                &self.device,
+            )?,
         };
         if c.scale_embeddings {
             x = (x * (c.n_embd as f64).sqrt())?;
@@ -517,7 +525,12 @@ pub(crate) fn cache_slices(cache: &SeqCache, il: usize) -> Option<(&[f32], &[f32
 
 /// cos/sin `[t, 1, head_dim/2]` for each token's position, computed the way
 /// ggml does (theta multiplied up in f32) so long positions round alike.
-fn rope_table(positions: &[usize], head_dim: usize, base: f32, dev: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_table(
+    positions: &[usize],
+    head_dim: usize,
+    base: f32,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let scale = base.powf(-2.0 / head_dim as f32);
     let mut cos = Vec::with_capacity(positions.len() * half);
@@ -597,7 +610,7 @@ fn for_device(q: QTensor, device: &Device) -> Result<QTensor> {
 pub(crate) fn q5_0_to_q8_0(src: &[u8]) -> Result<Vec<u8>> {
     const IN: usize = 22;
     const OUT: usize = 34;
-    if src.len() % IN != 0 {
+    if !src.len().is_multiple_of(IN) {
         return Err(InferenceError::Model(format!(
             "Q5_0 data of {} bytes is not whole blocks",
             src.len()
@@ -627,7 +640,10 @@ fn fuse_rows(ws: &[&QTensor], device: &Device) -> Result<Option<QTensor>> {
     let mut n = 0;
     for w in ws {
         let (wn, wk) = w.shape().dims2()?;
-        if w.dtype() != dtype || wk != k || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+        if w.dtype() != dtype
+            || wk != k
+            || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+        {
             return Ok(None);
         }
         n += wn;
@@ -647,13 +663,27 @@ mod tests {
     #[test]
     fn q5_0_conversion_is_exact() {
         // Quantize random data to Q5_0, convert, and compare dequantized values.
-        let vals: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let vals: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let t = Tensor::from_vec(vals, (4, 64), &Device::Cpu).unwrap();
         let q5 = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
         let q8 = for_device(q5.clone_for_test(), &Device::Cpu).unwrap();
         assert_eq!(q8.dtype(), GgmlDType::Q8_0);
-        let a = q5.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = q8.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = q5
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = q8
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(a, b);
     }
 

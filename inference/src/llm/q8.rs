@@ -34,7 +34,7 @@ const BLOCK_BYTES: usize = 34;
 impl Q8Matrix {
     /// From GGUF Q8_0 bytes (34-byte blocks: f16 scale, 32 int8).
     pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> Option<Self> {
-        if k % QK != 0 || data.len() != n * k / QK * BLOCK_BYTES {
+        if !k.is_multiple_of(QK) || data.len() != n * k / QK * BLOCK_BYTES {
             return None;
         }
         let nb = n * k / QK;
@@ -65,7 +65,11 @@ impl Q8Matrix {
             let r = (id as usize).min(self.n.saturating_sub(1));
             for b in 0..kb {
                 let d = self.scales[r * kb + b];
-                out.extend(self.qs[r * self.k + b * QK..r * self.k + (b + 1) * QK].iter().map(|&q| q as f32 * d));
+                out.extend(
+                    self.qs[r * self.k + b * QK..r * self.k + (b + 1) * QK]
+                        .iter()
+                        .map(|&q| q as f32 * d),
+                );
             }
         }
         out
@@ -102,9 +106,26 @@ impl Q8Matrix {
                     while r0 < m {
                         let rows = (m - r0).min(8);
                         if vnni {
-                            vnni_rows(wq, wd, wc, &au[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                            vnni_rows(
+                                wq,
+                                wd,
+                                wc,
+                                &au[r0 * k..],
+                                &ad[r0 * kb..],
+                                k,
+                                rows,
+                                &mut col[..rows],
+                            );
                         } else {
-                            dot_rows(wq, wd, &aq[r0 * k..], &ad[r0 * kb..], k, rows, &mut col[..rows]);
+                            dot_rows(
+                                wq,
+                                wd,
+                                &aq[r0 * k..],
+                                &ad[r0 * kb..],
+                                k,
+                                rows,
+                                &mut col[..rows],
+                            );
                         }
                         for (i, &v) in col[..rows].iter().enumerate() {
                             // SAFETY: element (r0 + i, j) is written by this column's task only.
@@ -148,12 +169,27 @@ fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize,
                     8 => avx2::dot::<8>(wq, wd, aq, ad, k, out),
                     4..=7 => {
                         avx2::dot::<4>(wq, wd, aq, ad, k, &mut out[..4]);
-                        dot_rows(wq, wd, &aq[4 * k..], &ad[4 * k / QK..], k, rows - 4, &mut out[4..]);
+                        dot_rows(
+                            wq,
+                            wd,
+                            &aq[4 * k..],
+                            &ad[4 * k / QK..],
+                            k,
+                            rows - 4,
+                            &mut out[4..],
+                        );
                     }
                     2 | 3 => {
                         avx2::dot::<2>(wq, wd, aq, ad, k, &mut out[..2]);
                         if rows == 3 {
-                            avx2::dot::<1>(wq, wd, &aq[2 * k..], &ad[2 * k / QK..], k, &mut out[2..3]);
+                            avx2::dot::<1>(
+                                wq,
+                                wd,
+                                &aq[2 * k..],
+                                &ad[2 * k / QK..],
+                                k,
+                                &mut out[2..3],
+                            );
                         }
                     }
                     _ => avx2::dot::<1>(wq, wd, aq, ad, k, out),
@@ -179,7 +215,16 @@ fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize,
 /// Dot products with AVX-512 VNNI on 256-bit registers (no 512-bit
 /// frequency penalty): one `vpdpbusd` replaces sign/maddubs/madd.
 #[allow(clippy::too_many_arguments)]
-fn vnni_rows(wq: &[i8], wd: &[f32], wc: &[i32], au: &[i8], ad: &[f32], k: usize, rows: usize, out: &mut [f32]) {
+fn vnni_rows(
+    wq: &[i8],
+    wd: &[f32],
+    wc: &[i32],
+    au: &[i8],
+    ad: &[f32],
+    k: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         let kb = k / QK;
@@ -235,6 +280,7 @@ fn has_vnni() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `R` accumulators kept in registers
 mod vnni {
     use std::arch::x86_64::*;
 
@@ -284,6 +330,7 @@ fn has_avx2() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `R` accumulators kept in registers
 mod avx2 {
     use std::arch::x86_64::*;
 
@@ -342,18 +389,31 @@ mod tests {
     }
 
     fn check(n: usize, k: usize) {
-        let w: Vec<f32> = (0..n * k).map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
         let mine = Q8Matrix::from_q8_0_bytes(&q.data().unwrap(), n, k).unwrap();
         let qm = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
         for m in 1..=11 {
-            let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 97) as f32 / 40.0 - 1.2).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| (i * 31 % 97) as f32 / 40.0 - 1.2)
+                .collect();
             let got = mine.matmul(&x, m);
             let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
-            let want = qm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = qm
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "k={k} m={m}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                    "k={k} m={m}: {g} vs {w}"
+                );
             }
         }
     }

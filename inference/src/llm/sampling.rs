@@ -50,7 +50,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), InferenceError> {
         let bad = |m: String| Err(InferenceError::BadOption(m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -105,7 +108,11 @@ impl Sampler {
         if p.temperature == 0.0 {
             return argmax(logits);
         }
-        let max = logits.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
         if !max.is_finite() {
             return argmax(logits);
         }
@@ -208,7 +215,10 @@ mod tests {
             assert_eq!(s.sample(&mut [0.0, 1.0, 0.5, 0.9], &[]), 1);
         }
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params(1.0)
+            });
             (0..32)
                 .map(|_| s.sample(&mut [0.0, 0.1, 0.2, 0.3, 0.4], &[]))
                 .collect::<Vec<_>>()
@@ -234,12 +244,27 @@ mod tests {
     fn invalid_params_are_rejected() {
         for p in [
             params(-1.0),
-            SamplingParams { top_p: 0.0, ..params(1.0) },
-            SamplingParams { max_new_tokens: 0, ..params(1.0) },
-            SamplingParams { stop: vec![String::new()], ..params(1.0) },
-            SamplingParams { repeat_penalty: 0.0, ..params(1.0) },
+            SamplingParams {
+                top_p: 0.0,
+                ..params(1.0)
+            },
+            SamplingParams {
+                max_new_tokens: 0,
+                ..params(1.0)
+            },
+            SamplingParams {
+                stop: vec![String::new()],
+                ..params(1.0)
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..params(1.0)
+            },
         ] {
-            assert!(matches!(p.validate(), Err(InferenceError::BadOption(_))), "{p:?}");
+            assert!(
+                matches!(p.validate(), Err(InferenceError::BadOption(_))),
+                "{p:?}"
+            );
         }
         params(0.7).validate().unwrap();
     }

@@ -117,7 +117,9 @@ fn prompt(llm: &Llm, stage: Stage, body: &str) -> Result<Vec<u32>> {
             Stage::Whole | Stage::Part(..) => "Transcript:",
             Stage::Combine | Stage::CombinePart => "Notes on a meeting:",
         };
-        llm.text_prompt(&format!("{head}\n{body}\n\nSummary of the above in one paragraph:\n"))
+        llm.text_prompt(&format!(
+            "{head}\n{body}\n\nSummary of the above in one paragraph:\n"
+        ))
     }
 }
 
@@ -129,7 +131,11 @@ pub fn summarize(llm: &Llm, segments: &[String], opts: &SummaryOptions) -> Resul
 }
 
 /// Summarizes several transcripts together (their chunks share batches).
-pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) -> Vec<Result<Summary>> {
+pub fn summarize_many(
+    llm: &Llm,
+    docs: &[Vec<String>],
+    opts: &SummaryOptions,
+) -> Vec<Result<Summary>> {
     let start = Instant::now();
     let mut params = opts.sampling.clone();
     params.max_new_tokens = opts.max_tokens;
@@ -148,7 +154,11 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
     let mut state: Vec<Doc> = docs
         .iter()
         .map(|d| Doc {
-            parts: d.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            parts: d
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
             level: 0,
             chunks: 0,
             prompt_tokens: 0,
@@ -158,7 +168,9 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
         .collect();
     for d in &mut state {
         if d.parts.is_empty() {
-            d.result = Some(Err(InferenceError::BadOption("the transcript is empty".into())));
+            d.result = Some(Err(InferenceError::BadOption(
+                "the transcript is empty".into(),
+            )));
         }
     }
     let budget = match chunk_budget(llm, opts) {
@@ -265,7 +277,10 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
     }
     state
         .into_iter()
-        .map(|d| d.result.unwrap_or_else(|| Err(InferenceError::Model("no summary produced".into()))))
+        .map(|d| {
+            d.result
+                .unwrap_or_else(|| Err(InferenceError::Model("no summary produced".into())))
+        })
         .collect()
 }
 
@@ -274,7 +289,12 @@ pub fn summarize_many(llm: &Llm, docs: &[Vec<String>], opts: &SummaryOptions) ->
 /// keep going with invented follow-ups after it.
 pub fn first_paragraphs(text: &str) -> String {
     let mut out = String::new();
-    for p in text.trim().split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+    for p in text
+        .trim()
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         if !out.is_empty() {
             out.push_str("\n\n");
         }
@@ -311,7 +331,7 @@ fn pack(llm: &Llm, parts: &[String], budget: usize) -> Result<Vec<String>> {
     let mut pieces = Vec::new();
     for p in parts {
         let n = count(p)?;
-        if n + 1 <= budget {
+        if n < budget {
             pieces.push((p.clone(), n + 1));
         } else {
             for w in split_words(p, budget, &count)? {
@@ -377,7 +397,10 @@ mod tests {
     #[test]
     fn first_paragraph_keeps_an_announced_list() {
         assert_eq!(first_paragraphs("  One. Two.\n\nInvented.\n"), "One. Two.");
-        assert_eq!(first_paragraphs("Decided:\n\n- a\n- b\n\nMore."), "Decided:\n\n- a\n- b");
+        assert_eq!(
+            first_paragraphs("Decided:\n\n- a\n- b\n\nMore."),
+            "Decided:\n\n- a\n- b"
+        );
         assert_eq!(first_paragraphs(""), "");
     }
 

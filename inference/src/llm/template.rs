@@ -84,7 +84,9 @@ impl ChatTemplate {
                         eos: eos.to_owned(),
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "the model's chat template does not compile; using the family default"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the model's chat template does not compile; using the family default")
+                }
             }
         }
         Self {
@@ -150,8 +152,17 @@ mod tests {
             c.render(&msgs).unwrap(),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-        let l = ChatTemplate::new(None, Arch::Llama, |t| t.starts_with("<|"), "<|begin_of_text|>", "");
-        assert!(l.render(&msgs).unwrap().ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
+        let l = ChatTemplate::new(
+            None,
+            Arch::Llama,
+            |t| t.starts_with("<|"),
+            "<|begin_of_text|>",
+            "",
+        );
+        assert!(l
+            .render(&msgs)
+            .unwrap()
+            .ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub struct LlmTokenizer {
 }
 
 enum Kind {
-    Spm { add_space_prefix: bool, scores: Vec<f32> },
+    Spm {
+        add_space_prefix: bool,
+        scores: Vec<f32>,
+    },
     Hf(Box<tokenizers::Tokenizer>),
 }
 
@@ -79,8 +82,7 @@ fn array<T>(ct: &Content, key: &str, f: impl Fn(&Value) -> Option<T>) -> Option<
 /// Pre-tokenizer regexes for byte-level BPE vocabularies, by
 /// `tokenizer.ggml.pre`. Each splits the text in turn.
 fn bpe_regexes(pre: &str) -> &'static [&'static str] {
-    const GPT2: &str =
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     match pre {
         "smollm" => &[r"\p{N}", GPT2],
         "qwen2" | "deepseek-r1-qwen" => &[
@@ -108,8 +110,8 @@ impl LlmTokenizer {
         let opt_id = |k: &str| meta_u32(ct, k).ok().filter(|&i| (i as usize) < n);
         let bos = opt_id("tokenizer.ggml.bos_token_id");
         let eos = opt_id("tokenizer.ggml.eos_token_id");
-        let add_bos =
-            meta_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
+        let add_bos = meta_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(model == "llama")
+            && bos.is_some();
         let ids: HashMap<String, u32> = tokens
             .iter()
             .enumerate()
@@ -123,7 +125,7 @@ impl LlmTokenizer {
             }
         }
         for v in specials.values_mut() {
-            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            v.sort_by_key(|b| std::cmp::Reverse(b.0.len()));
         }
         let kind = if let Some(path) = tokenizer_json {
             let tk = tokenizers::Tokenizer::from_file(path)
@@ -240,7 +242,10 @@ impl LlmTokenizer {
         while i < text.len() {
             let c = text[i..].chars().next().unwrap_or('\0');
             if let Some(cands) = self.specials.get(&c) {
-                if let Some((s, id)) = cands.iter().find(|(s, _)| text[i..].starts_with(s.as_str())) {
+                if let Some((s, id)) = cands
+                    .iter()
+                    .find(|(s, _)| text[i..].starts_with(s.as_str()))
+                {
                     if start < i {
                         pieces.push(Piece::Text(&text[start..i]));
                     }
@@ -409,7 +414,12 @@ enum Piece<'t> {
     Special(u32),
 }
 
-fn build_bpe(tokens: &[String], types: &[i32], merges: &[String], pre: &str) -> Result<tokenizers::Tokenizer> {
+fn build_bpe(
+    tokens: &[String],
+    types: &[i32],
+    merges: &[String],
+    pre: &str,
+) -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::sequence::Sequence;
