@@ -332,6 +332,14 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
         )?)
     };
     let s = spec;
+    // F32 specs keep every tensor F32 (exact arithmetic for equivalence tests).
+    let fixed = |d: GgmlDType| {
+        if s.dtype == GgmlDType::F32 {
+            GgmlDType::F32
+        } else {
+            d
+        }
+    };
     let gemma = s.arch == "gemma3";
     let q_dim = s.n_head * s.head_dim;
     let kv_dim = s.n_kv_head * s.head_dim;
@@ -339,7 +347,7 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
     // Q8_0 embeddings, tied output (as both PyPI models have).
     tensors.push((
         "token_embd.weight".into(),
-        rand_t((vocab, s.n_embd), 0.1, GgmlDType::Q8_0)?,
+        rand_t((vocab, s.n_embd), 0.1, fixed(GgmlDType::Q8_0))?,
     ));
     tensors.push(("output_norm.weight".into(), norm(s.n_embd, gemma)?));
     let w_scale = 1.0 / (s.n_embd as f32).sqrt();
@@ -357,7 +365,7 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
         // A different type for v keeps the unfused path covered.
         tensors.push((
             format!("{p}.attn_v.weight"),
-            rand_t((kv_dim, s.n_embd), w_scale, GgmlDType::Q8_0)?,
+            rand_t((kv_dim, s.n_embd), w_scale, fixed(GgmlDType::Q8_0))?,
         ));
         tensors.push((
             format!("{p}.attn_output.weight"),
@@ -374,7 +382,7 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
         ));
         tensors.push((
             format!("{p}.ffn_down.weight"),
-            rand_t((s.n_embd, s.n_ff), w_scale, GgmlDType::Q8_0)?,
+            rand_t((s.n_embd, s.n_ff), w_scale, fixed(GgmlDType::Q8_0))?,
         ));
         if gemma {
             tensors.push((format!("{p}.attn_q_norm.weight"), norm(s.head_dim, true)?));

@@ -4,8 +4,9 @@
 //! positions, so attention is the one place the packed token matrix is split
 //! up again. Two paths compute the same thing:
 //!
-//! - [`Path::CpuKernel`]: one task per (token, head), reading keys and
-//!   values straight out of the cache rows. On CPU this beats building
+//! - [`Path::CpuKernel`]: one task per (token, kv head), reading keys and
+//!   values straight out of the cache rows once for all the query heads
+//!   that share them. On CPU this beats building
 //!   per-sequence score matrices with tensor ops, whose per-op overhead
 //!   dominates for a handful of query rows.
 //! - [`Path::Generic`]: tensor ops per sequence (matmul, mask, softmax,
@@ -93,38 +94,52 @@ fn cpu(
     let row = nkv * hd;
     let mut out = vec![0f32; t * nh * hd];
     let out_ptr = out.as_mut_ptr() as usize;
-    // On candle's barrier pool, like the matmuls (see q8.rs).
-    candle_core::utils::barrier_pool().execute_chunked(t * nh, |range| {
-        let mut scores = Vec::new();
-        for idx in range {
-            // SAFETY: item `idx` owns output row `idx` alone.
-            let o =
-                unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(idx * hd), hd) };
-            let (ti, h) = (idx / nh, idx % nh);
-            let kvh = h / groups;
+    // One item per (token, kv head): the `groups` query heads sharing that kv
+    // head read each key and value row once. On candle's barrier pool, like
+    // the matmuls (see q8.rs).
+    candle_core::utils::barrier_pool().execute_chunked(t * nkv, |range| {
+        let mut scores: Vec<f32> = Vec::new();
+        for item in range {
+            let (ti, kvh) = (item / nkv, item % nkv);
             let (si, pos) = tok[ti];
             let (kc, vc) = caches[si];
             let lo = first_visible(pos, window);
-            let qv = &qs[idx * hd..(idx + 1) * hd];
+            let n = pos + 1 - lo;
+            let h0 = kvh * groups;
+            // SAFETY: item (ti, kvh) owns output rows h0..h0+groups of token ti alone.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (out_ptr as *mut f32).add((ti * nh + h0) * hd),
+                    groups * hd,
+                )
+            };
+            let qg = &qs[(ti * nh + h0) * hd..(ti * nh + h0 + groups) * hd];
             scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in lo..=pos {
+            scores.resize(groups * n, 0.0);
+            for (jj, j) in (lo..=pos).enumerate() {
                 let kr = &kc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
-                let s = dot(qv, kr) * scale;
-                max = max.max(s);
-                scores.push(s);
+                for g in 0..groups {
+                    scores[g * n + jj] = dot(&qg[g * hd..(g + 1) * hd], kr) * scale;
+                }
             }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+            for g in 0..groups {
+                let sg = &mut scores[g * n..(g + 1) * n];
+                let max = sg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in sg.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                sg.iter_mut().for_each(|s| *s *= inv);
             }
-            let inv = 1.0 / sum;
-            for (j, &w) in (lo..=pos).zip(scores.iter()) {
+            for (jj, j) in (lo..=pos).enumerate() {
                 let vr = &vc[j * row + kvh * hd..j * row + (kvh + 1) * hd];
-                let w = w * inv;
-                for (od, &vd) in o.iter_mut().zip(vr) {
-                    *od += w * vd;
+                for g in 0..groups {
+                    let w = scores[g * n + jj];
+                    for (od, &vd) in o[g * hd..(g + 1) * hd].iter_mut().zip(vr) {
+                        *od += w * vd;
+                    }
                 }
             }
         }

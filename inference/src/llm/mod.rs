@@ -211,6 +211,12 @@ mod tests {
             .enumerate()
         {
             let dir = tempfile::tempdir().unwrap();
+            // F32 weights: quantized activations (Q8 matmuls) turn 1-ulp
+            // differences between the paths into whole quantization steps.
+            let spec = TinyLlm {
+                dtype: candle_core::quantized::GgmlDType::F32,
+                ..spec
+            };
             let llm = load_tiny_llm(dir.path(), spec, 7 + i as u64).unwrap();
             // 14 tokens: past the tiny Gemma's 6-token window.
             let toks = llm
@@ -229,7 +235,7 @@ mod tests {
             ] {
                 let d = max_abs_diff(&full, other);
                 assert!(
-                    d <= 1e-3 * scale.max(1.0),
+                    d <= 1e-4 * scale.max(1.0),
                     "{}: {name} differs by {d} (scale {scale})",
                     spec.arch
                 );
