@@ -172,11 +172,28 @@ pub fn fixture_manifest() -> Vec<FixtureClip> {
     clips
 }
 
+/// A 1-D view of a `[1, n]` quantized tensor (biases are written 1-D).
+trait Reshape1d {
+    fn reshape_1d(self) -> Result<candle_core::quantized::QTensor, InferenceError>;
+}
+
+impl Reshape1d for candle_core::quantized::QTensor {
+    fn reshape_1d(self) -> Result<candle_core::quantized::QTensor, InferenceError> {
+        let t = self.dequantize(&Device::Cpu)?.flatten_all()?;
+        Ok(candle_core::quantized::QTensor::quantize(
+            &t,
+            candle_core::quantized::GgmlDType::F32,
+        )?)
+    }
+}
+
 /// Shape of a tiny random-weight GGUF LLM.
 #[derive(Debug, Clone, Copy)]
 pub struct TinyLlm {
-    /// `llama` (SentencePiece vocabulary, interleaved RoPE) or `gemma3`
-    /// (q/k norms, sandwich norms, GELU, sliding-window layers).
+    /// `llama` (interleaved RoPE), `qwen2` (q/k/v biases), `qwen3` (q/k
+    /// norms) or `gemma3` (q/k norms, sandwich norms, GELU, scaled
+    /// embeddings, sliding-window layers). All get the same SentencePiece
+    /// vocabulary.
     pub arch: &'static str,
     pub n_embd: usize,
     pub n_head: usize,
@@ -202,6 +219,24 @@ impl TinyLlm {
             n_layer: 2,
             sliding_window: 0,
             dtype: candle_core::quantized::GgmlDType::Q5_0,
+        }
+    }
+
+    /// Qwen 2: biases on q/k/v, halves RoPE.
+    pub fn qwen2() -> Self {
+        Self {
+            arch: "qwen2",
+            dtype: candle_core::quantized::GgmlDType::Q8_0,
+            ..Self::llama()
+        }
+    }
+
+    /// Qwen 3: per-head RMS norms on q and k.
+    pub fn qwen3() -> Self {
+        Self {
+            arch: "qwen3",
+            dtype: candle_core::quantized::GgmlDType::Q4_0,
+            ..Self::llama()
         }
     }
 
@@ -384,6 +419,19 @@ pub fn write_tiny_llm(path: &Path, spec: TinyLlm, seed: u64) -> Result<(), Infer
             format!("{p}.ffn_down.weight"),
             rand_t((s.n_embd, s.n_ff), w_scale, fixed(GgmlDType::Q8_0))?,
         ));
+        if s.arch == "qwen2" {
+            // Biases on q/k/v (F32, like the converters write them).
+            for (name, n) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
+                tensors.push((
+                    format!("{p}.{name}.bias"),
+                    rand_t((1, n), 0.1, GgmlDType::F32)?.reshape_1d()?,
+                ));
+            }
+        }
+        if s.arch == "qwen3" {
+            tensors.push((format!("{p}.attn_q_norm.weight"), norm(s.head_dim, false)?));
+            tensors.push((format!("{p}.attn_k_norm.weight"), norm(s.head_dim, false)?));
+        }
         if gemma {
             tensors.push((format!("{p}.attn_q_norm.weight"), norm(s.head_dim, true)?));
             tensors.push((format!("{p}.attn_k_norm.weight"), norm(s.head_dim, true)?));

@@ -14,6 +14,8 @@ fn models() -> Vec<(tempfile::TempDir, Llm)> {
     [
         TinyLlm::llama(),
         TinyLlm::gemma3(),
+        TinyLlm::qwen2(),
+        TinyLlm::qwen3(),
         TinyLlm {
             dtype: GgmlDType::Q8_0,
             ..TinyLlm::llama()
@@ -24,6 +26,8 @@ fn models() -> Vec<(tempfile::TempDir, Llm)> {
     .map(|(i, spec)| {
         let dir = tempfile::tempdir().unwrap();
         let llm = load_tiny_llm(dir.path(), spec, 40 + i as u64).unwrap();
+        // The family comes from the GGUF's general.architecture.
+        assert_eq!(llm.model.config().arch.gguf_name(), spec.arch);
         (dir, llm)
     })
     .collect()

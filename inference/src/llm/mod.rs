@@ -206,9 +206,14 @@ mod tests {
 
     #[test]
     fn cache_and_kernel_agree_with_full_recomputation() {
-        for (i, spec) in [TinyLlm::llama(), TinyLlm::gemma3()]
-            .into_iter()
-            .enumerate()
+        for (i, spec) in [
+            TinyLlm::llama(),
+            TinyLlm::gemma3(),
+            TinyLlm::qwen2(),
+            TinyLlm::qwen3(),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let dir = tempfile::tempdir().unwrap();
             // F32 weights: quantized activations (Q8 matmuls) turn 1-ulp
