@@ -21,7 +21,13 @@ use serde_json::json;
 pub struct LlmArgs {
     /// LLM: a catalog name (smollm2-135m-instruct, gemma3-270m, qwen2.5-0.5b-instruct, …),
     /// a .gguf file, or a folder holding one.
-    #[arg(long = "llm-model", alias = "llm", env = "EARSHOT_LLM_MODEL", default_value = earshot_models::DEFAULT_LLM)]
+    #[arg(
+        long = "llm-model",
+        visible_alias = "model",
+        alias = "llm",
+        env = "EARSHOT_LLM_MODEL",
+        default_value = earshot_models::DEFAULT_LLM
+    )]
     pub llm_model: String,
     /// Most tokens per generated summary or completion.
     #[arg(long, env = "EARSHOT_MAX_TOKENS", default_value_t = 200)]
