@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use earshot_inference::audio::{self, DecodeLimits};
 use earshot_inference::device::{self, DeviceKind};
 use earshot_inference::llm::summarize::{split_text, summarize_many, SummaryOptions};
 use earshot_inference::llm::{
@@ -223,20 +222,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     let whisper_load_s = t.elapsed().as_secs_f64();
     let (llm, llm_load_s) = args.llm.load()?;
 
-    let limits = DecodeLimits {
-        max_duration_s: Some(args.max_audio_seconds),
-    };
-    let mut failed = false;
-    let mut inputs = Vec::new();
-    for (i, f) in args.files.iter().enumerate() {
-        match audio::load_file(f, limits) {
-            Ok(s) => inputs.push((i, s)),
-            Err(e) => {
-                eprintln!("error: {}: {e}", f.display());
-                failed = true;
-            }
-        }
-    }
+    let (inputs, mut failed) = crate::transcribe::load_inputs(&args.files, args.max_audio_seconds);
     let opts = TranscribeOptions {
         language: args.language.clone(),
         max_batch: args.batch.max(1),

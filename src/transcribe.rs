@@ -68,20 +68,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("loading model {:?}", args.model))?;
     tracing::debug!(ms = t_load.elapsed().as_millis() as u64, "model ready");
 
-    let limits = DecodeLimits {
-        max_duration_s: Some(args.max_audio_seconds),
-    };
-    let mut failed = false;
-    let mut inputs: Vec<(usize, Vec<f32>)> = Vec::new();
-    for (i, f) in args.files.iter().enumerate() {
-        match audio::load_file(f, limits) {
-            Ok(s) => inputs.push((i, s)),
-            Err(e) => {
-                eprintln!("error: {}: {e}", f.display());
-                failed = true;
-            }
-        }
-    }
+    let (inputs, mut failed) = load_inputs(&args.files, args.max_audio_seconds);
     let opts = TranscribeOptions {
         language: args.language.clone(),
         task: if args.translate {
@@ -173,6 +160,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Decodes every file to 16 kHz mono; an unreadable file is reported on
+/// stderr and left out. Returns `(input index, samples)` pairs and whether
+/// any file failed.
+pub(crate) fn load_inputs(
+    files: &[PathBuf],
+    max_audio_seconds: f64,
+) -> (Vec<(usize, Vec<f32>)>, bool) {
+    let limits = DecodeLimits {
+        max_duration_s: Some(max_audio_seconds),
+    };
+    let mut failed = false;
+    let mut inputs = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match audio::load_file(f, limits) {
+            Ok(s) => inputs.push((i, s)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                failed = true;
+            }
+        }
+    }
+    (inputs, failed)
 }
 
 /// Output name for input `i`: its file stem, or the whole file name when

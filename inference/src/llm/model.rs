@@ -670,21 +670,11 @@ mod tests {
         let q5 = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
         let q8 = for_device(q5.clone_for_test(), &Device::Cpu).unwrap();
         assert_eq!(q8.dtype(), GgmlDType::Q8_0);
-        let a = q5
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = q8
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(a, b);
+        let values = |q: &QTensor| -> Vec<f32> {
+            let t = q.dequantize(&Device::Cpu).unwrap();
+            t.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(values(&q5), values(&q8));
     }
 
     trait CloneForTest {

@@ -77,10 +77,14 @@ impl Q8Matrix {
 
     /// `x [m, k]` (row-major f32) times this matrix transposed: `[m, n]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(x, m, has_vnni())
+    }
+
+    /// [`Self::matmul`] with the kernel chosen (`vnni` needs the CPU feature).
+    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activation shape");
         let kb = self.k / QK;
         let (aq, ad) = quantize_rows(x, m, self.k);
-        let vnni = has_vnni();
         // The VNNI kernel takes activations as unsigned bytes.
         let au: Vec<i8> = if vnni {
             aq.iter().map(|&q| ((q as u8) ^ 0x80) as i8).collect()
@@ -91,6 +95,11 @@ impl Q8Matrix {
         let n = self.n;
         let k = self.k;
         let out_ptr = out.as_mut_ptr() as usize;
+        let (kernel, acts): (RowsKernel, &[i8]) = if vnni {
+            (vnni_rows, &au)
+        } else {
+            (dot_rows, &aq)
+        };
         // candle's barrier pool, not rayon: candle's own matmuls keep that
         // pool's threads spinning between ops, and a second pool would fight
         // them for the same cores.
@@ -105,28 +114,13 @@ impl Q8Matrix {
                     let mut r0 = 0;
                     while r0 < m {
                         let rows = (m - r0).min(8);
-                        if vnni {
-                            vnni_rows(
-                                wq,
-                                wd,
-                                wc,
-                                &au[r0 * k..],
-                                &ad[r0 * kb..],
-                                k,
-                                rows,
-                                &mut col[..rows],
-                            );
-                        } else {
-                            dot_rows(
-                                wq,
-                                wd,
-                                &aq[r0 * k..],
-                                &ad[r0 * kb..],
-                                k,
-                                rows,
-                                &mut col[..rows],
-                            );
-                        }
+                        kernel(
+                            (wq, wd, wc),
+                            &acts[r0 * k..],
+                            &ad[r0 * kb..],
+                            k,
+                            &mut col[..rows],
+                        );
                         for (i, &v) in col[..rows].iter().enumerate() {
                             // SAFETY: element (r0 + i, j) is written by this column's task only.
                             unsafe { *(out_ptr as *mut f32).add((r0 + i) * n + j) = v };
@@ -157,8 +151,19 @@ fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
     (q, d)
 }
 
-/// Dot products of one weight row with `rows` activation rows.
-fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize, out: &mut [f32]) {
+/// One weight row (values, scales, VNNI corrections) against `out.len()`
+/// activation rows.
+type RowsKernel = fn((&[i8], &[f32], &[i32]), &[i8], &[f32], usize, &mut [f32]);
+
+/// Dot products of one weight row with `out.len()` activation rows (AVX2).
+fn dot_rows(
+    (wq, wd, wc): (&[i8], &[f32], &[i32]),
+    aq: &[i8],
+    ad: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    let rows = out.len();
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
@@ -169,15 +174,8 @@ fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize,
                     8 => avx2::dot::<8>(wq, wd, aq, ad, k, out),
                     4..=7 => {
                         avx2::dot::<4>(wq, wd, aq, ad, k, &mut out[..4]);
-                        dot_rows(
-                            wq,
-                            wd,
-                            &aq[4 * k..],
-                            &ad[4 * k / QK..],
-                            k,
-                            rows - 4,
-                            &mut out[4..],
-                        );
+                        let rest = &mut out[4..];
+                        dot_rows((wq, wd, wc), &aq[4 * k..], &ad[4 * k / QK..], k, rest);
                     }
                     2 | 3 => {
                         avx2::dot::<2>(wq, wd, aq, ad, k, &mut out[..2]);
@@ -214,17 +212,14 @@ fn dot_rows(wq: &[i8], wd: &[f32], aq: &[i8], ad: &[f32], k: usize, rows: usize,
 
 /// Dot products with AVX-512 VNNI on 256-bit registers (no 512-bit
 /// frequency penalty): one `vpdpbusd` replaces sign/maddubs/madd.
-#[allow(clippy::too_many_arguments)]
 fn vnni_rows(
-    wq: &[i8],
-    wd: &[f32],
-    wc: &[i32],
+    (wq, wd, wc): (&[i8], &[f32], &[i32]),
     au: &[i8],
     ad: &[f32],
     k: usize,
-    rows: usize,
     out: &mut [f32],
 ) {
+    let rows = out.len();
     #[cfg(target_arch = "x86_64")]
     {
         let kb = k / QK;
@@ -400,7 +395,15 @@ mod tests {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| (i * 31 % 97) as f32 / 40.0 - 1.2)
                 .collect();
-            let got = mine.matmul(&x, m);
+            // Both kernels where the CPU has VNNI, else AVX2 (or scalar) only.
+            let mut kernels = vec![false];
+            if has_vnni() {
+                kernels.push(true);
+            }
+            let got: Vec<Vec<f32>> = kernels
+                .iter()
+                .map(|&v| mine.matmul_with(&x, m, v))
+                .collect();
             let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
             let want = qm
                 .forward(&xt)
@@ -409,7 +412,7 @@ mod tests {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            for (g, w) in got.iter().zip(&want) {
+            for (g, w) in got.iter().flatten().zip(want.iter().cycle()) {
                 assert!(
                     (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
                     "k={k} m={m}: {g} vs {w}"
