@@ -92,6 +92,10 @@ fn cpu(
         tok.extend((0..n).map(|i| (si, start + i)));
     }
     let row = nkv * hd;
+    // Long prompt chunks go through gemm instead: the kernel's cost grows
+    // with chunk length times context, a matrix product's far more slowly.
+    let min_rows = gemm_min_rows();
+    let long: Vec<bool> = spans.iter().map(|sp| sp.1 >= min_rows).collect();
     let mut out = vec![0f32; t * nh * hd];
     let out_ptr = out.as_mut_ptr() as usize;
     // One item per (token, kv head): the `groups` query heads sharing that kv
@@ -102,6 +106,9 @@ fn cpu(
         for item in range {
             let (ti, kvh) = (item / nkv, item % nkv);
             let (si, pos) = tok[ti];
+            if long[si] {
+                continue;
+            }
             let (kc, vc) = caches[si];
             let lo = first_visible(pos, window);
             let n = pos + 1 - lo;
@@ -144,7 +151,26 @@ fn cpu(
             }
         }
     });
+    for (si, &span) in spans.iter().enumerate() {
+        if long[si] {
+            let o = generic_one(q, k, &steps[si], span, il, window, scale)?;
+            let o = o.flatten_all()?.to_vec1::<f32>()?;
+            out[span.0 * nh * hd..(span.0 + span.1) * nh * hd].copy_from_slice(&o);
+        }
+    }
     Ok(Tensor::from_vec(out, (t, nh * hd), q.device())?)
+}
+
+/// Prompt chunks at least this long take the tensor (gemm) path on CPU
+/// (`EARSHOT_ATTN_GEMM_ROWS` overrides, for measuring).
+fn gemm_min_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("EARSHOT_ATTN_GEMM_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32)
+    })
 }
 
 /// Dot product in 8 independent lanes so the compiler vectorizes it.
@@ -175,40 +201,53 @@ fn generic(
     window: Option<usize>,
     scale: f32,
 ) -> Result<Tensor> {
+    let mut outs = Vec::with_capacity(steps.len());
+    for (s, &span) in steps.iter().zip(spans) {
+        outs.push(generic_one(q, k, s, span, il, window, scale)?);
+    }
+    Ok(Tensor::cat(&outs, 0)?.to_dtype(q.dtype())?.contiguous()?)
+}
+
+/// One sequence's attention with tensor ops: `[n, heads * hd]`.
+fn generic_one(
+    q: &Tensor,
+    k: &Tensor,
+    s: &SeqStep<'_>,
+    (off, n, start): (usize, usize, usize),
+    il: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
     let (_, nh, hd) = q.dims3()?;
     let nkv = k.dim(1)?;
     let groups = nh / nkv;
-    let mut outs = Vec::with_capacity(steps.len());
-    for (s, &(off, n, start)) in steps.iter().zip(spans) {
-        let len = start + n;
-        let qs = (q.narrow(0, off, n)?.transpose(0, 1)?.contiguous()? * scale as f64)?;
-        let (kc, vc) = cache_view(s.cache, il, len, nkv, hd)?;
-        let expand = |x: Tensor| -> Result<Tensor> {
-            // [len, nkv, hd] -> [nh, len, hd], each kv head shared by `groups` q heads.
-            let x = x.to_dtype(qs.dtype())?.transpose(0, 1)?;
-            Ok(x.unsqueeze(1)?
-                .expand((nkv, groups, len, hd))?
-                .reshape((nh, len, hd))?)
-        };
-        let kx = expand(kc)?;
-        let vx = expand(vc)?;
-        let mut mask = Vec::with_capacity(n * len);
-        for i in 0..n {
-            let p = start + i;
-            let lo = first_visible(p, window);
-            mask.extend((0..len).map(|j| {
-                if j >= lo && j <= p {
-                    0f32
-                } else {
-                    f32::NEG_INFINITY
-                }
-            }));
-        }
-        let mask = Tensor::from_vec(mask, (1, n, len), q.device())?.to_dtype(qs.dtype())?;
-        let scores = qs.matmul(&kx.t()?)?.broadcast_add(&mask)?;
-        let w = candle_nn::ops::softmax_last_dim(&scores)?;
-        let o = w.matmul(&vx)?; // [nh, n, hd]
-        outs.push(o.transpose(0, 1)?.reshape((n, nh * hd))?);
+    let len = start + n;
+    let qs = (q.narrow(0, off, n)?.transpose(0, 1)?.contiguous()? * scale as f64)?;
+    let (kc, vc) = cache_view(s.cache, il, len, nkv, hd)?;
+    let expand = |x: Tensor| -> Result<Tensor> {
+        // [len, nkv, hd] -> [nh, len, hd], each kv head shared by `groups` q heads.
+        let x = x.to_dtype(qs.dtype())?.transpose(0, 1)?;
+        Ok(x.unsqueeze(1)?
+            .expand((nkv, groups, len, hd))?
+            .reshape((nh, len, hd))?)
+    };
+    let kx = expand(kc)?;
+    let vx = expand(vc)?;
+    let mut mask = Vec::with_capacity(n * len);
+    for i in 0..n {
+        let p = start + i;
+        let lo = first_visible(p, window);
+        mask.extend((0..len).map(|j| {
+            if j >= lo && j <= p {
+                0f32
+            } else {
+                f32::NEG_INFINITY
+            }
+        }));
     }
-    Ok(Tensor::cat(&outs, 0)?.to_dtype(q.dtype())?.contiguous()?)
+    let mask = Tensor::from_vec(mask, (1, n, len), q.device())?.to_dtype(qs.dtype())?;
+    let scores = qs.matmul(&kx.t()?)?.broadcast_add(&mask)?;
+    let w = candle_nn::ops::softmax_last_dim(&scores)?;
+    let o = w.matmul(&vx)?; // [nh, n, hd]
+    Ok(o.transpose(0, 1)?.reshape((n, nh * hd))?)
 }

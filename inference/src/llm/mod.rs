@@ -224,27 +224,36 @@ mod tests {
             };
             let llm = load_tiny_llm(dir.path(), spec, 7 + i as u64).unwrap();
             // 14 tokens: past the tiny Gemma's 6-token window.
-            let toks = llm
-                .text_prompt("the team will send the press release on Monday and the launch date")
-                .unwrap();
-            assert!(toks.len() > 10, "{}", toks.len());
-            let full = last_logits(&llm, &toks, toks.len(), attn::Path::Generic);
-            let full_cpu = last_logits(&llm, &toks, toks.len(), attn::Path::CpuKernel);
-            let one_by_one = last_logits(&llm, &toks, 1, attn::Path::CpuKernel);
-            let chunks = last_logits(&llm, &toks, 4, attn::Path::Generic);
-            let scale = full.iter().fold(0f32, |a, x| a.max(x.abs()));
-            for (name, other) in [
-                ("cpu kernel", &full_cpu),
-                ("one by one", &one_by_one),
-                ("chunks of 4", &chunks),
+            // 14 tokens, and 40+: the CPU path hands chunks of 32 rows or
+            // more to the tensor path, so both halves of it are covered.
+            for text in [
+                "the team will send the press release on Monday and the launch date",
+                &"the team will send the press release on Monday. ".repeat(4),
             ] {
-                let d = max_abs_diff(&full, other);
-                assert!(
-                    d <= 1e-4 * scale.max(1.0),
-                    "{}: {name} differs by {d} (scale {scale})",
-                    spec.arch
-                );
+                let toks = llm.text_prompt(text).unwrap();
+                assert!(toks.len() > 10, "{}", toks.len());
+                check_paths(&llm, &toks, spec.arch);
             }
+        }
+    }
+
+    fn check_paths(llm: &Llm, toks: &[u32], arch: &str) {
+        let full = last_logits(llm, toks, toks.len(), attn::Path::Generic);
+        let full_cpu = last_logits(llm, toks, toks.len(), attn::Path::CpuKernel);
+        let one_by_one = last_logits(llm, toks, 1, attn::Path::CpuKernel);
+        let chunks = last_logits(llm, toks, 4, attn::Path::Generic);
+        let scale = full.iter().fold(0f32, |a, x| a.max(x.abs()));
+        for (name, other) in [
+            ("cpu kernel", &full_cpu),
+            ("one by one", &one_by_one),
+            ("chunks of 4", &chunks),
+        ] {
+            let d = max_abs_diff(&full, other);
+            assert!(
+                d <= 1e-4 * scale.max(1.0),
+                "{arch} ({} tokens): {name} differs by {d} (scale {scale})",
+                toks.len()
+            );
         }
     }
 

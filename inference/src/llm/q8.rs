@@ -107,26 +107,25 @@ impl Q8Matrix {
         candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLS), |range| {
             let mut col = [0f32; 8];
             for c in range {
-                for j in c * COLS..((c + 1) * COLS).min(n) {
-                    let wq = &self.qs[j * k..(j + 1) * k];
-                    let wd = &self.scales[j * kb..(j + 1) * kb];
-                    let wc = &self.corr[j * kb..(j + 1) * kb];
-                    let mut r0 = 0;
-                    while r0 < m {
-                        let rows = (m - r0).min(8);
-                        kernel(
-                            (wq, wd, wc),
-                            &acts[r0 * k..],
-                            &ad[r0 * kb..],
-                            k,
-                            &mut col[..rows],
+                // Rows outer, columns inner: eight activation rows and the
+                // chunk's weight rows both stay in L1 (a prompt of hundreds
+                // of rows would otherwise stream through per weight row).
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(8);
+                    for j in c * COLS..((c + 1) * COLS).min(n) {
+                        let w = (
+                            &self.qs[j * k..(j + 1) * k],
+                            &self.scales[j * kb..(j + 1) * kb],
+                            &self.corr[j * kb..(j + 1) * kb],
                         );
+                        kernel(w, &acts[r0 * k..], &ad[r0 * kb..], k, &mut col[..rows]);
                         for (i, &v) in col[..rows].iter().enumerate() {
                             // SAFETY: element (r0 + i, j) is written by this column's task only.
                             unsafe { *(out_ptr as *mut f32).add((r0 + i) * n + j) = v };
                         }
-                        r0 += rows;
                     }
+                    r0 += rows;
                 }
             }
         });
