@@ -81,6 +81,15 @@ pub fn load_tiny_whisper(dir: &Path) -> Result<Whisper, InferenceError> {
     )
 }
 
+/// Largest |x| in a tensor (tests compare paths by it).
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar::<f32>())
+        .expect("an f32 tensor")
+}
+
 /// The repository root (tests and benches run from a checkout).
 pub fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

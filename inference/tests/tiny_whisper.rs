@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use earshot_inference::mel::N_FRAMES;
-use earshot_inference::testing::{load_tiny_whisper, write_tiny_whisper, TINY_VOCAB};
+use earshot_inference::testing::{load_tiny_whisper, max_abs, write_tiny_whisper, TINY_VOCAB};
 use earshot_inference::whisper::{TranscribeOptions, Whisper, WhisperModel};
 
 fn tiny() -> (tempfile::TempDir, Whisper) {
@@ -37,18 +37,6 @@ fn mel_batch(b: usize) -> Tensor {
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     Tensor::from_vec(v, (b, 80, N_FRAMES), &Device::Cpu).unwrap()
-}
-
-/// Largest |x| in a tensor.
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -99,6 +99,37 @@ struct Active {
     first_token_s: Option<f64>,
 }
 
+/// What a sequence feeds in one step.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// Its prompt, from where it stopped to `to`.
+    Prompt { to: usize },
+    /// Its last sampled token.
+    Last,
+}
+
+impl Active {
+    /// The tokens the repetition penalty looks at: the last
+    /// `repeat_last_n` of prompt and output (none when it is off), without
+    /// copying the whole history every step.
+    fn recent_tokens(&self) -> Vec<u32> {
+        let p = &self.req.params;
+        if p.repeat_penalty == 1.0 {
+            return Vec::new();
+        }
+        let (prompt, out) = (&self.req.prompt, &self.generated);
+        let from_out = out.len().saturating_sub(p.repeat_last_n);
+        let from_prompt = prompt
+            .len()
+            .saturating_sub(p.repeat_last_n - (out.len() - from_out));
+        prompt[from_prompt..]
+            .iter()
+            .chain(&out[from_out..])
+            .copied()
+            .collect()
+    }
+}
+
 /// The continuous-batching scheduler over one model.
 pub struct Scheduler<'m> {
     llm: &'m Llm,
@@ -199,54 +230,64 @@ impl<'m> Scheduler<'m> {
             return events;
         }
 
-        // Decide what each sequence feeds this step.
+        // Decide what each sequence feeds this step (None: it sits out,
+        // waiting for prefill budget).
         let mut budget = self.opts.prefill_chunk;
-        let mut plan: Vec<(usize, usize, usize)> = Vec::new(); // (active idx, from, to) of prompt, or to==usize::MAX for decode
-        for (i, a) in self.active.iter().enumerate() {
-            if a.fed < a.req.prompt.len() {
-                if budget == 0 {
-                    continue;
-                }
-                let n = (a.req.prompt.len() - a.fed).min(budget);
-                budget -= n;
-                plan.push((i, a.fed, a.fed + n));
-            } else {
-                plan.push((i, 0, usize::MAX));
-            }
-        }
-        let result = {
-            let mut picked: Vec<Option<&mut Active>> = self.active.iter_mut().map(Some).collect();
-            let mut steps = Vec::with_capacity(plan.len());
-            let mut lasts = Vec::with_capacity(plan.len());
-            for &(i, from, to) in &plan {
-                let a = picked[i].take().expect("each sequence planned once");
-                let (tokens, logits): (&[u32], bool) = if to == usize::MAX {
-                    (
-                        std::slice::from_ref(a.generated.last().expect("decoding after a token")),
-                        true,
-                    )
+        let feeds: Vec<Option<Feed>> = self
+            .active
+            .iter()
+            .map(|a| {
+                let left = a.req.prompt.len() - a.fed;
+                if left == 0 {
+                    Some(Feed::Last)
+                } else if budget == 0 {
+                    None
                 } else {
-                    (&a.req.prompt[from..to], to == a.req.prompt.len())
+                    let n = left.min(budget);
+                    budget -= n;
+                    Some(Feed::Prompt { to: a.fed + n })
+                }
+            })
+            .collect();
+        // Indices (into `active`) of the sequences in the step, and whether
+        // each gets logits back.
+        let mut stepped: Vec<(usize, bool)> = Vec::new();
+        let result = {
+            let mut steps = Vec::new();
+            for (i, (a, feed)) in self.active.iter_mut().zip(&feeds).enumerate() {
+                let Some(feed) = feed else { continue };
+                let Active {
+                    req,
+                    cache,
+                    generated,
+                    fed,
+                    ..
+                } = a;
+                let (tokens, logits): (&[u32], bool) = match *feed {
+                    Feed::Last => (
+                        std::slice::from_ref(generated.last().expect("decoding after a token")),
+                        true,
+                    ),
+                    Feed::Prompt { to } => (&req.prompt[*fed..to], to == req.prompt.len()),
                 };
-                lasts.push(logits);
+                stepped.push((i, logits));
                 steps.push(SeqStep {
                     tokens,
-                    cache: &mut a.cache,
+                    cache,
                     logits,
                 });
             }
-            self.llm.model.forward(&mut steps).map(|l| (l, lasts))
+            self.llm.model.forward(&mut steps)
         };
-        self.last_batch = plan.len();
-        let (logits, lasts) = match result {
+        self.last_batch = stepped.len();
+        let logits = match result {
             Ok(x) => x,
             Err(error) => {
                 // A failed step leaves the caches inconsistent: fail every
                 // sequence in it (the caller decides whether to retry).
-                let failed: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 let mut keep = Vec::new();
-                for (i, a) in std::mem::take(&mut self.active).into_iter().enumerate() {
-                    if failed.contains(&i) {
+                for (a, feed) in std::mem::take(&mut self.active).into_iter().zip(&feeds) {
+                    if feed.is_some() {
                         events.push(Event::Failed {
                             id: a.id,
                             error: error.clone(),
@@ -259,10 +300,9 @@ impl<'m> Scheduler<'m> {
                 return events;
             }
         };
-        for &(i, from, to) in &plan {
-            if to != usize::MAX {
-                self.active[i].fed = to;
-                let _ = from;
+        for (a, feed) in self.active.iter_mut().zip(&feeds) {
+            if let Some(Feed::Prompt { to }) = feed {
+                a.fed = *to;
             }
         }
         let rows = match logits.map(|l| l.to_vec2::<f32>()) {
@@ -281,7 +321,7 @@ impl<'m> Scheduler<'m> {
         };
         let mut rows = rows.into_iter();
         let mut finished = Vec::new();
-        for (&(i, _, _), &has) in plan.iter().zip(&lasts) {
+        for &(i, has) in &stepped {
             if !has {
                 continue;
             }
@@ -292,9 +332,7 @@ impl<'m> Scheduler<'m> {
                     *l = f32::NEG_INFINITY;
                 }
             }
-            let mut history = a.req.prompt.clone();
-            history.extend_from_slice(&a.generated);
-            let tok = a.sampler.sample(&mut row, &history);
+            let tok = a.sampler.sample(&mut row, &a.recent_tokens());
             if a.first_token_s.is_none() {
                 a.first_token_s = Some(a.admitted.elapsed().as_secs_f64());
             }

@@ -182,16 +182,7 @@ mod tests {
             .unwrap();
         let w = candle_nn::ops::softmax_last_dim(&w).unwrap();
         let generic = w.matmul(&v).unwrap();
-        let d = (fused - generic)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::testing::max_abs(&(fused - generic).unwrap());
         assert!(d < 1e-5, "{d}");
     }
 }

@@ -304,15 +304,7 @@ impl Rules {
 
 fn pick_token(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
     if temperature <= 0.0 {
-        let mut best = 0;
-        let mut bv = f32::NEG_INFINITY;
-        for (i, &x) in logits.iter().enumerate() {
-            if x > bv {
-                bv = x;
-                best = i;
-            }
-        }
-        return best as u32;
+        return crate::llm::sampling::argmax(logits);
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let weights: Vec<f64> = logits
