@@ -2,8 +2,11 @@
 //! summarization from the CLI; the queue worker and HTTP server build on
 //! the same engines).
 
+mod engines;
+mod jobs;
 mod summarize;
 mod transcribe;
+mod worker;
 
 /// Model code allocates and frees tens of megabytes per tensor op; glibc's
 /// malloc hands those back to the kernel each time (page faults showed up as
@@ -46,6 +49,12 @@ enum Command {
     Process(summarize::ProcessArgs),
     /// Run the LLM on a prompt (token ids and timings with --format json).
     Generate(summarize::GenerateArgs),
+    /// Drain a job queue (SQS, or the embedded local queue) through the engines.
+    Work(Box<worker::WorkArgs>),
+    /// Upload audio, enqueue jobs, print one job id per line.
+    Submit(jobs::SubmitArgs),
+    /// Print jobs' result records (or that they are pending).
+    Status(jobs::StatusArgs),
 }
 
 /// `mi_option_purge_delay`: index 15 in both mimalloc v2 and v3 (the sys
@@ -81,6 +90,9 @@ fn main() -> std::process::ExitCode {
         Command::Summarize(args) => summarize::summarize(args),
         Command::Process(args) => summarize::process(args),
         Command::Generate(args) => summarize::generate(args),
+        Command::Work(args) => worker::run(*args),
+        Command::Submit(args) => jobs::submit(args),
+        Command::Status(args) => jobs::status(args),
     };
     match result {
         Ok(code) => code,

@@ -80,7 +80,7 @@ impl LlmArgs {
         }
     }
 
-    fn summary_options(&self) -> SummaryOptions {
+    pub(crate) fn summary_options(&self) -> SummaryOptions {
         SummaryOptions {
             max_tokens: self.max_tokens,
             sampling: self.sampling(1.1),
@@ -89,7 +89,7 @@ impl LlmArgs {
         }
     }
 
-    fn load(&self) -> Result<(Llm, f64)> {
+    pub(crate) fn load(&self) -> Result<(Llm, f64)> {
         let kind: DeviceKind = self.device.parse()?;
         let dev = device::open(kind, 0)?;
         let t = Instant::now();
@@ -107,6 +107,18 @@ impl LlmArgs {
     }
 }
 
+/// The summary of a transcript with no words (silence): not an error.
+pub(crate) fn empty_summary() -> earshot_inference::llm::summarize::Summary {
+    earshot_inference::llm::summarize::Summary {
+        text: String::new(),
+        chunks: 0,
+        levels: 0,
+        prompt_tokens: 0,
+        generated_tokens: 0,
+        seconds: 0.0,
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SummarizeArgs {
     /// Transcript: plain text, or the JSON `earshot transcribe --format json`
@@ -121,7 +133,7 @@ pub struct SummarizeArgs {
 }
 
 /// Segments of a transcript file: Whisper JSON segments, or text sentences.
-fn transcript_segments(body: &str) -> Vec<String> {
+pub(crate) fn transcript_segments(body: &str) -> Vec<String> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
         if let Some(segs) = v.get("segments").and_then(|s| s.as_array()) {
             let out: Vec<String> = segs
@@ -264,14 +276,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
             Err(e) if tr.segments.is_empty() => {
                 // Silence: no words, nothing to summarize. Not an error.
                 tracing::info!(file = %path, reason = %e, "no speech; empty summary");
-                earshot_inference::llm::summarize::Summary {
-                    text: String::new(),
-                    chunks: 0,
-                    levels: 0,
-                    prompt_tokens: 0,
-                    generated_tokens: 0,
-                    seconds: 0.0,
-                }
+                empty_summary()
             }
             Err(e) => {
                 eprintln!("error: {path}: summarizing: {e}");

@@ -1,0 +1,56 @@
+//! earshot's job queues and job contract.
+//!
+//! - [`job`]: the versioned job message and the result record.
+//! - [`queue`]: the [`JobQueue`] trait (SQS semantics: lease, extend, ack,
+//!   release), implemented by [`sqs::SqsQueue`] and the embedded, durable
+//!   [`local::LocalQueue`].
+//! - [`store`]: inputs and results in S3 or on local disk.
+//!
+//! The worker loop itself lives in the `earshot` binary, next to the
+//! engines it feeds; this crate knows nothing about models.
+
+pub mod error;
+pub mod job;
+pub mod local;
+pub mod queue;
+pub mod sqs;
+pub mod store;
+#[doc(hidden)]
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use error::QueueError;
+pub use job::{Job, JobOptions, JobStatus, ResultRecord, TaskKind};
+pub use queue::{Delivery, JobQueue, QueueDepth};
+pub use store::{Location, S3Settings, Store};
+
+/// The shared AWS configuration, from the standard environment and
+/// profile chain (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, IRSA).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// Now, as RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+/// Which queue to use.
+#[derive(Debug, Clone)]
+pub enum QueueSpec {
+    Sqs { url: String },
+    Local { dir: std::path::PathBuf, max_receives: u32 },
+}
+
+/// Opens the queue a spec names.
+pub async fn open_queue(spec: &QueueSpec) -> Result<Arc<dyn JobQueue>, QueueError> {
+    Ok(match spec {
+        QueueSpec::Sqs { url } => Arc::new(sqs::SqsQueue::connect(url).await?),
+        QueueSpec::Local { dir, max_receives } => Arc::new(local::LocalQueue::open(dir, *max_receives)?),
+    })
+}

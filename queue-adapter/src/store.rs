@@ -1,0 +1,351 @@
+//! Where inputs come from and results go: S3 (`s3://bucket/key`) or the
+//! local filesystem (a path, or `file://path`). One [`Store`] serves both,
+//! so a local-queue job can still read S3 audio and an SQS job can write to
+//! a shared volume.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::primitives::ByteStream;
+use tokio::sync::OnceCell;
+
+use crate::error::{QueueError, Result};
+
+/// A parsed object location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3 { bucket: String, key: String },
+    Local(PathBuf),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Location> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(QueueError::BadMessage(format!(
+                    "location {s:?} has no bucket (expected s3://bucket/key)"
+                )));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        if path.is_empty() {
+            return Err(QueueError::BadMessage("empty location".into()));
+        }
+        if s.contains("://") && !s.starts_with("file://") {
+            return Err(QueueError::BadMessage(format!(
+                "location {s:?}: only s3:// and local paths are supported"
+            )));
+        }
+        Ok(Location::Local(PathBuf::from(path)))
+    }
+
+    /// `self` as a prefix (folder) joined with `name`.
+    pub fn join(&self, name: &str) -> Location {
+        match self {
+            Location::S3 { bucket, key } => {
+                let key = if key.is_empty() || key.ends_with('/') {
+                    format!("{key}{name}")
+                } else {
+                    format!("{key}/{name}")
+                };
+                Location::S3 {
+                    bucket: bucket.clone(),
+                    key,
+                }
+            }
+            Location::Local(p) => Location::Local(p.join(name)),
+        }
+    }
+
+    /// The file extension, used as a hint for audio decoding.
+    pub fn extension(&self) -> Option<String> {
+        let name = match self {
+            Location::S3 { key, .. } => key.rsplit('/').next().unwrap_or(key).to_string(),
+            Location::Local(p) => p.file_name()?.to_string_lossy().to_string(),
+        };
+        let (_, ext) = name.rsplit_once('.')?;
+        Some(ext.to_ascii_lowercase())
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// How to reach S3.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// Path-style addressing (`http://host/bucket/key`), needed by most
+    /// S3-compatible servers. Defaults to on when a custom endpoint is set
+    /// (`AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3`).
+    pub force_path_style: Option<bool>,
+}
+
+/// Reads and writes objects in S3 or on disk.
+pub struct Store {
+    settings: S3Settings,
+    s3: OnceCell<aws_sdk_s3::Client>,
+}
+
+impl Store {
+    pub fn new(settings: S3Settings) -> Self {
+        Store {
+            settings,
+            s3: OnceCell::new(),
+        }
+    }
+
+    /// A store on an already-built S3 client (tests, custom configuration).
+    pub fn with_s3_client(client: aws_sdk_s3::Client) -> Self {
+        let cell = OnceCell::new();
+        let _ = cell.set(client);
+        Store {
+            settings: S3Settings::default(),
+            s3: cell,
+        }
+    }
+
+    /// The S3 client, built on first use from the standard AWS
+    /// environment (so local-only workers never touch AWS config).
+    async fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3
+            .get_or_init(|| async {
+                let shared = crate::aws_config().await;
+                let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                    || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+                let path_style = self.settings.force_path_style.unwrap_or(custom_endpoint);
+                let conf = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(path_style)
+                    .build();
+                aws_sdk_s3::Client::from_conf(conf)
+            })
+            .await
+    }
+
+    /// Reads a whole object, refusing objects over `max_bytes`.
+    pub async fn get(&self, loc: &Location, max_bytes: u64) -> Result<Vec<u8>> {
+        match loc {
+            Location::Local(p) => read_local(p, max_bytes).await,
+            Location::S3 { bucket, key } => {
+                let out = self
+                    .s3()
+                    .await
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let not_found = e
+                            .as_service_error()
+                            .map(|s| s.is_no_such_key())
+                            .unwrap_or(false)
+                            || e.raw_response().map(|r| r.status().as_u16()) == Some(404);
+                        if not_found {
+                            QueueError::NotFound(loc.to_string())
+                        } else {
+                            QueueError::service("s3", "GetObject", aws_sdk_s3::error::DisplayErrorContext(e))
+                        }
+                    })?;
+                let len = out.content_length().unwrap_or(0).max(0) as u64;
+                if len > max_bytes {
+                    return Err(too_large(loc, len, max_bytes));
+                }
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| QueueError::service("s3", "GetObject body", e))?
+                    .into_bytes();
+                if bytes.len() as u64 > max_bytes {
+                    return Err(too_large(loc, bytes.len() as u64, max_bytes));
+                }
+                Ok(bytes.to_vec())
+            }
+        }
+    }
+
+    /// Writes an object whole (overwriting: results are keyed by job id).
+    pub async fn put(&self, loc: &Location, bytes: Vec<u8>, content_type: &str) -> Result<()> {
+        match loc {
+            Location::Local(p) => write_local_atomic(p, &bytes).await,
+            Location::S3 { bucket, key } => {
+                self.s3()
+                    .await
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type(content_type)
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        QueueError::service("s3", "PutObject", aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads an object if it exists.
+    pub async fn get_opt(&self, loc: &Location, max_bytes: u64) -> Result<Option<Vec<u8>>> {
+        match self.get(loc, max_bytes).await {
+            Ok(b) => Ok(Some(b)),
+            Err(QueueError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of the objects directly under a prefix (one level).
+    pub async fn list(&self, prefix: &Location) -> Result<Vec<String>> {
+        match prefix {
+            Location::Local(dir) => {
+                let mut names = Vec::new();
+                let mut rd = match tokio::fs::read_dir(dir).await {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    Err(e) => return Err(QueueError::io(format!("listing {}", dir.display()), e)),
+                };
+                while let Some(entry) = rd
+                    .next_entry()
+                    .await
+                    .map_err(|e| QueueError::io(format!("listing {}", dir.display()), e))?
+                {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if !name.starts_with('.') {
+                        names.push(name);
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+            Location::S3 { bucket, key } => {
+                let prefix_key = if key.is_empty() || key.ends_with('/') {
+                    key.clone()
+                } else {
+                    format!("{key}/")
+                };
+                let mut names = Vec::new();
+                let mut pages = self
+                    .s3()
+                    .await
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&prefix_key)
+                    .delimiter("/")
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| {
+                        QueueError::service("s3", "ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                    for obj in page.contents() {
+                        if let Some(k) = obj.key() {
+                            names.push(k[prefix_key.len()..].to_string());
+                        }
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+        }
+    }
+}
+
+fn too_large(loc: &Location, len: u64, max: u64) -> QueueError {
+    QueueError::TooLarge(format!("{loc} is {len} bytes; the limit is {max}"))
+}
+
+async fn read_local(p: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = match tokio::fs::metadata(p).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(QueueError::NotFound(p.display().to_string()))
+        }
+        Err(e) => return Err(QueueError::io(format!("reading {}", p.display()), e)),
+    };
+    if meta.is_dir() {
+        return Err(QueueError::BadMessage(format!("{} is a directory", p.display())));
+    }
+    if meta.len() > max_bytes {
+        return Err(too_large(&Location::Local(p.to_path_buf()), meta.len(), max_bytes));
+    }
+    tokio::fs::read(p)
+        .await
+        .map_err(|e| QueueError::io(format!("reading {}", p.display()), e))
+}
+
+/// Write to a temporary sibling, fsync, rename: a crash leaves either the
+/// old record or the new one, never half of one.
+pub(crate) async fn write_local_atomic(p: &Path, bytes: &[u8]) -> Result<()> {
+    let p = p.to_path_buf();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || write_atomic_sync(&p, &bytes))
+        .await
+        .map_err(|e| QueueError::io("write task", std::io::Error::other(e)))?
+}
+
+pub(crate) fn write_atomic_sync(p: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let ctx = |what: &str| format!("{what} {}", p.display());
+    let dir = p.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| QueueError::io(ctx("creating folder for"), e))?;
+    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| QueueError::io(ctx("writing"), e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| QueueError::io(ctx("writing"), e))?;
+    std::fs::rename(&tmp, p).map_err(|e| QueueError::io(ctx("renaming into"), e))?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_joins_locations() {
+        let l = Location::parse("s3://b/results/").unwrap();
+        assert_eq!(l.join("j.json").to_string(), "s3://b/results/j.json");
+        let l = Location::parse("s3://b/results").unwrap();
+        assert_eq!(l.join("j.json").to_string(), "s3://b/results/j.json");
+        assert_eq!(Location::parse("s3://b").unwrap().join("x").to_string(), "s3://b/x");
+        assert_eq!(
+            Location::parse("file:///tmp/r").unwrap(),
+            Location::Local("/tmp/r".into())
+        );
+        assert_eq!(Location::parse("s3://b/a/x.WAV").unwrap().extension().as_deref(), Some("wav"));
+        assert!(Location::parse("gs://b/k").is_err());
+        assert!(Location::parse("s3:///k").is_err());
+    }
+
+    #[tokio::test]
+    async fn local_store_reads_writes_lists_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(S3Settings::default());
+        let loc = Location::Local(dir.path().join("r/a.json"));
+        store.put(&loc, b"{}".to_vec(), "application/json").await.unwrap();
+        store.put(&loc, b"{\"x\":1}".to_vec(), "application/json").await.unwrap();
+        assert_eq!(store.get(&loc, 100).await.unwrap(), b"{\"x\":1}");
+        assert!(matches!(store.get(&loc, 3).await, Err(QueueError::TooLarge(_))));
+        let missing = Location::Local(dir.path().join("nope"));
+        assert!(matches!(store.get(&missing, 9).await, Err(QueueError::NotFound(_))));
+        assert_eq!(store.get_opt(&missing, 9).await.unwrap(), None);
+        let names = store.list(&Location::Local(dir.path().join("r"))).await.unwrap();
+        assert_eq!(names, ["a.json"], "temporary files must not be left behind");
+    }
+}

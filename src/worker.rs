@@ -1,0 +1,887 @@
+//! `earshot work`: drains a job queue (SQS or the embedded local queue)
+//! through the engines, in batches, without ever losing a job.
+//!
+//! Shape: one receiver task pulls only as many messages as there are free
+//! in-flight slots (a semaphore bounds memory). Each message gets its own
+//! task, which keeps its lease alive with heartbeats, downloads and decodes
+//! its input, and hands it to the engine thread. The engine thread takes
+//! whatever is ready (up to `--max-batch` jobs) and runs it as one batch,
+//! while the next batch is already downloading. Each task then writes the
+//! job's result record (keyed by job id, so a redelivery overwrites) and
+//! only then acknowledges the message.
+//!
+//! Failures: permanent ones (bad message, bad audio, over a limit, missing
+//! input) become a failure record and the message is deleted; transient
+//! ones (S3/SQS errors, device out of memory) release the message with
+//! exponential backoff, and the queue's redrive policy dead-letters it
+//! after its maximum receive count.
+//!
+//! Shutdown (SIGTERM, e.g. a spot interruption): stop receiving at once,
+//! return every job that has not reached the engine (visibility 0), let the
+//! running batch finish within `--shutdown-grace`, release whatever is left
+//! when the grace runs out, exit 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use earshot_inference::audio::{self, AudioError, DecodeLimits};
+use earshot_inference::error::InferenceError;
+use earshot_inference::llm::summarize::Summary;
+use earshot_inference::whisper::format::{render, OutputFormat};
+use earshot_inference::whisper::Transcript;
+use earshot_queue_adapter::job::{FailureRecord, SegmentRecord, SummaryRecord, TranscriptRecord};
+use earshot_queue_adapter::{
+    Delivery, Job, JobQueue, JobStatus, Location, QueueError, ResultRecord, Store, TaskKind,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::engines::{Engines, SpeechRequest, SummaryRequest};
+use crate::jobs::QueueArgs;
+use crate::summarize::LlmArgs;
+
+#[derive(clap::Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Jobs per engine batch (and audio windows per Whisper batch).
+    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
+    max_batch: usize,
+    /// Jobs held at once (received, downloading, waiting, running); bounds
+    /// memory to about this × the largest decoded audio. Default: 2 × max batch.
+    #[arg(long, env = "EARSHOT_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Lease per message, seconds; heartbeats renew it every third of it.
+    #[arg(long, env = "EARSHOT_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    visibility_timeout: u64,
+    /// Long-poll wait per receive, seconds (SQS allows up to 20).
+    #[arg(long, env = "EARSHOT_WAIT_SECONDS", default_value_t = 20)]
+    wait_seconds: u64,
+    /// Seconds after SIGTERM to finish running jobs before releasing them
+    /// (spot interruptions give 120; keep it below the pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 90.0)]
+    shutdown_grace: f64,
+    /// First retry delay for transient failures, seconds (doubles per
+    /// delivery, up to 15 minutes).
+    #[arg(long, env = "EARSHOT_RETRY_DELAY", default_value_t = 5)]
+    retry_delay: u64,
+    /// Refuse audio longer than this many seconds (a permanent failure).
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 3600.0)]
+    max_audio_seconds: f64,
+    /// Refuse input files larger than this many bytes.
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_BYTES", default_value_t = 512 << 20)]
+    max_audio_bytes: u64,
+    /// Whisper models served (comma-separated; the first is the default).
+    #[arg(long = "whisper-model", env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en", value_delimiter = ',')]
+    whisper_models: Vec<String>,
+    /// Do not load the LLM: a transcription-only worker (summarize jobs fail
+    /// with bad_option).
+    #[arg(long, env = "EARSHOT_NO_SUMMARIZER")]
+    no_summarizer: bool,
+    /// SQS queue that gets a small notification per finished job.
+    #[arg(long, env = "EARSHOT_NOTIFY_QUEUE_URL")]
+    notify_queue_url: Option<String>,
+    /// Exit 0 once the queue is empty and nothing is in flight (batch runs,
+    /// benchmarks, tests).
+    #[arg(long)]
+    exit_when_empty: bool,
+    /// Milliseconds the engine waits for more ready jobs to fill a batch
+    /// after the first arrives (when it was idle).
+    #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
+    batch_wait_ms: u64,
+    #[command(flatten)]
+    llm: LlmArgs,
+}
+
+/// Largest transcript accepted by a summarize job.
+const MAX_TRANSCRIPT_BYTES: u64 = 16 << 20;
+/// Longest retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
+
+pub fn run(args: WorkArgs) -> Result<ExitCode> {
+    let engines = Engines::load(&args.whisper_models, &args.llm, !args.no_summarizer, args.max_batch)?;
+    tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(work(args, engines));
+    // The engine thread may still be inside a batch whose jobs were released;
+    // leaving main ends it.
+    rt.shutdown_background();
+    result
+}
+
+/// Why a job did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Record it and delete the message.
+    Permanent { kind: &'static str, message: String },
+    /// Release the message with backoff.
+    Transient(String),
+}
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        if e.is_permanent() {
+            Failure::Permanent {
+                kind: e.kind(),
+                message: e.to_string(),
+            }
+        } else {
+            Failure::Transient(e.to_string())
+        }
+    }
+}
+
+impl From<InferenceError> for Failure {
+    fn from(e: InferenceError) -> Self {
+        let message = e.to_string();
+        match &e {
+            InferenceError::Audio(a) if matches!(**a, AudioError::TooLong { .. }) => {
+                Failure::Permanent { kind: "too_large", message }
+            }
+            InferenceError::Audio(_) => Failure::Permanent { kind: "bad_audio", message },
+            InferenceError::BadOption(_) => Failure::Permanent { kind: "bad_option", message },
+            _ if message.to_ascii_lowercase().contains("out of memory") => Failure::Transient(message),
+            _ => Failure::Permanent { kind: "model", message },
+        }
+    }
+}
+
+/// A job's decoded input.
+enum Input {
+    Audio(Vec<f32>),
+    Text(Vec<String>),
+}
+
+/// What the engine produced for one job.
+struct Produced {
+    transcript: Option<TranscriptRecord>,
+    summary: Option<SummaryRecord>,
+    timings: BTreeMap<String, f64>,
+    audio_seconds: f64,
+}
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+/// A job waiting for (or in) the engine.
+struct WorkItem {
+    job: Job,
+    input: Input,
+    /// QUEUED → STARTED (engine takes it) or QUEUED → WITHDRAWN (its task
+    /// gives it back at shutdown); whoever swaps first wins.
+    state: Arc<AtomicU8>,
+    reply: oneshot::Sender<Result<Produced, Failure>>,
+}
+
+#[derive(Default, Serialize)]
+struct Stats {
+    succeeded: u64,
+    failed: u64,
+    retried: u64,
+    returned: u64,
+    batches: u64,
+    batch_jobs: u64,
+    audio_seconds: f64,
+    #[serde(skip)]
+    first_receive: Option<Instant>,
+    #[serde(skip)]
+    last_done: Option<Instant>,
+}
+
+struct Shared {
+    queue: Arc<dyn JobQueue>,
+    store: Store,
+    notify: Option<Arc<dyn JobQueue>>,
+    default_results: Option<Location>,
+    visibility: Duration,
+    retry_delay: Duration,
+    max_audio_seconds: f64,
+    max_audio_bytes: u64,
+    worker_id: String,
+    /// receipt → message id, for release at shutdown.
+    inflight: Mutex<HashMap<String, String>>,
+    idle: Notify,
+    stopping: CancellationToken,
+    engine_tx: mpsc::UnboundedSender<WorkItem>,
+    stats: Mutex<Stats>,
+}
+
+impl Shared {
+    fn inflight_count(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    fn stat(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}/{}", std::process::id())
+}
+
+async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
+    let queue = args.queue.open().await?;
+    let notify = match &args.notify_queue_url {
+        Some(url) => Some(
+            earshot_queue_adapter::open_queue(&earshot_queue_adapter::QueueSpec::Sqs { url: url.clone() })
+                .await
+                .context("opening the notification queue")?,
+        ),
+        None => None,
+    };
+    let max_batch = args.max_batch.max(1);
+    let max_in_flight = args.max_in_flight.unwrap_or(2 * max_batch).max(1);
+    let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        queue,
+        store: args.queue.store(),
+        notify,
+        default_results: args.queue.results()?,
+        visibility: Duration::from_secs(args.visibility_timeout.max(1)),
+        retry_delay: Duration::from_secs(args.retry_delay),
+        max_audio_seconds: args.max_audio_seconds,
+        max_audio_bytes: args.max_audio_bytes,
+        worker_id: worker_id(),
+        inflight: Mutex::new(HashMap::new()),
+        idle: Notify::new(),
+        stopping: CancellationToken::new(),
+        engine_tx,
+        stats: Mutex::new(Stats::default()),
+    });
+
+    let engine_stop = shared.stopping.clone();
+    let batch_wait = Duration::from_millis(args.batch_wait_ms);
+    let engine_stats = shared.clone();
+    std::thread::Builder::new()
+        .name("earshot-engine".into())
+        .spawn(move || engine_loop(engines, engine_rx, engine_stop, max_batch, batch_wait, engine_stats))
+        .context("starting the engine thread")?;
+
+    let signals = shared.stopping.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new jobs; finishing running ones");
+        signals.cancel();
+    });
+
+    tracing::info!(
+        queue = %shared.queue.describe(),
+        max_batch,
+        max_in_flight,
+        visibility_s = shared.visibility.as_secs(),
+        worker = %shared.worker_id,
+        "worker ready"
+    );
+    receive_loop(&shared, &args, max_in_flight).await;
+
+    // Drain: running jobs finish within the grace period; the rest go back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    while shared.inflight_count() > 0 {
+        let notified = shared.idle.notified();
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let leftover: Vec<(String, String)> = shared
+        .inflight
+        .lock()
+        .map(|m| m.iter().map(|(r, id)| (r.clone(), id.clone())).collect())
+        .unwrap_or_default();
+    if !leftover.is_empty() {
+        tracing::warn!(jobs = leftover.len(), "grace period over: releasing unfinished jobs");
+        let n = leftover.len() as u64;
+        let releases = leftover.into_iter().map(|(receipt, id)| {
+            let q = shared.queue.clone();
+            async move {
+                if let Err(e) = q.release(&receipt, Duration::ZERO).await {
+                    tracing::warn!(message_id = %id, error = %e, "release failed; the lease will run out instead");
+                }
+            }
+        });
+        futures_join_all(releases).await;
+        shared.stat(|s| s.returned += n);
+    }
+    let summary = shared.stats.lock().map(|s| {
+        let busy = match (s.first_receive, s.last_done) {
+            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut v = serde_json::to_value(&*s).unwrap_or_default();
+        v["busy_seconds"] = serde_json::json!(busy);
+        v
+    });
+    if let Ok(v) = summary {
+        tracing::info!(stats = %v, "worker stopped");
+        println!("{v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs futures concurrently and waits for all (a tiny `join_all`).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn receive_loop(shared: &Arc<Shared>, args: &WorkArgs, max_in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let wait = Duration::from_secs(args.wait_seconds.min(20));
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shared.stopping.cancelled() => return,
+        };
+        let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
+        while permits.len() < earshot_queue_adapter::sqs::MAX_RECEIVE {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let received = tokio::select! {
+            r = shared.queue.receive(permits.len(), wait, shared.visibility) => r,
+            _ = shared.stopping.cancelled() => return,
+        };
+        match received {
+            Ok(deliveries) if deliveries.is_empty() => {
+                if args.exit_when_empty && shared.inflight_count() == 0 {
+                    match shared.queue.depth().await {
+                        Ok(d) if d.visible + d.in_flight == 0 => {
+                            tracing::info!("queue empty: exiting");
+                            shared.stopping.cancel();
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "queue depth"),
+                    }
+                }
+            }
+            Ok(deliveries) => {
+                backoff = Duration::from_millis(500);
+                shared.stat(|s| {
+                    s.first_receive.get_or_insert_with(Instant::now);
+                });
+                for d in deliveries {
+                    let Some(permit) = permits.pop() else { break };
+                    if let Ok(mut m) = shared.inflight.lock() {
+                        m.insert(d.receipt.clone(), d.message_id.clone());
+                    }
+                    tokio::spawn(run_job(shared.clone(), d, permit));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "receive failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.stopping.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// How one delivery ends.
+enum End {
+    /// Write this record, then acknowledge.
+    Record(Box<ResultRecord>, Location),
+    /// Transient failure: release with backoff.
+    Retry(String),
+    /// Shutdown before the engine took it: release at once.
+    Return,
+}
+
+async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) {
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), d.receipt.clone(), d.message_id.clone()));
+    let end = process(&shared, &d).await;
+    heartbeat.abort();
+    let q = &shared.queue;
+    match end {
+        End::Record(record, loc) => {
+            let status = record.status;
+            let body = serde_json::to_vec_pretty(&*record).expect("records serialize");
+            match shared.store.put(&loc, body, "application/json").await {
+                Ok(()) => {
+                    if let Err(e) = q.ack(&d.receipt).await {
+                        // The record is written; a redelivery rewrites the same key.
+                        tracing::warn!(job_id = %record.job_id, error = %e, "acknowledge failed; the job may run again");
+                    }
+                    notify(&shared, &record, &loc).await;
+                    tracing::info!(job_id = %record.job_id, status = ?status, attempt = d.receive_count, "job done");
+                    shared.stat(|s| {
+                        match status {
+                            JobStatus::Succeeded => s.succeeded += 1,
+                            JobStatus::Failed => s.failed += 1,
+                        }
+                        s.last_done = Some(Instant::now());
+                    });
+                }
+                Err(e) => retry(&shared, &d, &format!("writing the result to {loc}: {e}")).await,
+            }
+        }
+        End::Retry(reason) => retry(&shared, &d, &reason).await,
+        End::Return => {
+            if let Err(e) = q.release(&d.receipt, Duration::ZERO).await {
+                tracing::warn!(message_id = %d.message_id, error = %e, "release failed; the lease will run out instead");
+            }
+            tracing::info!(message_id = %d.message_id, "returned to the queue (shutdown)");
+            shared.stat(|s| s.returned += 1);
+        }
+    }
+    if let Ok(mut m) = shared.inflight.lock() {
+        m.remove(&d.receipt);
+    }
+    shared.idle.notify_waiters();
+}
+
+async fn retry(shared: &Shared, d: &Delivery, reason: &str) {
+    let exp = d.receive_count.saturating_sub(1).min(16);
+    let delay = (shared.retry_delay * 2u32.pow(exp)).min(MAX_RETRY_DELAY);
+    tracing::warn!(message_id = %d.message_id, attempt = d.receive_count, delay_s = delay.as_secs(), reason, "transient failure; will retry");
+    if let Err(e) = shared.queue.release(&d.receipt, delay).await {
+        tracing::warn!(message_id = %d.message_id, error = %e, "release failed; the lease will run out instead");
+    }
+    shared.stat(|s| s.retried += 1);
+}
+
+async fn notify(shared: &Shared, record: &ResultRecord, loc: &Location) {
+    let Some(q) = &shared.notify else { return };
+    let body = serde_json::json!({
+        "job_id": record.job_id,
+        "status": record.status,
+        "task": record.task,
+        "result": loc.to_string(),
+    })
+    .to_string();
+    if let Err(e) = q.send(&body, &[]).await {
+        tracing::warn!(job_id = %record.job_id, error = %e, "notification failed (the result is stored)");
+    }
+}
+
+/// Keeps the lease alive while the job runs, so a job longer than the
+/// visibility timeout never reaches a second worker.
+async fn heartbeat(shared: Arc<Shared>, receipt: String, message_id: String) {
+    let every = (shared.visibility / 3).max(Duration::from_millis(200));
+    loop {
+        tokio::time::sleep(every).await;
+        match shared.queue.extend(&receipt, shared.visibility).await {
+            Ok(()) => {}
+            Err(QueueError::StaleReceipt(e)) => {
+                tracing::warn!(%message_id, error = %e, "lease lost; another worker may take this job");
+                return;
+            }
+            Err(e) => tracing::warn!(%message_id, error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}
+
+fn record(shared: &Shared, d: &Delivery, job_id: &str, task: Option<TaskKind>) -> ResultRecord {
+    ResultRecord {
+        version: earshot_queue_adapter::job::JOB_SCHEMA_VERSION,
+        job_id: job_id.to_string(),
+        status: JobStatus::Succeeded,
+        task,
+        transcript: None,
+        summary: None,
+        error: None,
+        message_id: d.message_id.clone(),
+        attempt: d.receive_count,
+        worker: shared.worker_id.clone(),
+        finished_at: earshot_queue_adapter::now_rfc3339(),
+        timings: BTreeMap::new(),
+    }
+}
+
+fn failed(mut r: ResultRecord, kind: &str, message: String) -> Box<ResultRecord> {
+    r.status = JobStatus::Failed;
+    r.error = Some(FailureRecord {
+        kind: kind.to_string(),
+        message,
+    });
+    Box::new(r)
+}
+
+async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
+    let job = match Job::parse(&d.body, &d.attributes) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(message_id = %d.message_id, error = %e, "malformed message");
+            // No trustworthy job id or result location: record the failure
+            // under the message id in the default result prefix.
+            return match &shared.default_results {
+                Some(prefix) => End::Record(
+                    failed(record(shared, d, &d.message_id, None), e.kind(), e.to_string()),
+                    prefix.join(&ResultRecord::key_for(&d.message_id)),
+                ),
+                None => End::Retry(format!("{e} (no --results to record it; the DLQ will take it)")),
+            };
+        }
+    };
+    let result_loc = match job.result.as_deref().map(Location::parse) {
+        Some(Ok(l)) => l.join(&ResultRecord::key_for(&job.job_id)),
+        Some(Err(e)) => return End::Retry(e.to_string()),
+        None => match &shared.default_results {
+            Some(p) => p.join(&ResultRecord::key_for(&job.job_id)),
+            None => return End::Retry("the job names no result location and the worker has no --results".into()),
+        },
+    };
+    let base = record(shared, d, &job.job_id, Some(job.task));
+    let t0 = Instant::now();
+    let input = match fetch_input(shared, &job).await {
+        Ok(i) => i,
+        Err(Failure::Permanent { kind, message }) => return End::Record(failed(base, kind, message), result_loc),
+        Err(Failure::Transient(m)) => return End::Retry(m),
+    };
+    let fetch_s = t0.elapsed().as_secs_f64();
+    if shared.stopping.is_cancelled() {
+        return End::Return;
+    }
+    let state = Arc::new(AtomicU8::new(QUEUED));
+    let (tx, rx) = oneshot::channel();
+    let item = WorkItem {
+        job: job.clone(),
+        input,
+        state: state.clone(),
+        reply: tx,
+    };
+    if shared.engine_tx.send(item).is_err() {
+        return End::Retry("the engine has stopped".into());
+    }
+    let mut rx = rx;
+    let outcome = tokio::select! {
+        r = &mut rx => r,
+        _ = shared.stopping.cancelled() => {
+            // Not started yet: give it back now rather than at the deadline.
+            if state.compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return End::Return;
+            }
+            // Running: let it finish; the grace deadline bounds the wait.
+            rx.await
+        }
+    };
+    match outcome {
+        Ok(r) => finish(base, r, fetch_s, result_loc),
+        Err(_) => End::Retry("the engine dropped the job".into()),
+    }
+}
+
+fn finish(base: ResultRecord, r: Result<Produced, Failure>, fetch_s: f64, loc: Location) -> End {
+    match r {
+        Ok(p) => {
+            let mut rec = base;
+            rec.transcript = p.transcript;
+            rec.summary = p.summary;
+            rec.timings = p.timings;
+            rec.timings.insert("fetch".into(), fetch_s);
+            End::Record(Box::new(rec), loc)
+        }
+        Err(Failure::Permanent { kind, message }) => End::Record(failed(base, kind, message), loc),
+        Err(Failure::Transient(m)) => End::Retry(m),
+    }
+}
+
+async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
+    if job.task.needs_audio() {
+        let loc = Location::parse(job.audio.as_deref().unwrap_or_default())?;
+        let bytes = shared.store.get(&loc, shared.max_audio_bytes).await?;
+        let ext = loc.extension();
+        let limits = DecodeLimits {
+            max_duration_s: Some(shared.max_audio_seconds),
+        };
+        let samples = tokio::task::spawn_blocking(move || audio::load_bytes(bytes, ext.as_deref(), limits))
+            .await
+            .map_err(|e| Failure::Transient(format!("decoder task: {e}")))?
+            .map_err(|e| Failure::from(InferenceError::from(e)))?;
+        return Ok(Input::Audio(samples));
+    }
+    let text = match (&job.text, &job.transcript) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => {
+            let loc = Location::parse(t)?;
+            let bytes = shared.store.get(&loc, MAX_TRANSCRIPT_BYTES).await?;
+            String::from_utf8(bytes).map_err(|_| Failure::Permanent {
+                kind: "bad_message",
+                message: format!("transcript {loc} is not UTF-8 text"),
+            })?
+        }
+        (None, None) => {
+            return Err(Failure::Permanent {
+                kind: "bad_message",
+                message: "no transcript".into(),
+            })
+        }
+    };
+    Ok(Input::Text(crate::summarize::transcript_segments(&text)))
+}
+
+fn engine_loop(
+    engines: Engines,
+    mut rx: mpsc::UnboundedReceiver<WorkItem>,
+    stopping: CancellationToken,
+    max_batch: usize,
+    batch_wait: Duration,
+    shared: Arc<Shared>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + batch_wait;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(_) => break,
+            }
+        }
+        if stopping.is_cancelled() {
+            // Their tasks withdraw them; drop the replies.
+            continue;
+        }
+        // Claim each item; the ones withdrawn at shutdown are skipped.
+        batch.retain(|it| {
+            it.state
+                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        tracing::info!(jobs = n, "batch started");
+        let t = Instant::now();
+        let results = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&engines, &batch)));
+        let results = match results {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(jobs = n, "engine panicked; the batch will be retried");
+                batch
+                    .iter()
+                    .map(|_| Err(Failure::Transient("engine panicked".into())))
+                    .collect()
+            }
+        };
+        let audio: f64 = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|p| p.audio_seconds))
+            .sum();
+        tracing::info!(jobs = n, audio_s = format!("{audio:.1}"), wall_s = format!("{:.2}", t.elapsed().as_secs_f64()), "batch done");
+        shared.stat(|s| {
+            s.batches += 1;
+            s.batch_jobs += n as u64;
+            s.audio_seconds += audio;
+        });
+        for (item, r) in batch.into_iter().zip(results) {
+            let _ = item.reply.send(r);
+        }
+    }
+}
+
+/// Runs one batch: all transcriptions together, then all summaries
+/// together (including the ones of transcripts made a moment ago).
+fn run_batch(engines: &Engines, batch: &[WorkItem]) -> Vec<Result<Produced, Failure>> {
+    let mut out: Vec<Result<Produced, Failure>> = batch
+        .iter()
+        .map(|_| {
+            Ok(Produced {
+                transcript: None,
+                summary: None,
+                timings: BTreeMap::new(),
+                audio_seconds: 0.0,
+            })
+        })
+        .collect();
+
+    // Transcription.
+    let speech: Vec<usize> = (0..batch.len())
+        .filter(|&i| matches!(batch[i].input, Input::Audio(_)))
+        .collect();
+    let mut segments: Vec<Option<Vec<String>>> = batch
+        .iter()
+        .map(|it| match &it.input {
+            Input::Text(s) => Some(s.clone()),
+            Input::Audio(_) => None,
+        })
+        .collect();
+    if !speech.is_empty() {
+        let reqs: Vec<SpeechRequest<'_>> = speech
+            .iter()
+            .map(|&i| {
+                let Input::Audio(samples) = &batch[i].input else { unreachable!("filtered") };
+                let o = &batch[i].job.options;
+                SpeechRequest {
+                    samples,
+                    model: o.model.as_deref(),
+                    language: o.language.as_deref(),
+                    prompt: o.prompt.as_deref(),
+                }
+            })
+            .collect();
+        let t = Instant::now();
+        let transcripts = engines.transcribe_many(&reqs);
+        let secs = t.elapsed().as_secs_f64();
+        for (&i, r) in speech.iter().zip(transcripts) {
+            match r {
+                Ok(tr) => {
+                    segments[i] = Some(
+                        tr.segments
+                            .iter()
+                            .map(|s| s.text.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                    );
+                    let model = batch[i]
+                        .job
+                        .options
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| engines.whisper_names()[0].to_string());
+                    if let Ok(p) = &mut out[i] {
+                        p.audio_seconds = tr.duration;
+                        p.timings.insert("transcribe".into(), secs);
+                        p.transcript = Some(transcript_record(&tr, model, &batch[i].job.options.formats));
+                    }
+                }
+                Err(e) => out[i] = Err(e.into()),
+            }
+        }
+    }
+
+    // Summaries.
+    let wants: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].job.task.needs_summary() && out[i].is_ok())
+        .collect();
+    if !wants.is_empty() {
+        let empty = Vec::new();
+        let reqs: Vec<SummaryRequest<'_>> = wants
+            .iter()
+            .map(|&i| SummaryRequest {
+                segments: segments[i].as_ref().unwrap_or(&empty),
+                model: batch[i].job.options.llm_model.as_deref(),
+                max_tokens: batch[i].job.options.max_summary_tokens,
+            })
+            .collect();
+        let t = Instant::now();
+        let summaries = engines.summarize_many(&reqs);
+        let secs = t.elapsed().as_secs_f64();
+        let llm = engines.llm_name().unwrap_or_default().to_string();
+        for (&i, r) in wants.iter().zip(summaries) {
+            match r {
+                Ok(s) => {
+                    if let Ok(p) = &mut out[i] {
+                        p.timings.insert("summarize".into(), secs);
+                        p.summary = Some(summary_record(&s, &llm));
+                    }
+                }
+                Err(e) => out[i] = Err(e.into()),
+            }
+        }
+    }
+    out
+}
+
+fn transcript_record(t: &Transcript, model: String, formats: &[String]) -> TranscriptRecord {
+    let mut rendered = BTreeMap::new();
+    for f in formats {
+        if let Ok(fmt) = f.parse::<OutputFormat>() {
+            rendered.insert(f.clone(), render(t, fmt));
+        }
+    }
+    TranscriptRecord {
+        text: t.text.trim().to_string(),
+        language: t.language.clone(),
+        duration: t.duration,
+        model,
+        segments: t
+            .segments
+            .iter()
+            .map(|s| SegmentRecord {
+                start: s.start,
+                end: s.end,
+                text: s.text.trim().to_string(),
+            })
+            .collect(),
+        formats: rendered,
+    }
+}
+
+fn summary_record(s: &Summary, model: &str) -> SummaryRecord {
+    SummaryRecord {
+        text: s.text.clone(),
+        model: model.to_string(),
+        chunks: s.chunks,
+        levels: s.levels,
+        prompt_tokens: s.prompt_tokens,
+        generated_tokens: s.generated_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_for_retry_or_record() {
+        let perm = |f: Failure| match f {
+            Failure::Permanent { kind, .. } => kind,
+            Failure::Transient(m) => panic!("transient: {m}"),
+        };
+        assert_eq!(perm(InferenceError::from(AudioError::Empty).into()), "bad_audio");
+        assert_eq!(perm(InferenceError::from(AudioError::TooLong { limit_s: 1.0 }).into()), "too_large");
+        assert_eq!(perm(InferenceError::BadOption("x".into()).into()), "bad_option");
+        assert_eq!(perm(QueueError::NotFound("s3://b/k".into()).into()), "not_found");
+        assert_eq!(perm(QueueError::BadMessage("x".into()).into()), "bad_message");
+        assert!(matches!(
+            Failure::from(InferenceError::Backend("CUDA_ERROR_OUT_OF_MEMORY: out of memory".into())),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            Failure::from(QueueError::Service {
+                service: "s3",
+                op: "GetObject",
+                message: "timeout".into()
+            }),
+            Failure::Transient(_)
+        ));
+    }
+}

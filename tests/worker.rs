@@ -1,0 +1,576 @@
+//! The queue worker end to end: the real `earshot` binary (`submit`,
+//! `work`, `status`) against a real SQS/S3 protocol server (moto, from the
+//! test virtual environment) on loopback, and against the embedded local
+//! queue; real speech clips cut from the fixtures; the real tiny.en and
+//! SmolLM2 models from `scripts/fetch-models`.
+//!
+//! What must hold: every job ends with exactly one result record, whatever
+//! happens to the worker (kill -9, SIGTERM); bad inputs end as failure
+//! records without hurting the rest of their batch; transient failures are
+//! retried and then dead-lettered; heartbeats keep a long job with one
+//! worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use earshot_inference::testing::{fixture_manifest, fixtures_dir, real_llm_path};
+use earshot_queue_adapter::local::LocalQueue;
+use earshot_queue_adapter::sqs::SqsQueue;
+use earshot_queue_adapter::testing::{python, MotoServer};
+use earshot_queue_adapter::{JobQueue, QueueDepth};
+use serde_json::Value;
+
+const BUCKET: &str = "earshot-test";
+
+/// A queue (SQS on moto, or local), its results, and a scratch folder.
+struct Rig {
+    tmp: tempfile::TempDir,
+    moto: Option<MotoServer>,
+    queue_url: Option<String>,
+    dlq_url: Option<String>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Rig {
+    fn sqs(visibility_s: u32, max_receives: u32) -> Rig {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let moto = MotoServer::start();
+        let (url, dlq) = rt.block_on(async {
+            moto.bucket(BUCKET).await;
+            moto.queue_with_dlq("jobs", visibility_s, max_receives).await
+        });
+        Rig {
+            tmp: tempfile::tempdir().unwrap(),
+            moto: Some(moto),
+            queue_url: Some(url),
+            dlq_url: Some(dlq),
+            rt,
+        }
+    }
+
+    fn local() -> Rig {
+        Rig {
+            tmp: tempfile::tempdir().unwrap(),
+            moto: None,
+            queue_url: None,
+            dlq_url: None,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn local_dir(&self) -> PathBuf {
+        self.tmp.path().join("queue")
+    }
+
+    fn queue_args(&self) -> Vec<String> {
+        match &self.queue_url {
+            Some(url) => vec!["--queue-url".into(), url.clone(), "--bucket".into(), BUCKET.into()],
+            None => vec![
+                "--local-queue".into(),
+                self.local_dir().display().to_string(),
+                "--max-receives".into(),
+                "3".into(),
+            ],
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        real_llm_path("smollm2-135m-instruct"); // fails with instructions when models are missing
+        let mut c = Command::new(env!("CARGO_BIN_EXE_earshot"));
+        c.args(args).args(self.queue_args());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("EARSHOT_") && k != "EARSHOT_MODELS_DIR" || k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("HF_HUB_OFFLINE", "1").env("EARSHOT_LOG", "info");
+        if let Some(m) = &self.moto {
+            for (k, v) in m.env() {
+                c.env(k, v);
+            }
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("earshot runs")
+    }
+
+    /// `earshot submit`; returns the printed job ids.
+    fn submit(&self, files: &[PathBuf], task: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["submit", "--task", task];
+        args.extend_from_slice(extra);
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        args.extend(names.iter().map(String::as_str));
+        let out = self.run(&args);
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        let ids: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids.len(), files.len(), "one job id per file");
+        ids
+    }
+
+    /// Starts `earshot work` with its stderr in `<tmp>/<log>`.
+    fn worker(&self, extra: &[&str], log: &str) -> Child {
+        let mut args = vec!["work", "--wait-seconds", "1", "--retry-delay", "0"];
+        args.extend_from_slice(extra);
+        let err = std::fs::File::create(self.tmp.path().join(log)).unwrap();
+        self.cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("worker starts")
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.tmp.path().join(name)).unwrap_or_default()
+    }
+
+    /// Runs a worker until the queue is empty; returns its stats line.
+    fn drain(&self, extra: &[&str], log: &str) -> Value {
+        let mut args = vec!["--exit-when-empty"];
+        args.extend_from_slice(extra);
+        let child = self.worker(&args, log);
+        let out = wait_with_timeout(child, Duration::from_secs(600));
+        assert!(out.status.success(), "worker failed ({:?}):\n{}", out.status, self.log(log));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("stats JSON line")
+    }
+
+    /// Every result record: object name → parsed record.
+    fn records(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        match &self.moto {
+            Some(m) => self.rt.block_on(async {
+                let s3 = m.s3().await;
+                for key in m.keys(BUCKET, "earshot/results/").await {
+                    let body = s3.get_object().bucket(BUCKET).key(&key).send().await.unwrap();
+                    let bytes = body.body.collect().await.unwrap().into_bytes();
+                    let name = key.rsplit('/').next().unwrap().to_string();
+                    out.insert(name, serde_json::from_slice(&bytes).expect("record JSON"));
+                }
+            }),
+            None => {
+                let dir = self.local_dir().join("results");
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    for e in rd {
+                        let p = e.unwrap().path();
+                        let name = p.file_name().unwrap().to_string_lossy().to_string();
+                        let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).expect("record JSON");
+                        out.insert(name, v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn queue(&self) -> Box<dyn JobQueue> {
+        match (&self.moto, &self.queue_url) {
+            (Some(m), Some(url)) => Box::new(SqsQueue::with_client(self.rt.block_on(m.sqs()), url)),
+            _ => Box::new(LocalQueue::open(self.local_dir(), 3).unwrap()),
+        }
+    }
+
+    fn depth(&self) -> QueueDepth {
+        self.rt.block_on(self.queue().depth()).unwrap()
+    }
+
+    fn dlq_bodies(&self) -> Vec<String> {
+        match (&self.moto, &self.dlq_url) {
+            (Some(m), Some(url)) => {
+                let q = SqsQueue::with_client(self.rt.block_on(m.sqs()), url);
+                self.rt
+                    .block_on(q.receive(10, Duration::from_secs(1), Duration::from_secs(30)))
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.body)
+                    .collect()
+            }
+            _ => LocalQueue::open(self.local_dir(), 3)
+                .unwrap()
+                .dead_letters()
+                .unwrap()
+                .into_iter()
+                .map(|(_, b)| b)
+                .collect(),
+        }
+    }
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes 16-bit PCM mono 16 kHz WAV.
+fn write_wav(path: &Path, samples: &[f32]) {
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    let data_len = (samples.len() * 2) as u32;
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&32_000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// `n` short real-speech clips (3 to 5 s cut from different fixtures and
+/// offsets) in `dir`.
+fn short_clips(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let clips: Vec<Vec<f32>> = fixture_manifest()
+        .iter()
+        .take(6)
+        .map(|c| {
+            earshot_inference::audio::load_file(&fixtures_dir().join(&c.file), Default::default()).expect("fixture decodes")
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let src = &clips[i % clips.len()];
+            let start = ((i / clips.len()) * 5 * 16_000) % (src.len() - 6 * 16_000);
+            let len = (3 + i % 3) * 16_000;
+            let path = dir.join(format!("clip-{i:02}.wav"));
+            write_wav(&path, &src[start..start + len]);
+            path
+        })
+        .collect()
+}
+
+fn status_of(records: &BTreeMap<String, Value>, id: &str) -> String {
+    records[&format!("{id}.json")]["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// Validates documents against one of the published JSON Schemas with the
+/// `jsonschema` Python package (a real validator, not ours).
+fn validate_with_schema(schema: &str, docs: &[Value]) {
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue-adapter/schema").join(schema);
+    let script = "import json,sys,jsonschema\n\
+        s=json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(s)\n\
+        v=jsonschema.Draft202012Validator(s)\n\
+        bad=[(i,e.message) for i,d in enumerate(json.load(sys.stdin)) for e in v.iter_errors(d)]\n\
+        print(json.dumps(bad))\n\
+        sys.exit(1 if bad else 0)";
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .arg(&schema_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(docs).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{schema}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
+    let rig = Rig::sqs(30, 3);
+    let dir = rig.tmp.path();
+    let clips = short_clips(dir, 1);
+    let transcript = dir.join("notes.txt");
+    std::fs::write(
+        &transcript,
+        "We agreed to ship the new bicycle lights on Friday. Marketing starts the campaign on Monday, \
+         and the press release goes out on Tuesday. The factory confirmed the first shipment.",
+    )
+    .unwrap();
+    let t = rig.submit(&clips, "transcribe", &["--formats", "srt,vtt"]);
+    let ts = rig.submit(&[fixtures_dir().join("sample.wav")], "transcribe+summarize", &[]);
+    let s = rig.submit(&[transcript], "summarize", &["--max-summary-tokens", "60"]);
+
+    // Before the worker runs: pending, exit status 3.
+    let pending = rig.run(&["status", &t[0]]);
+    assert_eq!(pending.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&pending.stdout).contains("\"pending\""));
+
+    let stats = rig.drain(&["--max-batch", "4"], "work.log");
+    assert_eq!(stats["succeeded"], 3, "{stats}");
+
+    let out = rig.run(&["status", &t[0], &ts[0], &s[0]]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (rec, id) in lines.iter().zip([&t[0], &ts[0], &s[0]]) {
+        assert_eq!(rec["status"], "succeeded", "{rec}");
+        assert_eq!(rec["job_id"], id.as_str());
+        assert_eq!(rec["attempt"], 1);
+    }
+    // transcribe: transcript and the asked-for renderings, no summary.
+    let tr = &lines[0]["transcript"];
+    assert!(tr["text"].as_str().unwrap().split_whitespace().count() >= 5, "{tr}");
+    assert!(tr["formats"]["srt"].as_str().unwrap().contains("-->"));
+    assert!(tr["formats"]["vtt"].as_str().unwrap().starts_with("WEBVTT"));
+    assert!(lines[0].get("summary").is_none());
+    // transcribe+summarize: both.
+    let sample = lines[1]["transcript"]["text"].as_str().unwrap().to_lowercase();
+    assert!(sample.contains("launch") || sample.contains("marketing"), "{sample}");
+    assert!(lines[1]["summary"]["text"].as_str().unwrap().split_whitespace().count() >= 5);
+    assert_eq!(lines[1]["summary"]["model"], "smollm2-135m-instruct");
+    // summarize: summary only, within its token limit.
+    assert!(lines[2].get("transcript").is_none());
+    let sum = &lines[2]["summary"];
+    assert!(sum["generated_tokens"].as_u64().unwrap() <= 60, "{sum}");
+    assert!(!sum["text"].as_str().unwrap().trim().is_empty());
+
+    // The records and the job examples satisfy the published schemas.
+    validate_with_schema("result.schema.json", &lines);
+    let examples: Vec<Value> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queue-adapter/examples/jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("bad-"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    validate_with_schema("job.schema.json", &examples);
+    assert_eq!(rig.depth(), QueueDepth::default());
+}
+
+/// Submit 30 jobs, kill -9 the worker mid-batch, start another: every job
+/// ends with exactly one record, and some were redelivered.
+fn crash_test(rig: Rig) {
+    let clips = short_clips(rig.tmp.path(), 30);
+    let ids = rig.submit(&clips, "transcribe", &[]);
+    let args = ["--no-summarizer", "--max-batch", "4", "--visibility-timeout", "3"];
+    let mut worker = rig.worker(&args, "first.log");
+    wait_until(Duration::from_secs(300), "the first results", || rig.records().len() >= 6);
+    // Mid-batch: the next batch starts as soon as one ends.
+    wait_until(Duration::from_secs(60), "a batch in progress", || {
+        rig.log("first.log").matches("batch started").count() > rig.log("first.log").matches("batch done").count()
+    });
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGKILL) };
+    let st = worker.wait().unwrap();
+    assert_eq!(st.code(), None, "killed by a signal");
+    let done_before = rig.records().len();
+    assert!(done_before < 30, "the worker finished everything before the kill");
+
+    let stats = rig.drain(&args, "second.log");
+    let records = rig.records();
+    let want: BTreeSet<String> = ids.iter().map(|i| format!("{i}.json")).collect();
+    let got: BTreeSet<String> = records.keys().cloned().collect();
+    assert_eq!(got, want, "exactly one record per job, no strays");
+    for id in &ids {
+        let r = &records[&format!("{id}.json")];
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["job_id"], id.as_str());
+    }
+    let redelivered = records.values().filter(|r| r["attempt"].as_u64() > Some(1)).count();
+    assert!(redelivered >= 1, "jobs held by the killed worker come back: {stats}");
+    assert_eq!(rig.depth(), QueueDepth::default());
+    assert!(rig.dlq_bodies().is_empty());
+}
+
+#[test]
+fn kill_9_mid_batch_loses_nothing_on_sqs() {
+    crash_test(Rig::sqs(3, 5));
+}
+
+#[test]
+fn kill_9_mid_batch_loses_nothing_on_the_local_queue() {
+    crash_test(Rig::local());
+}
+
+/// SIGTERM while jobs are in flight: exit 0; within a second every job
+/// not finished is visible again (none stuck behind a dead lease).
+fn sigterm_test(rig: Rig, grace: &str) {
+    let clips = short_clips(rig.tmp.path(), 16);
+    let ids = rig.submit(&clips, "transcribe", &[]);
+    let args = [
+        "--no-summarizer",
+        "--max-batch",
+        "4",
+        "--visibility-timeout",
+        "120",
+        "--shutdown-grace",
+        grace,
+    ];
+    let worker = rig.worker(&args, "term.log");
+    wait_until(Duration::from_secs(300), "a batch in progress", || {
+        rig.log("term.log").contains("batch started")
+    });
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = wait_with_timeout(worker, Duration::from_secs(120));
+    let exited = Instant::now();
+    assert_eq!(out.status.code(), Some(0), "{}", rig.log("term.log"));
+    let depth = rig.depth();
+    let records = rig.records().len() as u64;
+    let checked = exited.elapsed();
+    assert!(checked < Duration::from_secs(1), "checking took {checked:?}");
+    assert_eq!(depth.in_flight, 0, "no job left leased by the stopped worker");
+    assert_eq!(depth.visible + records, ids.len() as u64, "finished or visible again");
+    assert!(depth.visible > 0, "SIGTERM came while jobs were waiting");
+    let stats: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(stats["returned"].as_u64().unwrap(), depth.visible, "{stats}");
+    // A later worker finishes the rest.
+    rig.drain(&["--no-summarizer"], "after.log");
+    assert_eq!(rig.records().len(), ids.len());
+}
+
+#[test]
+fn sigterm_with_no_grace_releases_running_jobs_at_once_on_sqs() {
+    sigterm_test(Rig::sqs(120, 5), "0");
+}
+
+#[test]
+fn sigterm_finishes_the_running_batch_within_grace_on_the_local_queue() {
+    let rig = Rig::local();
+    sigterm_test(rig, "60");
+}
+
+#[test]
+fn poison_inputs_fail_alone_in_their_batch() {
+    let rig = Rig::sqs(30, 3);
+    let dir = rig.tmp.path();
+    let good = short_clips(dir, 4);
+    let corrupt = dir.join("corrupt.wav");
+    let mut noise = b"RIFF\x24\x00\x00\x00WAVEjunk".to_vec();
+    noise.extend((0..4000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
+    std::fs::write(&corrupt, noise).unwrap();
+    let mut files = good.clone();
+    files.insert(2, corrupt);
+    let ids = rig.submit(&files, "transcribe", &[]);
+    // A message that is not a job at all, in the same batch.
+    let q = rig.queue();
+    let bad_id = rig.rt.block_on(q.send("{this is not json", &[("task".into(), "transcribe".into())])).unwrap();
+
+    let stats = rig.drain(&["--no-summarizer", "--max-batch", "8"], "work.log");
+    assert!(rig.log("work.log").contains("batch started jobs=5"), "the good jobs and the corrupt one share a batch");
+    let records = rig.records();
+    assert_eq!(records.len(), 6, "{records:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i == 2 { "failed" } else { "succeeded" };
+        assert_eq!(status_of(&records, id), want, "job {i}");
+    }
+    let corrupt_rec = &records[&format!("{}.json", ids[2])];
+    assert_eq!(corrupt_rec["error"]["kind"], "bad_audio", "{corrupt_rec}");
+    let malformed = &records[&format!("{bad_id}.json")];
+    assert_eq!(malformed["status"], "failed");
+    assert_eq!(malformed["error"]["kind"], "bad_message");
+    assert!(malformed["error"]["message"].as_str().unwrap().contains("not JSON"));
+    assert_eq!((stats["succeeded"].as_u64(), stats["failed"].as_u64()), (Some(4), Some(2)), "{stats}");
+    assert_eq!(rig.depth(), QueueDepth::default());
+    assert!(rig.dlq_bodies().is_empty(), "permanent failures are recorded, not dead-lettered");
+    validate_with_schema("result.schema.json", &records.values().cloned().collect::<Vec<_>>());
+}
+
+#[test]
+fn transient_failures_are_retried_then_dead_lettered() {
+    let rig = Rig::sqs(30, 2);
+    let clips = short_clips(rig.tmp.path(), 2);
+    // The second job's results go to a bucket that does not exist: writing
+    // fails every time (transient), so SQS's redrive takes it after 2 receives.
+    let ok = rig.submit(&clips[..1], "transcribe", &[]);
+    let doomed = rig.submit(&clips[1..], "transcribe", &["--results", "s3://no-such-bucket/results/"]);
+    let stats = rig.drain(&["--no-summarizer"], "work.log");
+    assert_eq!(stats["succeeded"], 1, "{stats}");
+    assert!(stats["retried"].as_u64().unwrap() >= 2, "{stats}");
+    let records = rig.records();
+    assert_eq!(status_of(&records, &ok[0]), "succeeded");
+    let dead = rig.dlq_bodies();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains(&doomed[0]));
+}
+
+#[test]
+fn heartbeats_keep_long_jobs_from_a_second_worker() {
+    let rig = Rig::local();
+    // Full ~25 s clips in batches of 4 take several seconds per batch on
+    // a CPU: far past the 1 s lease, which only heartbeats keep alive.
+    let clips: Vec<PathBuf> = fixture_manifest()
+        .iter()
+        .filter(|c| c.file.ends_with(".wav"))
+        .take(6)
+        .map(|c| fixtures_dir().join(&c.file))
+        .collect();
+    let ids = rig.submit(&clips, "transcribe", &[]);
+    let args = ["--no-summarizer", "--max-batch", "3", "--visibility-timeout", "1", "--exit-when-empty"];
+    let a = rig.worker(&args, "a.log");
+    let b = rig.worker(&args, "b.log");
+    for (w, log) in [(a, "a.log"), (b, "b.log")] {
+        let out = wait_with_timeout(w, Duration::from_secs(600));
+        assert!(out.status.success(), "{}", rig.log(log));
+    }
+    let records = rig.records();
+    assert_eq!(records.len(), ids.len());
+    for r in records.values() {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["attempt"], 1, "a job was handed to a second worker: {r}");
+    }
+    let slow = records
+        .values()
+        .filter_map(|r| r["timings"]["transcribe"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(slow > 1.0, "the test needs a batch longer than the lease (longest {slow:.2} s)");
+}
+
+#[test]
+fn bad_submissions_and_ids_get_clear_errors() {
+    let rig = Rig::local();
+    let out = rig.run(&["submit", "--task", "translate", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task"));
+    let out = rig.run(&["submit", "--task", "transcribe", "/no/such/file.wav"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.wav"));
+    let out = rig.run(&["status", "../etc/passwd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job_id"));
+}
