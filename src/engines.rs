@@ -46,14 +46,20 @@ pub struct Engines {
 
 impl Engines {
     /// Loads every listed Whisper model and, when `with_llm`, the LLM.
-    pub fn load(whisper_models: &[String], llm_args: &LlmArgs, with_llm: bool, max_batch: usize) -> Result<Self> {
+    pub fn load(
+        whisper_models: &[String],
+        llm_args: &LlmArgs,
+        with_llm: bool,
+        max_batch: usize,
+    ) -> Result<Self> {
         let kind: DeviceKind = llm_args.device.parse()?;
         let dev = device::open(kind, 0)?;
         let mut load_seconds = BTreeMap::new();
         let mut whisper = Vec::new();
         for name in whisper_models {
             let t = Instant::now();
-            let w = Whisper::load(name, &dev).with_context(|| format!("loading Whisper model {name:?}"))?;
+            let w = Whisper::load(name, &dev)
+                .with_context(|| format!("loading Whisper model {name:?}"))?;
             load_seconds.insert(name.clone(), t.elapsed().as_secs_f64());
             whisper.push((name.clone(), w));
         }
@@ -103,17 +109,21 @@ impl Engines {
             .as_ref()
             .ok_or_else(|| InferenceError::BadOption("summarization is not enabled here".into()))?;
         match model {
-            Some(want) if want != name && want != llm.name => Err(InferenceError::BadOption(format!(
-                "LLM {want:?} is not served here (serving: {name})"
-            ))),
+            Some(want) if want != name && want != llm.name => Err(InferenceError::BadOption(
+                format!("LLM {want:?} is not served here (serving: {name})"),
+            )),
             _ => Ok(llm),
         }
     }
 
     /// Transcribes a batch; requests with the same model, language and
     /// prompt decode together. Results come back in request order.
-    pub fn transcribe_many(&self, reqs: &[SpeechRequest<'_>]) -> Vec<Result<Transcript, InferenceError>> {
-        let mut out: Vec<Option<Result<Transcript, InferenceError>>> = reqs.iter().map(|_| None).collect();
+    pub fn transcribe_many(
+        &self,
+        reqs: &[SpeechRequest<'_>],
+    ) -> Vec<Result<Transcript, InferenceError>> {
+        let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
+            reqs.iter().map(|_| None).collect();
         let mut groups: BTreeMap<(usize, Option<&str>, Option<&str>), Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
@@ -135,15 +145,21 @@ impl Engines {
             }
         }
         out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(InferenceError::Model("no transcript produced".into()))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(InferenceError::Model("no transcript produced".into())))
+            })
             .collect()
     }
 
     /// Summarizes a batch; requests with the same model and token limit
     /// share decode steps. A transcript with no words gets an empty
     /// summary, not an error.
-    pub fn summarize_many(&self, reqs: &[SummaryRequest<'_>]) -> Vec<Result<Summary, InferenceError>> {
-        let mut out: Vec<Option<Result<Summary, InferenceError>>> = reqs.iter().map(|_| None).collect();
+    pub fn summarize_many(
+        &self,
+        reqs: &[SummaryRequest<'_>],
+    ) -> Vec<Result<Summary, InferenceError>> {
+        let mut out: Vec<Option<Result<Summary, InferenceError>>> =
+            reqs.iter().map(|_| None).collect();
         let mut groups: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
         let mut llm = None;
         for (i, r) in reqs.iter().enumerate() {
@@ -165,7 +181,8 @@ impl Engines {
                 if let Some(n) = max_tokens {
                     opts.max_tokens = n;
                 }
-                let docs: Vec<Vec<String>> = idx.iter().map(|&i| reqs[i].segments.to_vec()).collect();
+                let docs: Vec<Vec<String>> =
+                    idx.iter().map(|&i| reqs[i].segments.to_vec()).collect();
                 for (i, r) in idx.into_iter().zip(summarize_many(llm, &docs, &opts)) {
                     out[i] = Some(r);
                 }

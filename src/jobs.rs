@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use earshot_queue_adapter::{open_queue, Job, JobQueue, Location, QueueSpec, ResultRecord, S3Settings, Store, TaskKind};
+use earshot_queue_adapter::{
+    open_queue, Job, JobQueue, Location, QueueSpec, ResultRecord, S3Settings, Store, TaskKind,
+};
 use std::sync::Arc;
 
 /// Where jobs come from and results go.
@@ -101,7 +103,9 @@ impl QueueArgs {
     }
 
     pub async fn open(&self) -> Result<Arc<dyn JobQueue>> {
-        open_queue(&self.spec()).await.context("opening the job queue")
+        open_queue(&self.spec())
+            .await
+            .context("opening the job queue")
     }
 }
 
@@ -135,13 +139,16 @@ pub struct SubmitArgs {
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
     let task: TaskKind = args.task.parse()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let queue = args.queue.open().await?;
         let store = args.queue.store();
         let results = args.queue.results()?;
         for file in &args.files {
-            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             if bytes.is_empty() {
                 bail!("{} is empty", file.display());
             }
@@ -169,7 +176,10 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             job.options.max_summary_tokens = args.max_summary_tokens;
             job.validate()?;
             let (body, attrs) = job.to_message();
-            queue.send(&body, &attrs).await.context("enqueueing the job")?;
+            queue
+                .send(&body, &attrs)
+                .await
+                .context("enqueueing the job")?;
             println!("{}", job.job_id);
         }
         Ok(ExitCode::SUCCESS)
@@ -189,7 +199,9 @@ pub struct StatusArgs {
 /// `{"job_id": ..., "status": "pending"}`. Exit status: 0 when every job
 /// succeeded, 1 when any failed, 3 when none failed but some are pending.
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let Some(results) = args.queue.results()? else {
             bail!("give --results or --bucket: where do this queue's results go?");

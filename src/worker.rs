@@ -79,7 +79,12 @@ pub struct WorkArgs {
     #[arg(long, env = "EARSHOT_MAX_AUDIO_BYTES", default_value_t = 512 << 20)]
     max_audio_bytes: u64,
     /// Whisper models served (comma-separated; the first is the default).
-    #[arg(long = "whisper-model", env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en", value_delimiter = ',')]
+    #[arg(
+        long = "whisper-model",
+        env = "EARSHOT_WHISPER_MODEL",
+        default_value = "tiny.en",
+        value_delimiter = ','
+    )]
     whisper_models: Vec<String>,
     /// Do not load the LLM: a transcription-only worker (summarize jobs fail
     /// with bad_option).
@@ -106,7 +111,12 @@ const MAX_TRANSCRIPT_BYTES: u64 = 16 << 20;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
 
 pub fn run(args: WorkArgs) -> Result<ExitCode> {
-    let engines = Engines::load(&args.whisper_models, &args.llm, !args.no_summarizer, args.max_batch)?;
+    let engines = Engines::load(
+        &args.whisper_models,
+        &args.llm,
+        !args.no_summarizer,
+        args.max_batch,
+    )?;
     tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -147,12 +157,26 @@ impl From<InferenceError> for Failure {
         let message = e.to_string();
         match &e {
             InferenceError::Audio(a) if matches!(**a, AudioError::TooLong { .. }) => {
-                Failure::Permanent { kind: "too_large", message }
+                Failure::Permanent {
+                    kind: "too_large",
+                    message,
+                }
             }
-            InferenceError::Audio(_) => Failure::Permanent { kind: "bad_audio", message },
-            InferenceError::BadOption(_) => Failure::Permanent { kind: "bad_option", message },
-            _ if message.to_ascii_lowercase().contains("out of memory") => Failure::Transient(message),
-            _ => Failure::Permanent { kind: "model", message },
+            InferenceError::Audio(_) => Failure::Permanent {
+                kind: "bad_audio",
+                message,
+            },
+            InferenceError::BadOption(_) => Failure::Permanent {
+                kind: "bad_option",
+                message,
+            },
+            _ if message.to_ascii_lowercase().contains("out of memory") => {
+                Failure::Transient(message)
+            }
+            _ => Failure::Permanent {
+                kind: "model",
+                message,
+            },
         }
     }
 }
@@ -243,9 +267,11 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
     let queue = args.queue.open().await?;
     let notify = match &args.notify_queue_url {
         Some(url) => Some(
-            earshot_queue_adapter::open_queue(&earshot_queue_adapter::QueueSpec::Sqs { url: url.clone() })
-                .await
-                .context("opening the notification queue")?,
+            earshot_queue_adapter::open_queue(&earshot_queue_adapter::QueueSpec::Sqs {
+                url: url.clone(),
+            })
+            .await
+            .context("opening the notification queue")?,
         ),
         None => None,
     };
@@ -274,7 +300,16 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
     let engine_stats = shared.clone();
     std::thread::Builder::new()
         .name("earshot-engine".into())
-        .spawn(move || engine_loop(engines, engine_rx, engine_stop, max_batch, batch_wait, engine_stats))
+        .spawn(move || {
+            engine_loop(
+                engines,
+                engine_rx,
+                engine_stop,
+                max_batch,
+                batch_wait,
+                engine_stats,
+            )
+        })
         .context("starting the engine thread")?;
 
     let signals = shared.stopping.clone();
@@ -295,7 +330,8 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
     receive_loop(&shared, &args, max_in_flight).await;
 
     // Drain: running jobs finish within the grace period; the rest go back.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.shutdown_grace.max(0.0));
     while shared.inflight_count() > 0 {
         let notified = shared.idle.notified();
         tokio::select! {
@@ -310,7 +346,10 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
         .map(|m| m.iter().map(|(r, id)| (r.clone(), id.clone())).collect())
         .unwrap_or_default();
     if !leftover.is_empty() {
-        tracing::warn!(jobs = leftover.len(), "grace period over: releasing unfinished jobs");
+        tracing::warn!(
+            jobs = leftover.len(),
+            "grace period over: releasing unfinished jobs"
+        );
         let n = leftover.len() as u64;
         let releases = leftover.into_iter().map(|(receipt, id)| {
             let q = shared.queue.clone();
@@ -340,7 +379,9 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
 }
 
 /// Runs futures concurrently and waits for all (a tiny `join_all`).
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
     for h in handles {
         let _ = h.await;
@@ -349,7 +390,10 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -398,6 +442,7 @@ async fn receive_loop(shared: &Arc<Shared>, args: &WorkArgs, max_in_flight: usiz
             }
             Ok(deliveries) => {
                 backoff = Duration::from_millis(500);
+                tracing::info!(messages = deliveries.len(), "received");
                 shared.stat(|s| {
                     s.first_receive.get_or_insert_with(Instant::now);
                 });
@@ -432,7 +477,11 @@ enum End {
 }
 
 async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) {
-    let heartbeat = tokio::spawn(heartbeat(shared.clone(), d.receipt.clone(), d.message_id.clone()));
+    let heartbeat = tokio::spawn(heartbeat(
+        shared.clone(),
+        d.receipt.clone(),
+        d.message_id.clone(),
+    ));
     let end = process(&shared, &d).await;
     heartbeat.abort();
     let q = &shared.queue;
@@ -550,10 +599,16 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
             // under the message id in the default result prefix.
             return match &shared.default_results {
                 Some(prefix) => End::Record(
-                    failed(record(shared, d, &d.message_id, None), e.kind(), e.to_string()),
+                    failed(
+                        record(shared, d, &d.message_id, None),
+                        e.kind(),
+                        e.to_string(),
+                    ),
                     prefix.join(&ResultRecord::key_for(&d.message_id)),
                 ),
-                None => End::Retry(format!("{e} (no --results to record it; the DLQ will take it)")),
+                None => End::Retry(format!(
+                    "{e} (no --results to record it; the DLQ will take it)"
+                )),
             };
         }
     };
@@ -562,14 +617,20 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
         Some(Err(e)) => return End::Retry(e.to_string()),
         None => match &shared.default_results {
             Some(p) => p.join(&ResultRecord::key_for(&job.job_id)),
-            None => return End::Retry("the job names no result location and the worker has no --results".into()),
+            None => {
+                return End::Retry(
+                    "the job names no result location and the worker has no --results".into(),
+                )
+            }
         },
     };
     let base = record(shared, d, &job.job_id, Some(job.task));
     let t0 = Instant::now();
     let input = match fetch_input(shared, &job).await {
         Ok(i) => i,
-        Err(Failure::Permanent { kind, message }) => return End::Record(failed(base, kind, message), result_loc),
+        Err(Failure::Permanent { kind, message }) => {
+            return End::Record(failed(base, kind, message), result_loc)
+        }
         Err(Failure::Transient(m)) => return End::Retry(m),
     };
     let fetch_s = t0.elapsed().as_secs_f64();
@@ -628,10 +689,11 @@ async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
         let limits = DecodeLimits {
             max_duration_s: Some(shared.max_audio_seconds),
         };
-        let samples = tokio::task::spawn_blocking(move || audio::load_bytes(bytes, ext.as_deref(), limits))
-            .await
-            .map_err(|e| Failure::Transient(format!("decoder task: {e}")))?
-            .map_err(|e| Failure::from(InferenceError::from(e)))?;
+        let samples =
+            tokio::task::spawn_blocking(move || audio::load_bytes(bytes, ext.as_deref(), limits))
+                .await
+                .map_err(|e| Failure::Transient(format!("decoder task: {e}")))?
+                .map_err(|e| Failure::from(InferenceError::from(e)))?;
         return Ok(Input::Audio(samples));
     }
     let text = match (&job.text, &job.transcript) {
@@ -705,7 +767,12 @@ fn engine_loop(
             .iter()
             .filter_map(|r| r.as_ref().ok().map(|p| p.audio_seconds))
             .sum();
-        tracing::info!(jobs = n, audio_s = format!("{audio:.1}"), wall_s = format!("{:.2}", t.elapsed().as_secs_f64()), "batch done");
+        tracing::info!(
+            jobs = n,
+            audio_s = format!("{audio:.1}"),
+            wall_s = format!("{:.2}", t.elapsed().as_secs_f64()),
+            "batch done"
+        );
         shared.stat(|s| {
             s.batches += 1;
             s.batch_jobs += n as u64;
@@ -747,7 +814,9 @@ fn run_batch(engines: &Engines, batch: &[WorkItem]) -> Vec<Result<Produced, Fail
         let reqs: Vec<SpeechRequest<'_>> = speech
             .iter()
             .map(|&i| {
-                let Input::Audio(samples) = &batch[i].input else { unreachable!("filtered") };
+                let Input::Audio(samples) = &batch[i].input else {
+                    unreachable!("filtered")
+                };
                 let o = &batch[i].job.options;
                 SpeechRequest {
                     samples,
@@ -779,7 +848,8 @@ fn run_batch(engines: &Engines, batch: &[WorkItem]) -> Vec<Result<Produced, Fail
                     if let Ok(p) = &mut out[i] {
                         p.audio_seconds = tr.duration;
                         p.timings.insert("transcribe".into(), secs);
-                        p.transcript = Some(transcript_record(&tr, model, &batch[i].job.options.formats));
+                        p.transcript =
+                            Some(transcript_record(&tr, model, &batch[i].job.options.formats));
                     }
                 }
                 Err(e) => out[i] = Err(e.into()),
@@ -866,13 +936,30 @@ mod tests {
             Failure::Permanent { kind, .. } => kind,
             Failure::Transient(m) => panic!("transient: {m}"),
         };
-        assert_eq!(perm(InferenceError::from(AudioError::Empty).into()), "bad_audio");
-        assert_eq!(perm(InferenceError::from(AudioError::TooLong { limit_s: 1.0 }).into()), "too_large");
-        assert_eq!(perm(InferenceError::BadOption("x".into()).into()), "bad_option");
-        assert_eq!(perm(QueueError::NotFound("s3://b/k".into()).into()), "not_found");
-        assert_eq!(perm(QueueError::BadMessage("x".into()).into()), "bad_message");
+        assert_eq!(
+            perm(InferenceError::from(AudioError::Empty).into()),
+            "bad_audio"
+        );
+        assert_eq!(
+            perm(InferenceError::from(AudioError::TooLong { limit_s: 1.0 }).into()),
+            "too_large"
+        );
+        assert_eq!(
+            perm(InferenceError::BadOption("x".into()).into()),
+            "bad_option"
+        );
+        assert_eq!(
+            perm(QueueError::NotFound("s3://b/k".into()).into()),
+            "not_found"
+        );
+        assert_eq!(
+            perm(QueueError::BadMessage("x".into()).into()),
+            "bad_message"
+        );
         assert!(matches!(
-            Failure::from(InferenceError::Backend("CUDA_ERROR_OUT_OF_MEMORY: out of memory".into())),
+            Failure::from(InferenceError::Backend(
+                "CUDA_ERROR_OUT_OF_MEMORY: out of memory".into()
+            )),
             Failure::Transient(_)
         ));
         assert!(matches!(

@@ -43,7 +43,8 @@ impl Rig {
         let moto = MotoServer::start();
         let (url, dlq) = rt.block_on(async {
             moto.bucket(BUCKET).await;
-            moto.queue_with_dlq("jobs", visibility_s, max_receives).await
+            moto.queue_with_dlq("jobs", visibility_s, max_receives)
+                .await
         });
         Rig {
             tmp: tempfile::tempdir().unwrap(),
@@ -74,7 +75,12 @@ impl Rig {
 
     fn queue_args(&self) -> Vec<String> {
         match &self.queue_url {
-            Some(url) => vec!["--queue-url".into(), url.clone(), "--bucket".into(), BUCKET.into()],
+            Some(url) => vec![
+                "--queue-url".into(),
+                url.clone(),
+                "--bucket".into(),
+                BUCKET.into(),
+            ],
             None => vec![
                 "--local-queue".into(),
                 self.local_dir().display().to_string(),
@@ -113,7 +119,11 @@ impl Rig {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         args.extend(names.iter().map(String::as_str));
         let out = self.run(&args);
-        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ids: Vec<String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -145,7 +155,12 @@ impl Rig {
         args.extend_from_slice(extra);
         let child = self.worker(&args, log);
         let out = wait_with_timeout(child, Duration::from_secs(600));
-        assert!(out.status.success(), "worker failed ({:?}):\n{}", out.status, self.log(log));
+        assert!(
+            out.status.success(),
+            "worker failed ({:?}):\n{}",
+            out.status,
+            self.log(log)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("stats JSON line")
     }
@@ -157,7 +172,13 @@ impl Rig {
             Some(m) => self.rt.block_on(async {
                 let s3 = m.s3().await;
                 for key in m.keys(BUCKET, "earshot/results/").await {
-                    let body = s3.get_object().bucket(BUCKET).key(&key).send().await.unwrap();
+                    let body = s3
+                        .get_object()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .send()
+                        .await
+                        .unwrap();
                     let bytes = body.body.collect().await.unwrap().into_bytes();
                     let name = key.rsplit('/').next().unwrap().to_string();
                     out.insert(name, serde_json::from_slice(&bytes).expect("record JSON"));
@@ -169,7 +190,8 @@ impl Rig {
                     for e in rd {
                         let p = e.unwrap().path();
                         let name = p.file_name().unwrap().to_string_lossy().to_string();
-                        let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).expect("record JSON");
+                        let v = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                            .expect("record JSON");
                         out.insert(name, v);
                     }
                 }
@@ -262,7 +284,8 @@ fn short_clips(dir: &Path, n: usize) -> Vec<PathBuf> {
         .iter()
         .take(6)
         .map(|c| {
-            earshot_inference::audio::load_file(&fixtures_dir().join(&c.file), Default::default()).expect("fixture decodes")
+            earshot_inference::audio::load_file(&fixtures_dir().join(&c.file), Default::default())
+                .expect("fixture decodes")
         })
         .collect();
     (0..n)
@@ -278,13 +301,18 @@ fn short_clips(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 fn status_of(records: &BTreeMap<String, Value>, id: &str) -> String {
-    records[&format!("{id}.json")]["status"].as_str().unwrap_or_default().to_string()
+    records[&format!("{id}.json")]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Validates documents against one of the published JSON Schemas with the
 /// `jsonschema` Python package (a real validator, not ours).
 fn validate_with_schema(schema: &str, docs: &[Value]) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue-adapter/schema").join(schema);
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("queue-adapter/schema")
+        .join(schema);
     let script = "import json,sys,jsonschema\n\
         s=json.load(open(sys.argv[1]))\n\
         jsonschema.Draft202012Validator.check_schema(s)\n\
@@ -329,7 +357,11 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
     )
     .unwrap();
     let t = rig.submit(&clips, "transcribe", &["--formats", "srt,vtt"]);
-    let ts = rig.submit(&[fixtures_dir().join("sample.wav")], "transcribe+summarize", &[]);
+    let ts = rig.submit(
+        &[fixtures_dir().join("sample.wav")],
+        "transcribe+summarize",
+        &[],
+    );
     let s = rig.submit(&[transcript], "summarize", &["--max-summary-tokens", "60"]);
 
     // Before the worker runs: pending, exit status 3.
@@ -341,7 +373,11 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
     assert_eq!(stats["succeeded"], 3, "{stats}");
 
     let out = rig.run(&["status", &t[0], &ts[0], &s[0]]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -355,14 +391,30 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
     }
     // transcribe: transcript and the asked-for renderings, no summary.
     let tr = &lines[0]["transcript"];
-    assert!(tr["text"].as_str().unwrap().split_whitespace().count() >= 5, "{tr}");
+    assert!(
+        tr["text"].as_str().unwrap().split_whitespace().count() >= 5,
+        "{tr}"
+    );
     assert!(tr["formats"]["srt"].as_str().unwrap().contains("-->"));
     assert!(tr["formats"]["vtt"].as_str().unwrap().starts_with("WEBVTT"));
     assert!(lines[0].get("summary").is_none());
     // transcribe+summarize: both.
-    let sample = lines[1]["transcript"]["text"].as_str().unwrap().to_lowercase();
-    assert!(sample.contains("launch") || sample.contains("marketing"), "{sample}");
-    assert!(lines[1]["summary"]["text"].as_str().unwrap().split_whitespace().count() >= 5);
+    let sample = lines[1]["transcript"]["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        sample.contains("launch") || sample.contains("marketing"),
+        "{sample}"
+    );
+    assert!(
+        lines[1]["summary"]["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count()
+            >= 5
+    );
     assert_eq!(lines[1]["summary"]["model"], "smollm2-135m-instruct");
     // summarize: summary only, within its token limit.
     assert!(lines[2].get("transcript").is_none());
@@ -372,12 +424,14 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
 
     // The records and the job examples satisfy the published schemas.
     validate_with_schema("result.schema.json", &lines);
-    let examples: Vec<Value> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queue-adapter/examples/jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("bad-"))
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-        .collect();
+    let examples: Vec<Value> = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("queue-adapter/examples/jobs"),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("bad-"))
+    .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+    .collect();
     validate_with_schema("job.schema.json", &examples);
     assert_eq!(rig.depth(), QueueDepth::default());
 }
@@ -387,19 +441,31 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
 fn crash_test(rig: Rig) {
     let clips = short_clips(rig.tmp.path(), 30);
     let ids = rig.submit(&clips, "transcribe", &[]);
-    let args = ["--no-summarizer", "--max-batch", "4", "--visibility-timeout", "3"];
+    let args = [
+        "--no-summarizer",
+        "--max-batch",
+        "4",
+        "--visibility-timeout",
+        "3",
+    ];
     let mut worker = rig.worker(&args, "first.log");
-    wait_until(Duration::from_secs(300), "the first results", || rig.records().len() >= 6);
+    wait_until(Duration::from_secs(300), "the first results", || {
+        rig.records().len() >= 6
+    });
     // Mid-batch: the next batch starts as soon as one ends.
     wait_until(Duration::from_secs(60), "a batch in progress", || {
-        rig.log("first.log").matches("batch started").count() > rig.log("first.log").matches("batch done").count()
+        rig.log("first.log").matches("batch started").count()
+            > rig.log("first.log").matches("batch done").count()
     });
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGKILL) };
     let st = worker.wait().unwrap();
     assert_eq!(st.code(), None, "killed by a signal");
     let done_before = rig.records().len();
-    assert!(done_before < 30, "the worker finished everything before the kill");
+    assert!(
+        done_before < 30,
+        "the worker finished everything before the kill"
+    );
 
     let stats = rig.drain(&args, "second.log");
     let records = rig.records();
@@ -411,8 +477,14 @@ fn crash_test(rig: Rig) {
         assert_eq!(r["status"], "succeeded", "{r}");
         assert_eq!(r["job_id"], id.as_str());
     }
-    let redelivered = records.values().filter(|r| r["attempt"].as_u64() > Some(1)).count();
-    assert!(redelivered >= 1, "jobs held by the killed worker come back: {stats}");
+    let redelivered = records
+        .values()
+        .filter(|r| r["attempt"].as_u64() > Some(1))
+        .count();
+    assert!(
+        redelivered >= 1,
+        "jobs held by the killed worker come back: {stats}"
+    );
     assert_eq!(rig.depth(), QueueDepth::default());
     assert!(rig.dlq_bodies().is_empty());
 }
@@ -453,12 +525,42 @@ fn sigterm_test(rig: Rig, grace: &str) {
     let depth = rig.depth();
     let records = rig.records().len() as u64;
     let checked = exited.elapsed();
-    assert!(checked < Duration::from_secs(1), "checking took {checked:?}");
-    assert_eq!(depth.in_flight, 0, "no job left leased by the stopped worker");
-    assert_eq!(depth.visible + records, ids.len() as u64, "finished or visible again");
+    assert!(
+        checked < Duration::from_secs(1),
+        "checking took {checked:?}"
+    );
+    assert_eq!(
+        depth.in_flight, 0,
+        "no job left leased by the stopped worker"
+    );
+    assert_eq!(
+        depth.visible + records,
+        ids.len() as u64,
+        "finished or visible again"
+    );
     assert!(depth.visible > 0, "SIGTERM came while jobs were waiting");
-    let stats: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
-    assert_eq!(stats["returned"].as_u64().unwrap(), depth.visible, "{stats}");
+    let stats: Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let returned = stats["returned"].as_u64().unwrap();
+    assert!(
+        returned >= 1,
+        "jobs the worker held were handed back: {stats}"
+    );
+    assert!(returned <= depth.visible, "{stats}");
+    if grace != "0" {
+        // With time to spare, the batch running at SIGTERM completes.
+        let ran = stats["batch_jobs"].as_u64().unwrap();
+        assert!(
+            ran >= 1 && stats["succeeded"].as_u64() == Some(ran),
+            "{stats}"
+        );
+    }
     // A later worker finishes the rest.
     rig.drain(&["--no-summarizer"], "after.log");
     assert_eq!(rig.records().len(), ids.len());
@@ -489,10 +591,17 @@ fn poison_inputs_fail_alone_in_their_batch() {
     let ids = rig.submit(&files, "transcribe", &[]);
     // A message that is not a job at all, in the same batch.
     let q = rig.queue();
-    let bad_id = rig.rt.block_on(q.send("{this is not json", &[("task".into(), "transcribe".into())])).unwrap();
+    let bad_id = rig
+        .rt
+        .block_on(q.send("{this is not json", &[("task".into(), "transcribe".into())]))
+        .unwrap();
 
     let stats = rig.drain(&["--no-summarizer", "--max-batch", "8"], "work.log");
-    assert!(rig.log("work.log").contains("batch started jobs=5"), "the good jobs and the corrupt one share a batch");
+    let log = rig.log("work.log");
+    assert!(
+        log.contains("received messages=6"),
+        "all six arrive in one batch:\n{log}"
+    );
     let records = rig.records();
     assert_eq!(records.len(), 6, "{records:?}");
     for (i, id) in ids.iter().enumerate() {
@@ -504,11 +613,24 @@ fn poison_inputs_fail_alone_in_their_batch() {
     let malformed = &records[&format!("{bad_id}.json")];
     assert_eq!(malformed["status"], "failed");
     assert_eq!(malformed["error"]["kind"], "bad_message");
-    assert!(malformed["error"]["message"].as_str().unwrap().contains("not JSON"));
-    assert_eq!((stats["succeeded"].as_u64(), stats["failed"].as_u64()), (Some(4), Some(2)), "{stats}");
+    assert!(malformed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not JSON"));
+    assert_eq!(
+        (stats["succeeded"].as_u64(), stats["failed"].as_u64()),
+        (Some(4), Some(2)),
+        "{stats}"
+    );
     assert_eq!(rig.depth(), QueueDepth::default());
-    assert!(rig.dlq_bodies().is_empty(), "permanent failures are recorded, not dead-lettered");
-    validate_with_schema("result.schema.json", &records.values().cloned().collect::<Vec<_>>());
+    assert!(
+        rig.dlq_bodies().is_empty(),
+        "permanent failures are recorded, not dead-lettered"
+    );
+    validate_with_schema(
+        "result.schema.json",
+        &records.values().cloned().collect::<Vec<_>>(),
+    );
 }
 
 #[test]
@@ -518,7 +640,11 @@ fn transient_failures_are_retried_then_dead_lettered() {
     // The second job's results go to a bucket that does not exist: writing
     // fails every time (transient), so SQS's redrive takes it after 2 receives.
     let ok = rig.submit(&clips[..1], "transcribe", &[]);
-    let doomed = rig.submit(&clips[1..], "transcribe", &["--results", "s3://no-such-bucket/results/"]);
+    let doomed = rig.submit(
+        &clips[1..],
+        "transcribe",
+        &["--results", "s3://no-such-bucket/results/"],
+    );
     let stats = rig.drain(&["--no-summarizer"], "work.log");
     assert_eq!(stats["succeeded"], 1, "{stats}");
     assert!(stats["retried"].as_u64().unwrap() >= 2, "{stats}");
@@ -541,7 +667,14 @@ fn heartbeats_keep_long_jobs_from_a_second_worker() {
         .map(|c| fixtures_dir().join(&c.file))
         .collect();
     let ids = rig.submit(&clips, "transcribe", &[]);
-    let args = ["--no-summarizer", "--max-batch", "3", "--visibility-timeout", "1", "--exit-when-empty"];
+    let args = [
+        "--no-summarizer",
+        "--max-batch",
+        "3",
+        "--visibility-timeout",
+        "1",
+        "--exit-when-empty",
+    ];
     let a = rig.worker(&args, "a.log");
     let b = rig.worker(&args, "b.log");
     for (w, log) in [(a, "a.log"), (b, "b.log")] {
@@ -558,7 +691,10 @@ fn heartbeats_keep_long_jobs_from_a_second_worker() {
         .values()
         .filter_map(|r| r["timings"]["transcribe"].as_f64())
         .fold(0.0, f64::max);
-    assert!(slow > 1.0, "the test needs a batch longer than the lease (longest {slow:.2} s)");
+    assert!(
+        slow > 1.0,
+        "the test needs a batch longer than the lease (longest {slow:.2} s)"
+    );
 }
 
 #[test]

@@ -70,7 +70,11 @@ impl QueueError {
         }
     }
 
-    pub(crate) fn service(service: &'static str, op: &'static str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn service(
+        service: &'static str,
+        op: &'static str,
+        e: impl std::fmt::Display,
+    ) -> Self {
         QueueError::Service {
             service,
             op,

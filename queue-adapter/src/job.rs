@@ -168,16 +168,15 @@ impl Job {
         let value: serde_json::Value = serde_json::from_str(body)
             .map_err(|e| QueueError::BadMessage(format!("body is not JSON: {e}")))?;
         match value.get("version") {
-            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(JOB_SCHEMA_VERSION as u64) => {}
-            Some(v) => {
-                return Err(QueueError::BadMessage(format!(
-                    "unsupported schema version {v} (this worker reads version {JOB_SCHEMA_VERSION})"
-                )))
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(JOB_SCHEMA_VERSION as u64) => {
             }
+            Some(v) => return Err(QueueError::BadMessage(format!(
+                "unsupported schema version {v} (this worker reads version {JOB_SCHEMA_VERSION})"
+            ))),
             None => return Err(QueueError::BadMessage("missing field `version`".into())),
         }
-        let job: Job = serde_json::from_value(value)
-            .map_err(|e| QueueError::BadMessage(e.to_string()))?;
+        let job: Job =
+            serde_json::from_value(value).map_err(|e| QueueError::BadMessage(e.to_string()))?;
         job.validate()?;
         if let Some(attr) = attributes.get(TASK_ATTRIBUTE) {
             let attr_task: TaskKind = attr.parse()?;
@@ -361,18 +360,29 @@ mod tests {
     #[test]
     fn malformed_messages_get_clear_permanent_errors() {
         assert!(err("{not json").contains("not JSON"));
-        assert!(err(r#"{"job_id":"a","task":"transcribe","audio":"s3://b/k"}"#)
-            .contains("missing field `version`"));
-        assert!(err(r#"{"version":2,"job_id":"a","task":"transcribe","audio":"s3://b/k"}"#)
-            .contains("unsupported schema version 2"));
-        assert!(err(r#"{"version":1,"job_id":"a","task":"translate","audio":"s3://b/k"}"#)
-            .contains("unknown variant `translate`"));
+        assert!(
+            err(r#"{"job_id":"a","task":"transcribe","audio":"s3://b/k"}"#)
+                .contains("missing field `version`")
+        );
+        assert!(
+            err(r#"{"version":2,"job_id":"a","task":"transcribe","audio":"s3://b/k"}"#)
+                .contains("unsupported schema version 2")
+        );
+        assert!(
+            err(r#"{"version":1,"job_id":"a","task":"translate","audio":"s3://b/k"}"#)
+                .contains("unknown variant `translate`")
+        );
         assert!(err(r#"{"version":1,"job_id":"a","task":"transcribe"}"#).contains("needs `audio`"));
-        assert!(err(r#"{"version":1,"job_id":"../x","task":"transcribe","audio":"/a.wav"}"#)
-            .contains("job_id"));
-        assert!(err(r#"{"version":1,"job_id":"a","task":"transcribe","audio":"s3://"}"#)
-            .contains("bucket"));
-        assert!(err(r#"{"version":1,"job_id":"a","task":"summarize"}"#).contains("`transcript` or `text`"));
+        assert!(
+            err(r#"{"version":1,"job_id":"../x","task":"transcribe","audio":"/a.wav"}"#)
+                .contains("job_id")
+        );
+        assert!(
+            err(r#"{"version":1,"job_id":"a","task":"transcribe","audio":"s3://"}"#)
+                .contains("bucket")
+        );
+        assert!(err(r#"{"version":1,"job_id":"a","task":"summarize"}"#)
+            .contains("`transcript` or `text`"));
         assert!(err(r#"{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{"formats":["docx"]}}"#)
             .contains("docx"));
     }
@@ -391,7 +401,10 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored_for_forward_compatibility() {
         let body = r#"{"version":1,"job_id":"a","task":"summarize","text":"hello","priority":5}"#;
-        assert_eq!(Job::parse(body, &no_attrs()).unwrap().text.as_deref(), Some("hello"));
+        assert_eq!(
+            Job::parse(body, &no_attrs()).unwrap().text.as_deref(),
+            Some("hello")
+        );
     }
 
     #[test]

@@ -43,14 +43,21 @@ pub fn now_rfc3339() -> String {
 /// Which queue to use.
 #[derive(Debug, Clone)]
 pub enum QueueSpec {
-    Sqs { url: String },
-    Local { dir: std::path::PathBuf, max_receives: u32 },
+    Sqs {
+        url: String,
+    },
+    Local {
+        dir: std::path::PathBuf,
+        max_receives: u32,
+    },
 }
 
 /// Opens the queue a spec names.
 pub async fn open_queue(spec: &QueueSpec) -> Result<Arc<dyn JobQueue>, QueueError> {
     Ok(match spec {
         QueueSpec::Sqs { url } => Arc::new(sqs::SqsQueue::connect(url).await?),
-        QueueSpec::Local { dir, max_receives } => Arc::new(local::LocalQueue::open(dir, *max_receives)?),
+        QueueSpec::Local { dir, max_receives } => {
+            Arc::new(local::LocalQueue::open(dir, *max_receives)?)
+        }
     })
 }

@@ -105,7 +105,9 @@ impl LocalQueue {
                 break;
             }
             let path = messages.join(&name);
-            let Some(mut s) = read_stored(&path)? else { continue };
+            let Some(mut s) = read_stored(&path)? else {
+                continue;
+            };
             if s.visible_at_ms > now {
                 continue;
             }
@@ -147,7 +149,9 @@ impl LocalQueue {
             return Err(stale());
         }
         match f(s) {
-            Some(next) => write_atomic_sync(&path, &serde_json::to_vec(&next).expect("serializable")),
+            Some(next) => {
+                write_atomic_sync(&path, &serde_json::to_vec(&next).expect("serializable"))
+            }
             None => {
                 std::fs::remove_file(&path)
                     .map_err(|e| QueueError::io(format!("deleting {}", path.display()), e))?;
@@ -175,7 +179,10 @@ impl LocalQueue {
             receive_count: 0,
             receipt: None,
         };
-        let path = self.dir.join("messages").join(format!("{nanos:024}-{id}.json"));
+        let path = self
+            .dir
+            .join("messages")
+            .join(format!("{nanos:024}-{id}.json"));
         write_atomic_sync(&path, &serde_json::to_vec(&s).expect("serializable"))?;
         Ok(id)
     }
@@ -198,7 +205,8 @@ impl LocalQueue {
 }
 
 fn list_json(dir: &Path) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| QueueError::io(format!("listing {}", dir.display()), e))?;
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| QueueError::io(format!("listing {}", dir.display()), e))?;
     let mut names: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
@@ -235,7 +243,12 @@ const POLL: Duration = Duration::from_millis(100);
 
 #[async_trait]
 impl JobQueue for LocalQueue {
-    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Delivery>> {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let q = self.clone();
@@ -302,18 +315,36 @@ mod tests {
     async fn lease_hides_then_redelivers_with_a_higher_count() {
         let dir = tempfile::tempdir().unwrap();
         let q = LocalQueue::open(dir.path(), 5).unwrap();
-        let id = q.send("a", &[("task".into(), "transcribe".into())]).await.unwrap();
+        let id = q
+            .send("a", &[("task".into(), "transcribe".into())])
+            .await
+            .unwrap();
         let first = q.receive(10, NOW, LEASE).await.unwrap();
         assert_eq!(first.len(), 1);
-        assert_eq!((first[0].message_id.as_str(), first[0].receive_count), (id.as_str(), 1));
+        assert_eq!(
+            (first[0].message_id.as_str(), first[0].receive_count),
+            (id.as_str(), 1)
+        );
         assert_eq!(first[0].attributes["task"], "transcribe");
-        assert!(q.receive(10, NOW, LEASE).await.unwrap().is_empty(), "leased");
-        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1 });
+        assert!(
+            q.receive(10, NOW, LEASE).await.unwrap().is_empty(),
+            "leased"
+        );
+        assert_eq!(
+            q.depth().await.unwrap(),
+            QueueDepth {
+                visible: 0,
+                in_flight: 1
+            }
+        );
         tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
         let again = q.receive(10, NOW, LEASE).await.unwrap();
         assert_eq!(again[0].receive_count, 2);
         // The first lease is gone: its receipt no longer acknowledges.
-        assert!(matches!(q.ack(&first[0].receipt).await, Err(QueueError::StaleReceipt(_))));
+        assert!(matches!(
+            q.ack(&first[0].receipt).await,
+            Err(QueueError::StaleReceipt(_))
+        ));
         q.ack(&again[0].receipt).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     }
@@ -338,15 +369,27 @@ mod tests {
         let q = LocalQueue::open(dir.path(), 2).unwrap();
         q.send("poison", &[]).await.unwrap();
         let d = q.receive(1, NOW, LEASE).await.unwrap().remove(0);
-        q.release(&d.receipt, Duration::from_millis(200)).await.unwrap();
-        assert!(q.receive(1, NOW, LEASE).await.unwrap().is_empty(), "delayed");
+        q.release(&d.receipt, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(1, NOW, LEASE).await.unwrap().is_empty(),
+            "delayed"
+        );
         // Released: the old receipt can no longer delete it.
         assert!(q.ack(&d.receipt).await.is_err());
-        let d = q.receive(1, Duration::from_secs(2), LEASE).await.unwrap().remove(0);
+        let d = q
+            .receive(1, Duration::from_secs(2), LEASE)
+            .await
+            .unwrap()
+            .remove(0);
         assert_eq!(d.receive_count, 2);
         q.release(&d.receipt, NOW).await.unwrap();
         assert!(q.receive(1, NOW, LEASE).await.unwrap().is_empty());
-        assert_eq!(q.dead_letters().unwrap(), vec![(d.message_id, "poison".to_string())]);
+        assert_eq!(
+            q.dead_letters().unwrap(),
+            vec![(d.message_id, "poison".to_string())]
+        );
     }
 
     #[tokio::test]
@@ -361,10 +404,22 @@ mod tests {
             assert_eq!(q.receive(2, NOW, LEASE).await.unwrap().len(), 2);
         }
         let q = LocalQueue::open(dir.path(), 5).unwrap();
-        let rest: Vec<String> = q.receive(10, NOW, LEASE).await.unwrap().into_iter().map(|d| d.body).collect();
+        let rest: Vec<String> = q
+            .receive(10, NOW, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.body)
+            .collect();
         assert_eq!(rest, ["m2", "m3", "m4"]);
         tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
-        let back: Vec<String> = q.receive(10, NOW, LEASE).await.unwrap().into_iter().map(|d| d.body).collect();
+        let back: Vec<String> = q
+            .receive(10, NOW, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.body)
+            .collect();
         assert_eq!(back, ["m0", "m1", "m2", "m3", "m4"]);
     }
 
@@ -381,6 +436,10 @@ mod tests {
         let got = q.receive(1, Duration::from_secs(5), LEASE).await.unwrap();
         sender.await.unwrap();
         assert_eq!(got.len(), 1);
-        assert!(t.elapsed() < Duration::from_secs(2), "waited {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "waited {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -36,7 +36,12 @@ pub struct QueueDepth {
 pub trait JobQueue: Send + Sync {
     /// Waits up to `wait` for messages and takes up to `max` of them, each
     /// leased for `visibility`.
-    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Delivery>>;
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>>;
     /// Extends a lease to `visibility` from now (a heartbeat).
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<()>;
     /// Deletes a finished message.

@@ -65,7 +65,9 @@ fn receipt_error<E>(op: &'static str, e: aws_sdk_sqs::error::SdkError<E>) -> Que
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let code = e.as_service_error().and_then(|s| s.code().map(str::to_owned));
+    let code = e
+        .as_service_error()
+        .and_then(|s| s.code().map(str::to_owned));
     match code.as_deref() {
         Some("ReceiptHandleIsInvalid")
         | Some("InvalidParameterValue")
@@ -78,7 +80,12 @@ where
 
 #[async_trait]
 impl JobQueue for SqsQueue {
-    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Delivery>> {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>> {
         let out = self
             .client
             .receive_message()
@@ -148,7 +155,11 @@ impl JobQueue for SqsQueue {
     }
 
     async fn send(&self, body: &str, attributes: &[(String, String)]) -> Result<String> {
-        let mut req = self.client.send_message().queue_url(&self.url).message_body(body);
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
         for (k, v) in attributes {
             let value = MessageAttributeValue::builder()
                 .data_type("String")

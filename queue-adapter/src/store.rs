@@ -153,7 +153,11 @@ impl Store {
                         if not_found {
                             QueueError::NotFound(loc.to_string())
                         } else {
-                            QueueError::service("s3", "GetObject", aws_sdk_s3::error::DisplayErrorContext(e))
+                            QueueError::service(
+                                "s3",
+                                "GetObject",
+                                aws_sdk_s3::error::DisplayErrorContext(e),
+                            )
                         }
                     })?;
                 let len = out.content_length().unwrap_or(0).max(0) as u64;
@@ -189,7 +193,11 @@ impl Store {
                     .send()
                     .await
                     .map_err(|e| {
-                        QueueError::service("s3", "PutObject", aws_sdk_s3::error::DisplayErrorContext(e))
+                        QueueError::service(
+                            "s3",
+                            "PutObject",
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
                     })?;
                 Ok(())
             }
@@ -246,7 +254,11 @@ impl Store {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| {
-                        QueueError::service("s3", "ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e))
+                        QueueError::service(
+                            "s3",
+                            "ListObjectsV2",
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
                     })?;
                     for obj in page.contents() {
                         if let Some(k) = obj.key() {
@@ -274,10 +286,17 @@ async fn read_local(p: &Path, max_bytes: u64) -> Result<Vec<u8>> {
         Err(e) => return Err(QueueError::io(format!("reading {}", p.display()), e)),
     };
     if meta.is_dir() {
-        return Err(QueueError::BadMessage(format!("{} is a directory", p.display())));
+        return Err(QueueError::BadMessage(format!(
+            "{} is a directory",
+            p.display()
+        )));
     }
     if meta.len() > max_bytes {
-        return Err(too_large(&Location::Local(p.to_path_buf()), meta.len(), max_bytes));
+        return Err(too_large(
+            &Location::Local(p.to_path_buf()),
+            meta.len(),
+            max_bytes,
+        ));
     }
     tokio::fs::read(p)
         .await
@@ -299,7 +318,10 @@ pub(crate) fn write_atomic_sync(p: &Path, bytes: &[u8]) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", p.display());
     let dir = p.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| QueueError::io(ctx("creating folder for"), e))?;
-    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| QueueError::io(ctx("writing"), e))?;
     f.write_all(bytes)
@@ -323,12 +345,21 @@ mod tests {
         assert_eq!(l.join("j.json").to_string(), "s3://b/results/j.json");
         let l = Location::parse("s3://b/results").unwrap();
         assert_eq!(l.join("j.json").to_string(), "s3://b/results/j.json");
-        assert_eq!(Location::parse("s3://b").unwrap().join("x").to_string(), "s3://b/x");
+        assert_eq!(
+            Location::parse("s3://b").unwrap().join("x").to_string(),
+            "s3://b/x"
+        );
         assert_eq!(
             Location::parse("file:///tmp/r").unwrap(),
             Location::Local("/tmp/r".into())
         );
-        assert_eq!(Location::parse("s3://b/a/x.WAV").unwrap().extension().as_deref(), Some("wav"));
+        assert_eq!(
+            Location::parse("s3://b/a/x.WAV")
+                .unwrap()
+                .extension()
+                .as_deref(),
+            Some("wav")
+        );
         assert!(Location::parse("gs://b/k").is_err());
         assert!(Location::parse("s3:///k").is_err());
     }
@@ -338,14 +369,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(S3Settings::default());
         let loc = Location::Local(dir.path().join("r/a.json"));
-        store.put(&loc, b"{}".to_vec(), "application/json").await.unwrap();
-        store.put(&loc, b"{\"x\":1}".to_vec(), "application/json").await.unwrap();
+        store
+            .put(&loc, b"{}".to_vec(), "application/json")
+            .await
+            .unwrap();
+        store
+            .put(&loc, b"{\"x\":1}".to_vec(), "application/json")
+            .await
+            .unwrap();
         assert_eq!(store.get(&loc, 100).await.unwrap(), b"{\"x\":1}");
-        assert!(matches!(store.get(&loc, 3).await, Err(QueueError::TooLarge(_))));
+        assert!(matches!(
+            store.get(&loc, 3).await,
+            Err(QueueError::TooLarge(_))
+        ));
         let missing = Location::Local(dir.path().join("nope"));
-        assert!(matches!(store.get(&missing, 9).await, Err(QueueError::NotFound(_))));
+        assert!(matches!(
+            store.get(&missing, 9).await,
+            Err(QueueError::NotFound(_))
+        ));
         assert_eq!(store.get_opt(&missing, 9).await.unwrap(), None);
-        let names = store.list(&Location::Local(dir.path().join("r"))).await.unwrap();
+        let names = store
+            .list(&Location::Local(dir.path().join("r")))
+            .await
+            .unwrap();
         assert_eq!(names, ["a.json"], "temporary files must not be left behind");
     }
 }

@@ -50,7 +50,14 @@ impl MotoServer {
             .map(|a| a.port())
             .expect("a free port");
         let child = Command::new(&py)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -58,7 +65,10 @@ impl MotoServer {
         let server = MotoServer { child, port };
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(60), "moto server did not start on port {port}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "moto server did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         server
@@ -107,7 +117,12 @@ impl MotoServer {
 
     /// Creates a queue with a dead-letter queue that takes messages after
     /// `max_receives` deliveries. Returns (queue URL, DLQ URL).
-    pub async fn queue_with_dlq(&self, name: &str, visibility_s: u32, max_receives: u32) -> (String, String) {
+    pub async fn queue_with_dlq(
+        &self,
+        name: &str,
+        visibility_s: u32,
+        max_receives: u32,
+    ) -> (String, String) {
         let sqs = self.sqs().await;
         let dlq = sqs
             .create_queue()
@@ -127,11 +142,15 @@ impl MotoServer {
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .expect("DLQ ARN");
-        let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+        let redrive =
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
         let url = sqs
             .create_queue()
             .queue_name(name)
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility_s.to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility_s.to_string(),
+            )
             .attributes(QueueAttributeName::RedrivePolicy, redrive)
             .send()
             .await
@@ -142,7 +161,13 @@ impl MotoServer {
     }
 
     pub async fn bucket(&self, name: &str) {
-        self.s3().await.create_bucket().bucket(name).send().await.expect("create bucket");
+        self.s3()
+            .await
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("create bucket");
     }
 
     /// Keys under a prefix.
@@ -156,7 +181,11 @@ impl MotoServer {
             .send()
             .await
             .expect("list objects");
-        let mut keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
         keys.sort();
         keys
     }
