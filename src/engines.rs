@@ -124,7 +124,9 @@ impl Engines {
     ) -> Vec<Result<Transcript, InferenceError>> {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
-        let mut groups: BTreeMap<(usize, Option<&str>, Option<&str>), Vec<usize>> = BTreeMap::new();
+        // (model index, language, prompt) → request indices.
+        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>);
+        let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
                 Ok(m) => groups.entry((m, r.language, r.prompt)).or_default().push(i),

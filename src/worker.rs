@@ -422,9 +422,24 @@ async fn receive_loop(shared: &Arc<Shared>, args: &WorkArgs, max_in_flight: usiz
                 Err(_) => break,
             }
         }
+        let receive = shared.queue.receive(permits.len(), wait, shared.visibility);
+        tokio::pin!(receive);
         let received = tokio::select! {
-            r = shared.queue.receive(permits.len(), wait, shared.visibility) => r,
-            _ = shared.stopping.cancelled() => return,
+            r = &mut receive => r,
+            _ = shared.stopping.cancelled() => {
+                // The long poll may be handing us messages right now: take
+                // them and give them straight back, rather than strand them
+                // behind a lease until it runs out.
+                if let Ok(Ok(late)) = tokio::time::timeout(wait + Duration::from_secs(5), receive).await {
+                    for d in &late {
+                        if let Err(e) = shared.queue.release(&d.receipt, Duration::ZERO).await {
+                            tracing::warn!(message_id = %d.message_id, error = %e, "release failed; the lease will run out instead");
+                        }
+                    }
+                    shared.stat(|s| s.returned += late.len() as u64);
+                }
+                return;
+            }
         };
         match received {
             Ok(deliveries) if deliveries.is_empty() => {

@@ -170,9 +170,11 @@ impl Job {
         match value.get("version") {
             Some(serde_json::Value::Number(n)) if n.as_u64() == Some(JOB_SCHEMA_VERSION as u64) => {
             }
-            Some(v) => return Err(QueueError::BadMessage(format!(
+            Some(v) => {
+                return Err(QueueError::BadMessage(format!(
                 "unsupported schema version {v} (this worker reads version {JOB_SCHEMA_VERSION})"
-            ))),
+            )))
+            }
             None => return Err(QueueError::BadMessage("missing field `version`".into())),
         }
         let job: Job =
