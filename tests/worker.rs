@@ -118,17 +118,7 @@ impl Rig {
         args.extend_from_slice(extra);
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         args.extend(names.iter().map(String::as_str));
-        let out = self.run(&args);
-        assert!(
-            out.status.success(),
-            "submit failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ids: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let ids = ok_lines(self.run(&args));
         assert_eq!(ids.len(), files.len(), "one job id per file");
         ids
     }
@@ -231,6 +221,21 @@ impl Rig {
                 .collect(),
         }
     }
+}
+
+/// Stdout lines of a command that must have succeeded.
+fn ok_lines(out: Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "earshot failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
@@ -372,15 +377,8 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
     let stats = rig.drain(&["--max-batch", "4"], "work.log");
     assert_eq!(stats["succeeded"], 3, "{stats}");
 
-    let out = rig.run(&["status", &t[0], &ts[0], &s[0]]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    let lines: Vec<Value> = ok_lines(rig.run(&["status", &t[0], &ts[0], &s[0]]))
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);

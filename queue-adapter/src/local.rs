@@ -404,23 +404,13 @@ mod tests {
             assert_eq!(q.receive(2, NOW, LEASE).await.unwrap().len(), 2);
         }
         let q = LocalQueue::open(dir.path(), 5).unwrap();
-        let rest: Vec<String> = q
-            .receive(10, NOW, LEASE)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.body)
-            .collect();
-        assert_eq!(rest, ["m2", "m3", "m4"]);
+        let bodies = |q: LocalQueue| async move {
+            let got = q.receive(10, NOW, LEASE).await.unwrap();
+            got.into_iter().map(|d| d.body).collect::<Vec<String>>()
+        };
+        assert_eq!(bodies(q.clone()).await, ["m2", "m3", "m4"]);
         tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
-        let back: Vec<String> = q
-            .receive(10, NOW, LEASE)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.body)
-            .collect();
-        assert_eq!(back, ["m0", "m1", "m2", "m3", "m4"]);
+        assert_eq!(bodies(q).await, ["m0", "m1", "m2", "m3", "m4"]);
     }
 
     #[tokio::test]
