@@ -374,8 +374,43 @@ fn every_task_type_end_to_end_on_sqs_with_schemas_and_status() {
     assert_eq!(pending.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&pending.stdout).contains("\"pending\""));
 
-    let stats = rig.drain(&["--max-batch", "4"], "work.log");
+    let moto = rig.moto.as_ref().unwrap();
+    let notify_url = rig.rt.block_on(async {
+        let sqs = moto.sqs().await;
+        let out = sqs.create_queue().queue_name("done").send().await.unwrap();
+        out.queue_url.unwrap()
+    });
+    let stats = rig.drain(
+        &["--max-batch", "4", "--notify-queue-url", &notify_url],
+        "work.log",
+    );
     assert_eq!(stats["succeeded"], 3, "{stats}");
+    // One notification per finished job, naming its record.
+    let notes = rig
+        .rt
+        .block_on(async {
+            let q = SqsQueue::with_client(moto.sqs().await, &notify_url);
+            q.receive(10, Duration::from_secs(1), Duration::from_secs(30))
+                .await
+        })
+        .unwrap();
+    let mut noted: Vec<String> = notes
+        .iter()
+        .map(|d| {
+            let v: Value = serde_json::from_str(&d.body).unwrap();
+            assert_eq!(v["status"], "succeeded");
+            let id = v["job_id"].as_str().unwrap().to_string();
+            assert_eq!(
+                v["result"],
+                format!("s3://{BUCKET}/earshot/results/{id}.json")
+            );
+            id
+        })
+        .collect();
+    noted.sort();
+    let mut all = vec![t[0].clone(), ts[0].clone(), s[0].clone()];
+    all.sort();
+    assert_eq!(noted, all);
 
     let lines: Vec<Value> = ok_lines(rig.run(&["status", &t[0], &ts[0], &s[0]]))
         .iter()
