@@ -23,6 +23,8 @@ pub struct SpeechRequest<'a> {
     pub model: Option<&'a str>,
     pub language: Option<&'a str>,
     pub prompt: Option<&'a str>,
+    /// 0: the default fallback schedule; above 0: start there.
+    pub temperature: f32,
 }
 
 /// One summarization request inside a batch.
@@ -33,15 +35,29 @@ pub struct SummaryRequest<'a> {
     pub max_tokens: Option<usize>,
 }
 
+/// Every loaded model. Split with [`Engines::split`] so the speech and the
+/// LLM batcher threads each own their half.
 pub struct Engines {
-    /// (name as configured, model); the first is the default.
-    whisper: Vec<(String, Whisper)>,
-    llm: Option<(String, Llm)>,
-    llm_args: LlmArgs,
-    /// Audio windows per Whisper batch.
-    pub max_batch: usize,
+    pub speech: SpeechEngine,
+    pub llm: Option<LlmEngine>,
     /// Seconds each model took to load, by model name.
     pub load_seconds: BTreeMap<String, f64>,
+}
+
+/// The Whisper models.
+pub struct SpeechEngine {
+    /// (name as configured, model); the first is the default.
+    whisper: Vec<(String, Whisper)>,
+    /// Audio windows per Whisper batch.
+    pub max_batch: usize,
+}
+
+/// The LLM and its settings.
+pub struct LlmEngine {
+    /// The name it was configured by.
+    pub name: String,
+    pub llm: Llm,
+    pub args: LlmArgs,
 }
 
 impl Engines {
@@ -67,27 +83,29 @@ impl Engines {
         let llm = if with_llm {
             let (llm, secs) = llm_args.load()?;
             load_seconds.insert(llm_args.llm_model.clone(), secs);
-            Some((llm_args.llm_model.clone(), llm))
+            Some(LlmEngine {
+                name: llm_args.llm_model.clone(),
+                llm,
+                args: llm_args.clone(),
+            })
         } else {
             None
         };
         Ok(Engines {
-            whisper,
+            speech: SpeechEngine {
+                whisper,
+                max_batch: max_batch.max(1),
+            },
             llm,
-            llm_args: llm_args.clone(),
-            max_batch: max_batch.max(1),
             load_seconds,
         })
     }
+}
 
+impl SpeechEngine {
     /// Whisper model names this process serves (default first).
     pub fn whisper_names(&self) -> Vec<&str> {
         self.whisper.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    /// The LLM this process serves, if any.
-    pub fn llm_name(&self) -> Option<&str> {
-        self.llm.as_ref().map(|(n, _)| n.as_str())
     }
 
     fn whisper_index(&self, model: Option<&str>) -> Result<usize, InferenceError> {
@@ -103,43 +121,39 @@ impl Engines {
             })
     }
 
-    fn llm_for(&self, model: Option<&str>) -> Result<&Llm, InferenceError> {
-        let (name, llm) = self
-            .llm
-            .as_ref()
-            .ok_or_else(|| InferenceError::BadOption("summarization is not enabled here".into()))?;
-        match model {
-            Some(want) if want != name && want != llm.name => Err(InferenceError::BadOption(
-                format!("LLM {want:?} is not served here (serving: {name})"),
-            )),
-            _ => Ok(llm),
-        }
-    }
-
-    /// Transcribes a batch; requests with the same model, language and
-    /// prompt decode together. Results come back in request order.
+    /// Transcribes a batch; requests with the same model, language, prompt
+    /// and temperature decode together. Results come back in request order.
     pub fn transcribe_many(
         &self,
         reqs: &[SpeechRequest<'_>],
     ) -> Vec<Result<Transcript, InferenceError>> {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
-        // (model index, language, prompt) → request indices.
-        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>);
+        // (model index, language, prompt, temperature bits) → request indices.
+        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32);
         let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
-                Ok(m) => groups.entry((m, r.language, r.prompt)).or_default().push(i),
+                Ok(m) => groups
+                    .entry((m, r.language, r.prompt, r.temperature.to_bits()))
+                    .or_default()
+                    .push(i),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        for ((m, language, prompt), idx) in groups {
-            let opts = TranscribeOptions {
+        for ((m, language, prompt, t), idx) in groups {
+            let mut opts = TranscribeOptions {
                 language: language.map(str::to_owned),
                 initial_prompt: prompt.map(str::to_owned),
                 max_batch: self.max_batch,
                 ..Default::default()
             };
+            let t = f32::from_bits(t);
+            if t > 0.0 {
+                // Start at the asked temperature; fall back upwards from it.
+                opts.temperatures.retain(|&x| x > t);
+                opts.temperatures.insert(0, t);
+            }
             let inputs: Vec<&[f32]> = idx.iter().map(|&i| reqs[i].samples).collect();
             let results = self.whisper[m].1.transcribe_batch(&inputs, &opts, None);
             for (i, r) in idx.into_iter().zip(results) {
@@ -152,10 +166,25 @@ impl Engines {
             })
             .collect()
     }
+}
 
-    /// Summarizes a batch; requests with the same model and token limit
-    /// share decode steps. A transcript with no words gets an empty
-    /// summary, not an error.
+impl LlmEngine {
+    /// Refuses a request for an LLM this process does not serve.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), InferenceError> {
+        match model {
+            Some(want) if want != self.name && want != self.llm.name => {
+                Err(InferenceError::BadOption(format!(
+                    "LLM {want:?} is not served here (serving: {})",
+                    self.name
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Summarizes a batch; requests with the same token limit share decode
+    /// steps. A transcript with no words gets an empty summary, not an
+    /// error.
     pub fn summarize_many(
         &self,
         reqs: &[SummaryRequest<'_>],
@@ -163,31 +192,24 @@ impl Engines {
         let mut out: Vec<Option<Result<Summary, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
         let mut groups: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
-        let mut llm = None;
         for (i, r) in reqs.iter().enumerate() {
             if r.segments.iter().all(|s| s.trim().is_empty()) {
                 out[i] = Some(Ok(crate::summarize::empty_summary()));
                 continue;
             }
-            match self.llm_for(r.model) {
-                Ok(l) => {
-                    llm = Some(l);
-                    groups.entry(r.max_tokens).or_default().push(i);
-                }
+            match self.check_model(r.model) {
+                Ok(()) => groups.entry(r.max_tokens).or_default().push(i),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        if let Some(llm) = llm {
-            for (max_tokens, idx) in groups {
-                let mut opts = self.llm_args.summary_options();
-                if let Some(n) = max_tokens {
-                    opts.max_tokens = n;
-                }
-                let docs: Vec<Vec<String>> =
-                    idx.iter().map(|&i| reqs[i].segments.to_vec()).collect();
-                for (i, r) in idx.into_iter().zip(summarize_many(llm, &docs, &opts)) {
-                    out[i] = Some(r);
-                }
+        for (max_tokens, idx) in groups {
+            let mut opts = self.args.summary_options();
+            if let Some(n) = max_tokens {
+                opts.max_tokens = n;
+            }
+            let docs: Vec<Vec<String>> = idx.iter().map(|&i| reqs[i].segments.to_vec()).collect();
+            for (i, r) in idx.into_iter().zip(summarize_many(&self.llm, &docs, &opts)) {
+                out[i] = Some(r);
             }
         }
         out.into_iter()

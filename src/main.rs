@@ -2,8 +2,10 @@
 //! summarization from the CLI; the queue worker and HTTP server build on
 //! the same engines).
 
+mod batcher;
 mod engines;
 mod jobs;
+mod server;
 mod summarize;
 mod transcribe;
 mod worker;
@@ -49,6 +51,8 @@ enum Command {
     Process(summarize::ProcessArgs),
     /// Run the LLM on a prompt (token ids and timings with --format json).
     Generate(summarize::GenerateArgs),
+    /// Serve the engines over HTTP (OpenAI-compatible endpoints, metrics).
+    Serve(Box<server::ServeArgs>),
     /// Drain a job queue (SQS, or the embedded local queue) through the engines.
     Work(Box<worker::WorkArgs>),
     /// Upload audio, enqueue jobs, print one job id per line.
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
         Command::Process(args) => summarize::process(args),
         Command::Generate(args) => summarize::generate(args),
         Command::Work(args) => worker::run(*args),
+        Command::Serve(args) => server::run(*args),
         Command::Submit(args) => jobs::submit(args),
         Command::Status(args) => jobs::status(args),
     };

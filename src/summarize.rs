@@ -73,7 +73,7 @@ impl LlmArgs {
         }
     }
 
-    fn engine(&self) -> EngineOptions {
+    pub(crate) fn engine(&self) -> EngineOptions {
         EngineOptions {
             max_batch: self.llm_batch.max(1),
             ..EngineOptions::default()

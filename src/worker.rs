@@ -22,9 +22,8 @@
 //! when the grace runs out, exit 0.
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,10 +38,11 @@ use earshot_queue_adapter::{
     Delivery, Job, JobQueue, JobStatus, Location, QueueError, ResultRecord, Store, TaskKind,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engines::{Engines, SpeechRequest, SummaryRequest};
+use crate::batcher::{BatchError, BatcherOptions, Batchers, SpeechJob, SummaryJob, Ticket};
+use crate::engines::Engines;
 use crate::jobs::QueueArgs;
 use crate::summarize::LlmArgs;
 
@@ -118,12 +118,23 @@ pub fn run(args: WorkArgs) -> Result<ExitCode> {
         args.max_batch,
     )?;
     tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
+    let max_batch = args.max_batch.max(1);
+    let max_in_flight = args.max_in_flight.unwrap_or(2 * max_batch).max(1);
+    let batchers = Batchers::start(
+        engines,
+        BatcherOptions {
+            max_batch,
+            queue_capacity: max_in_flight,
+            batch_wait: Duration::from_millis(args.batch_wait_ms),
+        },
+    )
+    .context("starting the engine threads")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(work(args, engines));
+    let result = rt.block_on(work(args, batchers, max_batch, max_in_flight));
     // The engine thread may still be inside a batch whose jobs were released;
     // leaving main ends it.
     rt.shutdown_background();
@@ -181,32 +192,23 @@ impl From<InferenceError> for Failure {
     }
 }
 
+impl From<BatchError> for Failure {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Inference(e) => e.into(),
+            BatchError::Unavailable(m) => Failure::Permanent {
+                kind: "bad_option",
+                message: m,
+            },
+            e @ (BatchError::Busy(_) | BatchError::Stopped(_)) => Failure::Transient(e.to_string()),
+        }
+    }
+}
+
 /// A job's decoded input.
 enum Input {
     Audio(Vec<f32>),
     Text(Vec<String>),
-}
-
-/// What the engine produced for one job.
-struct Produced {
-    transcript: Option<TranscriptRecord>,
-    summary: Option<SummaryRecord>,
-    timings: BTreeMap<String, f64>,
-    audio_seconds: f64,
-}
-
-const QUEUED: u8 = 0;
-const STARTED: u8 = 1;
-const WITHDRAWN: u8 = 2;
-
-/// A job waiting for (or in) the engine.
-struct WorkItem {
-    job: Job,
-    input: Input,
-    /// QUEUED → STARTED (engine takes it) or QUEUED → WITHDRAWN (its task
-    /// gives it back at shutdown); whoever swaps first wins.
-    state: Arc<AtomicU8>,
-    reply: oneshot::Sender<Result<Produced, Failure>>,
 }
 
 #[derive(Default, Serialize)]
@@ -215,9 +217,6 @@ struct Stats {
     failed: u64,
     retried: u64,
     returned: u64,
-    batches: u64,
-    batch_jobs: u64,
-    audio_seconds: f64,
     #[serde(skip)]
     first_receive: Option<Instant>,
     #[serde(skip)]
@@ -238,7 +237,7 @@ struct Shared {
     inflight: Mutex<HashMap<String, String>>,
     idle: Notify,
     stopping: CancellationToken,
-    engine_tx: mpsc::UnboundedSender<WorkItem>,
+    batchers: Batchers,
     stats: Mutex<Stats>,
 }
 
@@ -263,7 +262,12 @@ fn worker_id() -> String {
     format!("{host}/{}", std::process::id())
 }
 
-async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
+async fn work(
+    args: WorkArgs,
+    batchers: Batchers,
+    max_batch: usize,
+    max_in_flight: usize,
+) -> Result<ExitCode> {
     let queue = args.queue.open().await?;
     let notify = match &args.notify_queue_url {
         Some(url) => Some(
@@ -275,9 +279,6 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let max_batch = args.max_batch.max(1);
-    let max_in_flight = args.max_in_flight.unwrap_or(2 * max_batch).max(1);
-    let (engine_tx, engine_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         queue,
         store: args.queue.store(),
@@ -291,26 +292,9 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
         inflight: Mutex::new(HashMap::new()),
         idle: Notify::new(),
         stopping: CancellationToken::new(),
-        engine_tx,
+        batchers,
         stats: Mutex::new(Stats::default()),
     });
-
-    let engine_stop = shared.stopping.clone();
-    let batch_wait = Duration::from_millis(args.batch_wait_ms);
-    let engine_stats = shared.clone();
-    std::thread::Builder::new()
-        .name("earshot-engine".into())
-        .spawn(move || {
-            engine_loop(
-                engines,
-                engine_rx,
-                engine_stop,
-                max_batch,
-                batch_wait,
-                engine_stats,
-            )
-        })
-        .context("starting the engine thread")?;
 
     let signals = shared.stopping.clone();
     tokio::spawn(async move {
@@ -368,7 +352,12 @@ async fn work(args: WorkArgs, engines: Engines) -> Result<ExitCode> {
             _ => 0.0,
         };
         let mut v = serde_json::to_value(&*s).unwrap_or_default();
+        let b = &shared.batchers.stats;
         v["busy_seconds"] = serde_json::json!(busy);
+        v["batches"] = serde_json::json!(b.speech_batches.load(Ordering::Relaxed));
+        v["batch_jobs"] = serde_json::json!(b.speech_jobs.load(Ordering::Relaxed));
+        v["audio_seconds"] = serde_json::json!(b.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        v["summary_batches"] = serde_json::json!(b.llm_batches.load(Ordering::Relaxed));
         v
     });
     if let Ok(v) = summary {
@@ -388,7 +377,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
@@ -652,48 +641,101 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
     if shared.stopping.is_cancelled() {
         return End::Return;
     }
-    let state = Arc::new(AtomicU8::new(QUEUED));
-    let (tx, rx) = oneshot::channel();
-    let item = WorkItem {
-        job: job.clone(),
-        input,
-        state: state.clone(),
-        reply: tx,
-    };
-    if shared.engine_tx.send(item).is_err() {
-        return End::Retry("the engine has stopped".into());
-    }
-    let mut rx = rx;
-    let outcome = tokio::select! {
-        r = &mut rx => r,
-        _ = shared.stopping.cancelled() => {
-            // Not started yet: give it back now rather than at the deadline.
-            if state.compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                return End::Return;
-            }
-            // Running: let it finish; the grace deadline bounds the wait.
-            rx.await
+    let mut rec = base;
+    rec.timings.insert("fetch".into(), fetch_s);
+    match run_engines(shared, &job, input, &mut rec).await {
+        Ok(true) => End::Record(Box::new(rec), result_loc),
+        Ok(false) => End::Return,
+        Err(Failure::Permanent { kind, message }) => {
+            End::Record(failed(rec, kind, message), result_loc)
         }
-    };
-    match outcome {
-        Ok(r) => finish(base, r, fetch_s, result_loc),
-        Err(_) => End::Retry("the engine dropped the job".into()),
+        Err(Failure::Transient(m)) => End::Retry(m),
     }
 }
 
-fn finish(base: ResultRecord, r: Result<Produced, Failure>, fetch_s: f64, loc: Location) -> End {
-    match r {
-        Ok(p) => {
-            let mut rec = base;
-            rec.transcript = p.transcript;
-            rec.summary = p.summary;
-            rec.timings = p.timings;
-            rec.timings.insert("fetch".into(), fetch_s);
-            End::Record(Box::new(rec), loc)
+/// Waits for a batcher's result; at shutdown, takes the request back if no
+/// batch has started it (`None`: hand the job back to the queue).
+async fn wait_ticket<T>(shared: &Shared, mut ticket: Ticket<T>) -> Option<Result<T, BatchError>> {
+    tokio::select! {
+        r = ticket.result() => Some(r),
+        _ = shared.stopping.cancelled() => {
+            if ticket.withdraw() {
+                return None;
+            }
+            // Running: let it finish; the grace deadline bounds the wait.
+            Some(ticket.result().await)
         }
-        Err(Failure::Permanent { kind, message }) => End::Record(failed(base, kind, message), loc),
-        Err(Failure::Transient(m)) => End::Retry(m),
     }
+}
+
+/// Transcribes and/or summarizes through the shared batchers, filling
+/// `rec`. `Ok(false)`: shut down before the engines took it.
+async fn run_engines(
+    shared: &Shared,
+    job: &Job,
+    input: Input,
+    rec: &mut ResultRecord,
+) -> Result<bool, Failure> {
+    let b = &shared.batchers;
+    let o = &job.options;
+    let segments = match input {
+        Input::Text(s) => s,
+        Input::Audio(samples) => {
+            let t = Instant::now();
+            let ticket = b
+                .transcribe(
+                    SpeechJob {
+                        samples,
+                        model: o.model.clone(),
+                        language: o.language.clone(),
+                        prompt: o.prompt.clone(),
+                        temperature: 0.0,
+                    },
+                    true,
+                )
+                .await?;
+            let Some(r) = wait_ticket(shared, ticket).await else {
+                return Ok(false);
+            };
+            let tr = r?;
+            rec.timings
+                .insert("transcribe".into(), t.elapsed().as_secs_f64());
+            let model = o
+                .model
+                .clone()
+                .unwrap_or_else(|| b.info.whisper_models[0].clone());
+            let segments = tr
+                .segments
+                .iter()
+                .map(|s| s.text.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            rec.transcript = Some(transcript_record(&tr, model, &o.formats));
+            segments
+        }
+    };
+    if job.task.needs_summary() {
+        let t = Instant::now();
+        let ticket = b
+            .summarize(
+                SummaryJob {
+                    segments,
+                    model: o.llm_model.clone(),
+                    max_tokens: o.max_summary_tokens,
+                },
+                true,
+            )
+            .await?;
+        let Some(r) = wait_ticket(shared, ticket).await else {
+            return Ok(false);
+        };
+        let s = r?;
+        rec.timings
+            .insert("summarize".into(), t.elapsed().as_secs_f64());
+        let llm = b.info.llm_model.clone().unwrap_or_default();
+        rec.summary = Some(summary_record(&s, &llm));
+    }
+    Ok(true)
 }
 
 async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
@@ -729,180 +771,6 @@ async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
         }
     };
     Ok(Input::Text(crate::summarize::transcript_segments(&text)))
-}
-
-fn engine_loop(
-    engines: Engines,
-    mut rx: mpsc::UnboundedReceiver<WorkItem>,
-    stopping: CancellationToken,
-    max_batch: usize,
-    batch_wait: Duration,
-    shared: Arc<Shared>,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + batch_wait;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(_) => break,
-            }
-        }
-        if stopping.is_cancelled() {
-            // Their tasks withdraw them; drop the replies.
-            continue;
-        }
-        // Claim each item; the ones withdrawn at shutdown are skipped.
-        batch.retain(|it| {
-            it.state
-                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
-        if batch.is_empty() {
-            continue;
-        }
-        let n = batch.len();
-        tracing::info!(jobs = n, "batch started");
-        let t = Instant::now();
-        let results = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&engines, &batch)));
-        let results = match results {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::error!(jobs = n, "engine panicked; the batch will be retried");
-                batch
-                    .iter()
-                    .map(|_| Err(Failure::Transient("engine panicked".into())))
-                    .collect()
-            }
-        };
-        let audio: f64 = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|p| p.audio_seconds))
-            .sum();
-        tracing::info!(
-            jobs = n,
-            audio_s = format!("{audio:.1}"),
-            wall_s = format!("{:.2}", t.elapsed().as_secs_f64()),
-            "batch done"
-        );
-        shared.stat(|s| {
-            s.batches += 1;
-            s.batch_jobs += n as u64;
-            s.audio_seconds += audio;
-        });
-        for (item, r) in batch.into_iter().zip(results) {
-            let _ = item.reply.send(r);
-        }
-    }
-}
-
-/// Runs one batch: all transcriptions together, then all summaries
-/// together (including the ones of transcripts made a moment ago).
-fn run_batch(engines: &Engines, batch: &[WorkItem]) -> Vec<Result<Produced, Failure>> {
-    let mut out: Vec<Result<Produced, Failure>> = batch
-        .iter()
-        .map(|_| {
-            Ok(Produced {
-                transcript: None,
-                summary: None,
-                timings: BTreeMap::new(),
-                audio_seconds: 0.0,
-            })
-        })
-        .collect();
-
-    // Transcription.
-    let speech: Vec<usize> = (0..batch.len())
-        .filter(|&i| matches!(batch[i].input, Input::Audio(_)))
-        .collect();
-    let mut segments: Vec<Option<Vec<String>>> = batch
-        .iter()
-        .map(|it| match &it.input {
-            Input::Text(s) => Some(s.clone()),
-            Input::Audio(_) => None,
-        })
-        .collect();
-    if !speech.is_empty() {
-        let reqs: Vec<SpeechRequest<'_>> = speech
-            .iter()
-            .map(|&i| {
-                let Input::Audio(samples) = &batch[i].input else {
-                    unreachable!("filtered")
-                };
-                let o = &batch[i].job.options;
-                SpeechRequest {
-                    samples,
-                    model: o.model.as_deref(),
-                    language: o.language.as_deref(),
-                    prompt: o.prompt.as_deref(),
-                }
-            })
-            .collect();
-        let t = Instant::now();
-        let transcripts = engines.transcribe_many(&reqs);
-        let secs = t.elapsed().as_secs_f64();
-        for (&i, r) in speech.iter().zip(transcripts) {
-            match r {
-                Ok(tr) => {
-                    segments[i] = Some(
-                        tr.segments
-                            .iter()
-                            .map(|s| s.text.trim().to_owned())
-                            .filter(|s| !s.is_empty())
-                            .collect(),
-                    );
-                    let model = batch[i]
-                        .job
-                        .options
-                        .model
-                        .clone()
-                        .unwrap_or_else(|| engines.whisper_names()[0].to_string());
-                    if let Ok(p) = &mut out[i] {
-                        p.audio_seconds = tr.duration;
-                        p.timings.insert("transcribe".into(), secs);
-                        p.transcript =
-                            Some(transcript_record(&tr, model, &batch[i].job.options.formats));
-                    }
-                }
-                Err(e) => out[i] = Err(e.into()),
-            }
-        }
-    }
-
-    // Summaries.
-    let wants: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].job.task.needs_summary() && out[i].is_ok())
-        .collect();
-    if !wants.is_empty() {
-        let empty = Vec::new();
-        let reqs: Vec<SummaryRequest<'_>> = wants
-            .iter()
-            .map(|&i| SummaryRequest {
-                segments: segments[i].as_ref().unwrap_or(&empty),
-                model: batch[i].job.options.llm_model.as_deref(),
-                max_tokens: batch[i].job.options.max_summary_tokens,
-            })
-            .collect();
-        let t = Instant::now();
-        let summaries = engines.summarize_many(&reqs);
-        let secs = t.elapsed().as_secs_f64();
-        let llm = engines.llm_name().unwrap_or_default().to_string();
-        for (&i, r) in wants.iter().zip(summaries) {
-            match r {
-                Ok(s) => {
-                    if let Ok(p) = &mut out[i] {
-                        p.timings.insert("summarize".into(), secs);
-                        p.summary = Some(summary_record(&s, &llm));
-                    }
-                }
-                Err(e) => out[i] = Err(e.into()),
-            }
-        }
-    }
-    out
 }
 
 fn transcript_record(t: &Transcript, model: String, formats: &[String]) -> TranscriptRecord {

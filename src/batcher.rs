@@ -1,0 +1,530 @@
+//! The batchers: one thread per engine, each draining a bounded queue of
+//! requests and running what is ready as one batch. The queue worker and
+//! the HTTP server submit to the same [`Batchers`], so concurrent jobs and
+//! requests share encoder passes and decode steps.
+//!
+//! - Speech: up to `max_batch` requests at a time through
+//!   [`SpeechEngine::transcribe_many`] (audio windows of all of them in one
+//!   batched encoder pass and decode loop).
+//! - LLM: summaries through [`LlmEngine::summarize_many`]; streamed
+//!   generations (chat) through one long-lived [`Scheduler`] that admits
+//!   new sequences between decode steps (continuous batching) and drops a
+//!   sequence as soon as its receiver goes away.
+//!
+//! Every queued request carries a small state cell: the batcher claims it
+//! (QUEUED → STARTED) when it takes it into a batch; the submitter can
+//! withdraw it first (QUEUED → WITHDRAWN), which is how the worker hands
+//! unstarted jobs back to the queue at shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot_inference::error::InferenceError;
+use earshot_inference::llm::engine::{Event, GenOutput, GenRequest, Scheduler};
+use earshot_inference::llm::summarize::Summary;
+use earshot_inference::llm::{ChatMessage, Llm, SamplingParams};
+use earshot_inference::whisper::Transcript;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engines::{Engines, LlmEngine, SpeechEngine, SpeechRequest, SummaryRequest};
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+/// Why a batched request did not produce a result.
+#[derive(Debug, Error, Clone)]
+pub enum BatchError {
+    /// The engine refused or failed the input.
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    /// The batch queue is full: back off and retry.
+    #[error("the {0} queue is full")]
+    Busy(&'static str),
+    /// This process serves no such engine.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The batcher thread is gone (shutdown or a crash).
+    #[error("the {0} engine stopped")]
+    Stopped(&'static str),
+}
+
+/// A queued request's handle.
+pub struct Ticket<T> {
+    state: Arc<AtomicU8>,
+    rx: oneshot::Receiver<Result<T, BatchError>>,
+    engine: &'static str,
+}
+
+impl<T> Ticket<T> {
+    /// Takes the request back if no batch has started it yet.
+    pub fn withdraw(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Waits for the result.
+    pub async fn result(&mut self) -> Result<T, BatchError> {
+        (&mut self.rx)
+            .await
+            .unwrap_or(Err(BatchError::Stopped(self.engine)))
+    }
+}
+
+struct Queued<Req, T> {
+    req: Req,
+    state: Arc<AtomicU8>,
+    reply: oneshot::Sender<Result<T, BatchError>>,
+}
+
+impl<Req, T> Queued<Req, T> {
+    /// Claims the request for a batch; false when it was withdrawn.
+    fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// One transcription.
+pub struct SpeechJob {
+    pub samples: Vec<f32>,
+    pub model: Option<String>,
+    pub language: Option<String>,
+    pub prompt: Option<String>,
+    pub temperature: f32,
+}
+
+/// One summary.
+pub struct SummaryJob {
+    pub segments: Vec<String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<usize>,
+}
+
+/// One streamed generation.
+pub struct GenerateJob {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub events: mpsc::UnboundedSender<GenEvent>,
+}
+
+/// What a streamed generation reports.
+#[derive(Debug)]
+pub enum GenEvent {
+    /// Newly completed text (may be empty while a character or a possible
+    /// stop string is pending).
+    Text(String),
+    Done(GenOutput),
+    Failed(InferenceError),
+}
+
+enum LlmWork {
+    Summary(Queued<SummaryJob, Summary>),
+    Generate(GenerateJob),
+}
+
+/// Counters the batchers keep (read by the worker's summary and metrics).
+#[derive(Default)]
+pub struct BatchStats {
+    pub speech_batches: AtomicU64,
+    pub speech_jobs: AtomicU64,
+    /// Milli-seconds of audio transcribed.
+    pub audio_ms: AtomicU64,
+    pub llm_batches: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub speech_queued: AtomicU64,
+    pub llm_queued: AtomicU64,
+}
+
+/// Names and limits of what is loaded.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub whisper_models: Vec<String>,
+    pub llm_model: Option<String>,
+    pub load_seconds: std::collections::BTreeMap<String, f64>,
+}
+
+/// Handles to the batcher threads; cheap to clone.
+#[derive(Clone)]
+pub struct Batchers {
+    speech: mpsc::Sender<Queued<SpeechJob, Transcript>>,
+    llm: Option<mpsc::Sender<LlmWork>>,
+    /// The LLM's tokenizer and chat template, for building prompts on the
+    /// request's own task (off the batcher thread).
+    prompts: Option<Arc<PromptBuilder>>,
+    pub info: Arc<EngineInfo>,
+    pub stats: Arc<BatchStats>,
+}
+
+/// Builds LLM prompts on the caller's task. The model is immutable, so
+/// this shares it with the batcher thread; only the tokenizer and the
+/// template are used here.
+pub struct PromptBuilder {
+    engine: Arc<LlmEngine>,
+}
+
+impl PromptBuilder {
+    pub fn chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferenceError> {
+        self.engine.llm.chat_prompt(messages)
+    }
+    pub fn llm(&self) -> &Llm {
+        &self.engine.llm
+    }
+}
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherOptions {
+    /// Most speech requests per batch.
+    pub max_batch: usize,
+    /// Requests that may wait per engine before new ones are refused.
+    pub queue_capacity: usize,
+    /// After the first request of an idle engine arrives, how long to wait
+    /// for more to fill the batch.
+    pub batch_wait: Duration,
+}
+
+impl Batchers {
+    /// Starts one thread per engine; they run until every handle is dropped.
+    pub fn start(engines: Engines, opts: BatcherOptions) -> std::io::Result<Batchers> {
+        let info = Arc::new(EngineInfo {
+            whisper_models: engines
+                .speech
+                .whisper_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            llm_model: engines.llm.as_ref().map(|l| l.name.clone()),
+            load_seconds: engines.load_seconds.clone(),
+        });
+        let stats = Arc::new(BatchStats::default());
+        let cap = opts.queue_capacity.max(1);
+        let (speech_tx, speech_rx) = mpsc::channel(cap);
+        let s = stats.clone();
+        let speech = engines.speech;
+        std::thread::Builder::new()
+            .name("earshot-speech".into())
+            .spawn(move || speech_loop(speech, speech_rx, opts, s))?;
+        let (llm, prompts) = match engines.llm {
+            Some(engine) => {
+                let (tx, rx) = mpsc::channel(cap);
+                let engine = Arc::new(engine);
+                let prompts = Arc::new(PromptBuilder {
+                    engine: engine.clone(),
+                });
+                let s = stats.clone();
+                std::thread::Builder::new()
+                    .name("earshot-llm".into())
+                    .spawn(move || llm_loop(engine, rx, opts, s))?;
+                (Some(tx), Some(prompts))
+            }
+            None => (None, None),
+        };
+        Ok(Batchers {
+            speech: speech_tx,
+            llm,
+            prompts,
+            info,
+            stats,
+        })
+    }
+
+    /// Queues a transcription. `wait`: block while the queue is full (the
+    /// worker, already bounded by its in-flight slots) instead of failing
+    /// with [`BatchError::Busy`] (the HTTP server answers 503).
+    pub async fn transcribe(
+        &self,
+        job: SpeechJob,
+        wait: bool,
+    ) -> Result<Ticket<Transcript>, BatchError> {
+        let (q, ticket) = queued(job, "speech");
+        self.stats.speech_queued.fetch_add(1, Ordering::Relaxed);
+        let sent = if wait {
+            self.speech
+                .send(q)
+                .await
+                .map_err(|_| BatchError::Stopped("speech"))
+        } else {
+            self.speech.try_send(q).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BatchError::Busy("speech"),
+                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("speech"),
+            })
+        };
+        if sent.is_err() {
+            self.stats.speech_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent.map(|_| ticket)
+    }
+
+    fn llm(&self) -> Result<&mpsc::Sender<LlmWork>, BatchError> {
+        self.llm.as_ref().ok_or_else(|| {
+            BatchError::Unavailable("no LLM is loaded in this process (--no-summarizer)".into())
+        })
+    }
+
+    /// Queues a summary (see [`Batchers::transcribe`] for `wait`).
+    pub async fn summarize(
+        &self,
+        job: SummaryJob,
+        wait: bool,
+    ) -> Result<Ticket<Summary>, BatchError> {
+        let tx = self.llm()?;
+        let (q, ticket) = queued(job, "llm");
+        self.stats.llm_queued.fetch_add(1, Ordering::Relaxed);
+        let sent = if wait {
+            tx.send(LlmWork::Summary(q))
+                .await
+                .map_err(|_| BatchError::Stopped("llm"))
+        } else {
+            tx.try_send(LlmWork::Summary(q)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BatchError::Busy("llm"),
+                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("llm"),
+            })
+        };
+        if sent.is_err() {
+            self.stats.llm_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent.map(|_| ticket)
+    }
+
+    /// Starts a streamed generation; events arrive on the returned
+    /// receiver. Dropping the receiver cancels the generation.
+    pub fn generate(
+        &self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<mpsc::UnboundedReceiver<GenEvent>, BatchError> {
+        let tx = self.llm()?;
+        let (events, rx) = mpsc::unbounded_channel();
+        tx.try_send(LlmWork::Generate(GenerateJob {
+            prompt,
+            params,
+            events,
+        }))
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Busy("llm"),
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("llm"),
+        })?;
+        self.stats.llm_queued.fetch_add(1, Ordering::Relaxed);
+        Ok(rx)
+    }
+
+    /// Prompt building for the served LLM.
+    pub fn prompts(&self) -> Result<&PromptBuilder, BatchError> {
+        self.prompts.as_deref().ok_or_else(|| {
+            BatchError::Unavailable("no LLM is loaded in this process (--no-summarizer)".into())
+        })
+    }
+}
+
+fn queued<Req, T>(req: Req, engine: &'static str) -> (Queued<Req, T>, Ticket<T>) {
+    let state = Arc::new(AtomicU8::new(QUEUED));
+    let (reply, rx) = oneshot::channel();
+    (
+        Queued {
+            req,
+            state: state.clone(),
+            reply,
+        },
+        Ticket { state, rx, engine },
+    )
+}
+
+/// Blocks for one item, then gathers what else is ready (waiting up to
+/// `wait` for more) up to `max`.
+fn gather<T>(rx: &mut mpsc::Receiver<T>, max: usize, wait: Duration) -> Option<Vec<T>> {
+    let first = rx.blocking_recv()?;
+    let mut batch = vec![first];
+    let deadline = Instant::now() + wait;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn speech_loop(
+    engine: SpeechEngine,
+    mut rx: mpsc::Receiver<Queued<SpeechJob, Transcript>>,
+    opts: BatcherOptions,
+    stats: Arc<BatchStats>,
+) {
+    let max = opts.max_batch.max(1);
+    while let Some(mut batch) = gather(&mut rx, max, opts.batch_wait) {
+        stats
+            .speech_queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        batch.retain(|q| q.claim());
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        tracing::info!(jobs = n, "batch started");
+        let t = Instant::now();
+        let reqs: Vec<SpeechRequest<'_>> = batch
+            .iter()
+            .map(|q| SpeechRequest {
+                samples: &q.req.samples,
+                model: q.req.model.as_deref(),
+                language: q.req.language.as_deref(),
+                prompt: q.req.prompt.as_deref(),
+                temperature: q.req.temperature,
+            })
+            .collect();
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.transcribe_many(&reqs)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(jobs = n, "speech engine panicked");
+            reqs.iter()
+                .map(|_| Err(InferenceError::Model("the speech engine panicked".into())))
+                .collect()
+        });
+        drop(reqs);
+        let audio: f64 = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|t| t.duration))
+            .sum();
+        let wall = t.elapsed().as_secs_f64();
+        tracing::info!(
+            jobs = n,
+            audio_s = format!("{audio:.1}"),
+            wall_s = format!("{wall:.2}"),
+            "batch done"
+        );
+        stats.speech_batches.fetch_add(1, Ordering::Relaxed);
+        stats.speech_jobs.fetch_add(n as u64, Ordering::Relaxed);
+        stats
+            .audio_ms
+            .fetch_add((audio * 1000.0) as u64, Ordering::Relaxed);
+        metrics::counter!("earshot_speech_batches_total").increment(1);
+        metrics::histogram!("earshot_speech_batch_size").record(n as f64);
+        metrics::counter!("earshot_audio_seconds_total").increment(audio.round() as u64);
+        if audio > 0.0 {
+            metrics::histogram!("earshot_speech_real_time_factor").record(wall / audio);
+        }
+        for (q, r) in batch.into_iter().zip(results) {
+            let _ = q.reply.send(r.map_err(BatchError::from));
+        }
+    }
+}
+
+fn llm_loop(
+    engine: Arc<LlmEngine>,
+    mut rx: mpsc::Receiver<LlmWork>,
+    opts: BatcherOptions,
+    stats: Arc<BatchStats>,
+) {
+    let mut sched = Scheduler::new(&engine.llm, engine.args.engine());
+    let mut streams: HashMap<u64, mpsc::UnboundedSender<GenEvent>> = HashMap::new();
+    loop {
+        // Idle: block for work. Busy: only pick up what has arrived.
+        let mut work = Vec::new();
+        if sched.is_idle() {
+            match gather(&mut rx, usize::MAX, opts.batch_wait) {
+                Some(w) => work = w,
+                None => return,
+            }
+        } else {
+            while let Ok(w) = rx.try_recv() {
+                work.push(w);
+            }
+        }
+        stats
+            .llm_queued
+            .fetch_sub(work.len() as u64, Ordering::Relaxed);
+        let mut summaries = Vec::new();
+        for w in work {
+            match w {
+                LlmWork::Summary(q) => {
+                    if q.claim() {
+                        summaries.push(q);
+                    }
+                }
+                LlmWork::Generate(g) => match sched.submit(GenRequest {
+                    prompt: g.prompt,
+                    params: g.params,
+                }) {
+                    Ok(id) => {
+                        streams.insert(id, g.events);
+                    }
+                    Err(e) => {
+                        let _ = g.events.send(GenEvent::Failed(e));
+                    }
+                },
+            }
+        }
+        if !summaries.is_empty() {
+            let n = summaries.len();
+            tracing::info!(jobs = n, "summary batch started");
+            let reqs: Vec<SummaryRequest<'_>> = summaries
+                .iter()
+                .map(|q| SummaryRequest {
+                    segments: &q.req.segments,
+                    model: q.req.model.as_deref(),
+                    max_tokens: q.req.max_tokens,
+                })
+                .collect();
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.summarize_many(&reqs)
+            }))
+            .unwrap_or_else(|_| {
+                reqs.iter()
+                    .map(|_| Err(InferenceError::Model("the LLM engine panicked".into())))
+                    .collect()
+            });
+            drop(reqs);
+            let tokens: usize = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(|s| s.generated_tokens))
+                .sum();
+            stats.llm_batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .generated_tokens
+                .fetch_add(tokens as u64, Ordering::Relaxed);
+            metrics::counter!("earshot_llm_tokens_generated_total").increment(tokens as u64);
+            metrics::histogram!("earshot_llm_batch_size").record(n as f64);
+            for (q, r) in summaries.into_iter().zip(results) {
+                let _ = q.reply.send(r.map_err(BatchError::from));
+            }
+        }
+        if sched.is_idle() {
+            continue;
+        }
+        let active = sched.active();
+        metrics::histogram!("earshot_llm_batch_size").record(active as f64);
+        for ev in sched.step() {
+            let (id, out) = match ev {
+                Event::Token { id, text, .. } => {
+                    stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("earshot_llm_tokens_generated_total").increment(1);
+                    (id, GenEvent::Text(text))
+                }
+                Event::Done { id, output } => (id, GenEvent::Done(output)),
+                Event::Failed { id, error } => (id, GenEvent::Failed(error)),
+            };
+            let last = !matches!(out, GenEvent::Text(_));
+            let gone = match streams.get(&id) {
+                Some(tx) => tx.send(out).is_err(),
+                None => true,
+            };
+            if last {
+                streams.remove(&id);
+            } else if gone {
+                // The client went away: stop spending compute on it.
+                sched.cancel(id);
+                streams.remove(&id);
+            }
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! `earshot serve`: the engines over HTTP. OpenAI-compatible endpoints
+//! (`/v1/audio/transcriptions`, `/v1/chat/completions`, `/v1/models`),
+//! earshot's own (`/v1/summarize`, `/v1/process`), probes and Prometheus
+//! metrics. Requests go through the same [`Batchers`] as the queue worker,
+//! so concurrent requests share batches.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use earshot_inference::audio::{self, AudioError, DecodeLimits};
+use earshot_inference::error::InferenceError;
+use earshot_inference::llm::engine::FinishReason;
+use earshot_inference::llm::{ChatMessage, SamplingParams};
+use earshot_inference::whisper::format::{render, OutputFormat};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{BatchError, BatcherOptions, Batchers, GenEvent, SpeechJob, SummaryJob};
+use crate::engines::Engines;
+use crate::summarize::LlmArgs;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "EARSHOT_BIND", default_value = "0.0.0.0:8000")]
+    bind: SocketAddr,
+    /// Accepted bearer API keys (repeatable or comma-separated). None: no
+    /// authentication.
+    #[arg(
+        long = "api-key",
+        env = "EARSHOT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Largest request body, bytes (413 above).
+    #[arg(long, env = "EARSHOT_MAX_BODY_BYTES", default_value_t = 100 << 20)]
+    max_body_bytes: usize,
+    /// Longest audio per request, seconds (413 above).
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 3600.0)]
+    max_audio_seconds: f64,
+    /// Seconds before a request is answered 504.
+    #[arg(long, env = "EARSHOT_REQUEST_TIMEOUT", default_value_t = 600)]
+    request_timeout: u64,
+    /// Requests that may wait per engine; beyond it, 503 with Retry-After.
+    #[arg(long, env = "EARSHOT_QUEUE_CAPACITY", default_value_t = 64)]
+    queue_capacity: usize,
+    /// Requests per engine batch.
+    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
+    max_batch: usize,
+    /// Milliseconds an idle engine waits for more requests to fill a batch.
+    #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
+    batch_wait_ms: u64,
+    /// Seconds to finish in-flight requests after SIGTERM.
+    #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 30.0)]
+    shutdown_grace: f64,
+    /// Whisper models served (comma-separated; the first is the default).
+    #[arg(
+        long = "whisper-model",
+        env = "EARSHOT_WHISPER_MODEL",
+        default_value = "tiny.en",
+        value_delimiter = ','
+    )]
+    whisper_models: Vec<String>,
+    /// Do not load the LLM (no chat, summarize or process).
+    #[arg(long, env = "EARSHOT_NO_SUMMARIZER")]
+    no_summarizer: bool,
+    #[command(flatten)]
+    llm: LlmArgs,
+}
+
+/// Shared request state.
+struct AppState {
+    batchers: Batchers,
+    api_keys: Vec<Vec<u8>>,
+    max_audio_seconds: f64,
+    metrics: PrometheusHandle,
+    started: Instant,
+    default_max_tokens: usize,
+}
+
+type Shared = Arc<AppState>;
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+        ])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let t = Instant::now();
+    let engines = Engines::load(
+        &args.whisper_models,
+        &args.llm,
+        !args.no_summarizer,
+        args.max_batch,
+    )?;
+    for (model, secs) in &engines.load_seconds {
+        metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
+    }
+    tracing::info!(
+        load_s = format!("{:.2}", t.elapsed().as_secs_f64()),
+        "models loaded"
+    );
+    let batchers = Batchers::start(
+        engines,
+        BatcherOptions {
+            max_batch: args.max_batch.max(1),
+            queue_capacity: args.queue_capacity.max(1),
+            batch_wait: Duration::from_millis(args.batch_wait_ms),
+        },
+    )
+    .context("starting the engine threads")?;
+    let state = Arc::new(AppState {
+        batchers,
+        api_keys: args
+            .api_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect(),
+        max_audio_seconds: args.max_audio_seconds,
+        metrics,
+        started: Instant::now(),
+        default_max_tokens: args.llm.max_tokens,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(serve(args, state));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
+    let app = router(
+        state,
+        args.max_body_bytes,
+        Duration::from_secs(args.request_timeout),
+    );
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // Tests and scripts read the bound address (useful with port 0).
+    println!("listening on {addr}");
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        crate::worker::wait_for_signal().await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+        signal_stop.cancel();
+    });
+    let grace = Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    let drained = stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        drained.cancelled().await;
+    });
+    tokio::select! {
+        r = server => r.context("serving")?,
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("grace period over with requests still running");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
+    let api = Router::new()
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/v1/summarize", post(summarize))
+        .route("/v1/process", post(process))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(api)
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(req, next, timeout)
+        }))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn param(mut self, p: &'static str) -> Self {
+        self.param = Some(p);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "invalid_request_error",
+            429 | 503 => "server_busy",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        };
+        let body = json!({"error": {
+            "message": self.message,
+            "type": kind,
+            "param": self.param,
+            "code": self.status.as_u16().to_string(),
+        }});
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Inference(e) => e.into(),
+            BatchError::Busy(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("{e}: retry shortly"),
+                param: None,
+                retry_after: Some(1),
+            },
+            BatchError::Unavailable(m) => ApiError::bad(m).param("model"),
+            BatchError::Stopped(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                param: None,
+                retry_after: Some(5),
+            },
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        match &e {
+            InferenceError::Audio(a) if matches!(**a, AudioError::TooLong { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).param("file")
+            }
+            InferenceError::Audio(_) => ApiError::bad(e.to_string()).param("file"),
+            InferenceError::BadOption(_) => ApiError::bad(e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+/// Bearer API keys, compared in constant time.
+async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().as_bytes().to_vec());
+    let ok = match given {
+        Some(k) => state
+            .api_keys
+            .iter()
+            .fold(false, |acc, key| acc | constant_time_eq(key, &k)),
+        None => false,
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key (Authorization: Bearer ...)",
+        )
+        .into_response()
+    }
+}
+
+/// Equal-length comparison whose time does not depend on where the bytes
+/// differ (length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+async fn with_timeout(req: Request, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+/// Requests by route and status, and latency.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let method = req.method().to_string();
+    let t = Instant::now();
+    metrics::gauge!("earshot_http_requests_in_flight").increment(1.0);
+    let resp = next.run(req).await;
+    metrics::gauge!("earshot_http_requests_in_flight").decrement(1.0);
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("earshot_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("earshot_http_request_duration_seconds", "route" => route)
+        .record(t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn ready(State(state): State<Shared>) -> Response {
+    let info = &state.batchers.info;
+    Json(json!({
+        "status": "ready",
+        "whisper_models": info.whisper_models,
+        "llm_model": info.llm_model,
+        "load_seconds": info.load_seconds,
+        "uptime_s": state.started.elapsed().as_secs_f64(),
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(state): State<Shared>) -> Response {
+    let s = &state.batchers.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    metrics::gauge!("earshot_queue_depth", "engine" => "speech")
+        .set(s.speech_queued.load(Relaxed) as f64);
+    metrics::gauge!("earshot_queue_depth", "engine" => "llm")
+        .set(s.llm_queued.load(Relaxed) as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn models(State(state): State<Shared>) -> Json<Value> {
+    let info = &state.batchers.info;
+    let created = now_s();
+    let mut data: Vec<Value> = info
+        .whisper_models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "earshot"}))
+        .collect();
+    if let Some(m) = &info.llm_model {
+        data.push(json!({"id": m, "object": "model", "created": created, "owned_by": "earshot"}));
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The multipart fields of a transcription request.
+#[derive(Default)]
+struct AudioForm {
+    file: Option<(Vec<u8>, Option<String>)>,
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    temperature: f32,
+    response_format: Option<String>,
+    granularities: Vec<String>,
+    max_tokens: Option<usize>,
+}
+
+async fn read_form(mut mp: Multipart) -> Result<AudioForm, ApiError> {
+    let mut f = AudioForm::default();
+    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let ext = field
+                .file_name()
+                .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()));
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            f.file = Some((bytes.to_vec(), ext));
+            continue;
+        }
+        let text = field.text().await.map_err(multipart_error)?;
+        match name.as_str() {
+            "model" => f.model = Some(text),
+            "language" => f.language = Some(text).filter(|l| !l.is_empty()),
+            "prompt" => f.prompt = Some(text).filter(|p| !p.is_empty()),
+            "temperature" => {
+                f.temperature = text
+                    .parse()
+                    .ok()
+                    .filter(|t: &f32| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::bad("temperature must be a number from 0 to 1")
+                            .param("temperature")
+                    })?
+            }
+            "response_format" => f.response_format = Some(text),
+            "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
+            "max_tokens" => {
+                f.max_tokens = Some(text.parse().map_err(|_| {
+                    ApiError::bad("max_tokens must be a positive integer").param("max_tokens")
+                })?)
+            }
+            _ => {} // Unknown fields are ignored, as OpenAI does.
+        }
+    }
+    Ok(f)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    ApiError::new(
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        format!("reading the multipart body: {}", e.body_text()),
+    )
+}
+
+/// Decodes the uploaded file and transcribes it through the batcher.
+async fn transcribe_form(
+    state: &Shared,
+    form: &mut AudioForm,
+) -> Result<earshot_inference::whisper::Transcript, ApiError> {
+    let (bytes, ext) = form
+        .file
+        .take()
+        .ok_or_else(|| ApiError::bad("the multipart field `file` is required").param("file"))?;
+    let model = form
+        .model
+        .clone()
+        .filter(|m| m != "whisper-1" && !m.is_empty());
+    if let Some(m) = &model {
+        if !state.batchers.info.whisper_models.contains(m) {
+            return Err(ApiError::bad(format!(
+                "model {m:?} is not served here (serving: {})",
+                state.batchers.info.whisper_models.join(", ")
+            ))
+            .param("model"));
+        }
+    }
+    let limits = DecodeLimits {
+        max_duration_s: Some(state.max_audio_seconds),
+    };
+    let samples =
+        tokio::task::spawn_blocking(move || audio::load_bytes(bytes, ext.as_deref(), limits))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::from(InferenceError::from(e)))?;
+    let mut ticket = state
+        .batchers
+        .transcribe(
+            SpeechJob {
+                samples,
+                model,
+                language: form.language.clone(),
+                prompt: form.prompt.clone(),
+                temperature: form.temperature,
+            },
+            false,
+        )
+        .await?;
+    Ok(ticket.result().await?)
+}
+
+async fn transcriptions(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
+    let mut form = read_form(mp).await?;
+    let format = form
+        .response_format
+        .clone()
+        .unwrap_or_else(|| "json".into());
+    let fmt: OutputFormat = format.parse().map_err(|_| {
+        ApiError::bad(format!(
+            "response_format {format:?}: use json, text, srt, verbose_json or vtt"
+        ))
+        .param("response_format")
+    })?;
+    for g in &form.granularities {
+        if g != "segment" {
+            return Err(ApiError::bad(format!(
+                "timestamp_granularities {g:?}: only \"segment\" is supported"
+            ))
+            .param("timestamp_granularities"));
+        }
+    }
+    let t = transcribe_form(&state, &mut form).await?;
+    let body = render(&t, fmt);
+    let ctype = match fmt {
+        OutputFormat::Json | OutputFormat::VerboseJson => "application/json",
+        OutputFormat::Vtt => "text/vtt; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<ChatMessageIn>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Option<StopField>,
+    #[serde(default)]
+    n: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessageIn {
+    role: String,
+    content: ContentField,
+}
+
+/// OpenAI allows a string or an array of `{"type": "text", "text": ...}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ContentField {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+async fn chat_completions(
+    State(state): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = json_body(&body)?;
+    if req.n.unwrap_or(1) != 1 {
+        return Err(ApiError::bad("only n = 1 is supported").param("n"));
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::bad("messages must not be empty").param("messages"));
+    }
+    let prompts = state.batchers.prompts()?;
+    let name = state.batchers.info.llm_model.clone().unwrap_or_default();
+    if let Some(m) = req.model.as_deref() {
+        if m != name && m != prompts.llm().name {
+            return Err(
+                ApiError::bad(format!("model {m:?} is not served here (serving: {name})"))
+                    .param("model"),
+            );
+        }
+    }
+    let messages: Vec<ChatMessage> = req
+        .messages
+        .iter()
+        .map(|m| ChatMessage {
+            role: m.role.clone(),
+            content: match &m.content {
+                ContentField::Text(t) => t.clone(),
+                ContentField::Parts(parts) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            },
+        })
+        .collect();
+    let prompt = prompts.chat(&messages)?;
+    let params = SamplingParams {
+        temperature: req.temperature.unwrap_or(1.0),
+        top_p: req.top_p.unwrap_or(1.0),
+        seed: req.seed.unwrap_or_else(now_s),
+        max_new_tokens: req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(state.default_max_tokens)
+            .max(1),
+        stop: match req.stop {
+            Some(StopField::One(s)) => vec![s],
+            Some(StopField::Many(v)) => v,
+            None => Vec::new(),
+        },
+        ..SamplingParams::default()
+    };
+    let prompt_tokens = prompt.len();
+    let mut events = state.batchers.generate(prompt, params)?;
+    let id = format!("chatcmpl-{}", uuid_like());
+    let created = now_s();
+    if !req.stream {
+        let mut text = String::new();
+        while let Some(ev) = events.recv().await {
+            match ev {
+                GenEvent::Text(t) => text.push_str(&t),
+                GenEvent::Done(out) => return Ok(Json(json!({
+                    "id": id, "object": "chat.completion", "created": created, "model": name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
+                                 "finish_reason": finish(out.finish)}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": out.tokens.len(),
+                              "total_tokens": prompt_tokens + out.tokens.len()},
+                }))
+                .into_response()),
+                GenEvent::Failed(e) => return Err(e.into()),
+            }
+        }
+        return Err(BatchError::Stopped("llm").into());
+    }
+    let chunk = move |delta: Value, reason: Option<&str>| {
+        SseEvent::default().data(
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+            .to_string(),
+        )
+    };
+    let stream = async_stream_events(events, chunk);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Turns generation events into OpenAI's chunk stream, ending with `[DONE]`.
+fn async_stream_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
+    chunk: impl Fn(Value, Option<&str>) -> SseEvent + Send + 'static,
+) -> impl tokio_stream::Stream<Item = Result<SseEvent, std::convert::Infallible>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
+    tokio::spawn(async move {
+        if tx
+            .send(chunk(json!({"role": "assistant", "content": ""}), None))
+            .is_err()
+        {
+            return;
+        }
+        while let Some(ev) = events.recv().await {
+            let sent = match ev {
+                GenEvent::Text(t) if t.is_empty() => Ok(()),
+                GenEvent::Text(t) => tx.send(chunk(json!({"content": t}), None)),
+                GenEvent::Done(out) => {
+                    let _ = tx.send(chunk(json!({}), Some(finish(out.finish))));
+                    let _ = tx.send(SseEvent::default().data("[DONE]"));
+                    return;
+                }
+                GenEvent::Failed(e) => {
+                    let _ = tx.send(
+                        SseEvent::default().data(
+                            json!({"error": {"message": e.to_string(), "type": "server_error"}})
+                                .to_string(),
+                        ),
+                    );
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // Client gone: dropping `events` cancels the generation.
+            }
+        }
+    });
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok)
+}
+
+fn finish(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn uuid_like() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[derive(Deserialize)]
+struct SummarizeRequest {
+    /// The transcript: plain text or earshot's transcript JSON.
+    text: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+}
+
+async fn summarize(
+    State(state): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: SummarizeRequest = json_body(&body)?;
+    if req.text.trim().is_empty() {
+        return Err(ApiError::bad("text must not be empty").param("text"));
+    }
+    let segments = crate::summarize::transcript_segments(&req.text);
+    let mut ticket = state
+        .batchers
+        .summarize(
+            SummaryJob {
+                segments,
+                model: req.model,
+                max_tokens: req.max_tokens,
+            },
+            false,
+        )
+        .await?;
+    let s = ticket.result().await?;
+    Ok(Json(json!({
+        "summary": s.text,
+        "model": state.batchers.info.llm_model,
+        "chunks": s.chunks,
+        "levels": s.levels,
+        "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.generated_tokens},
+    }))
+    .into_response())
+}
+
+async fn process(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
+    let mut form = read_form(mp).await?;
+    let t = transcribe_form(&state, &mut form).await?;
+    let segments: Vec<String> = t
+        .segments
+        .iter()
+        .map(|s| s.text.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut ticket = state
+        .batchers
+        .summarize(
+            SummaryJob {
+                segments,
+                model: None,
+                max_tokens: form.max_tokens,
+            },
+            false,
+        )
+        .await?;
+    let s = ticket.result().await?;
+    Ok(Json(json!({
+        "text": t.text.trim(),
+        "language": t.language,
+        "duration": t.duration,
+        "segments": t.segments.iter().map(|s| json!({"start": s.start, "end": s.end, "text": s.text.trim()})).collect::<Vec<_>>(),
+        "summary": s.text,
+        "models": {"whisper": form.model.unwrap_or_else(|| state.batchers.info.whisper_models[0].clone()), "llm": state.batchers.info.llm_model},
+    }))
+    .into_response())
+}
