@@ -345,7 +345,8 @@ async fn track(req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
+        // Unmatched paths share one label: no cardinality from scanners.
+        .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
     let t = Instant::now();
     metrics::gauge!("earshot_http_requests_in_flight").increment(1.0);
