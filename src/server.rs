@@ -199,6 +199,9 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req, next| {
+            refuse_large(req, next, max_body)
+        }))
+        .layer(middleware::from_fn(move |req, next| {
             with_timeout(req, next, timeout)
         }))
         .layer(middleware::from_fn(track))
@@ -326,6 +329,25 @@ async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> R
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Answers 413 from the headers alone when the declared body is over the
+/// limit, before reading any of it (bodies without a length are cut off by
+/// `DefaultBodyLimit` while being read).
+async fn refuse_large(req: Request, next: Next, max: usize) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {n} bytes; the limit is {max}"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn with_timeout(req: Request, next: Next, limit: Duration) -> Response {

@@ -1,0 +1,148 @@
+//! `earshot serve` end to end: the real binary on a loopback port, the real
+//! tiny.en and SmolLM2 models, driven by the official `openai` Python client
+//! and parsed by `prometheus_client` (both from the test virtual
+//! environment `scripts/test` builds).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use earshot_inference::testing::{fixtures_dir, real_llm_path};
+use earshot_queue_adapter::testing::python;
+
+/// A running server; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        real_llm_path("smollm2-135m-instruct"); // fails with instructions when models are missing
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("EARSHOT_") && k != "EARSHOT_MODELS_DIR" {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .env("HF_HUB_OFFLINE", "1")
+            .env("EARSHOT_LOG", "warn,symphonia_core=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("earshot serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("listening on ") {
+                        break a.to_string();
+                    }
+                }
+                _ => panic!("earshot serve exited before listening"),
+            }
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_py(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_openai_client_works_against_every_endpoint() {
+    let server = Server::start(&["--api-key", "sk-test-1,sk-test-2"]);
+    let sample = fixtures_dir().join("sample.wav");
+    let junk = fixtures_dir().join("not-audio.txt");
+    let out = run_py(&[
+        &script("openai_client.py"),
+        &server.base,
+        "sk-test-2",
+        &sample.display().to_string(),
+        &junk.display().to_string(),
+    ]);
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON summary");
+    assert!(seen["segments"].as_u64().unwrap() >= 3, "{seen}");
+    assert!(seen["stream_chunks"].as_u64().unwrap() >= 2, "{seen}");
+
+    // Then the metrics, through a real Prometheus text parser.
+    let names = run_py(&[
+        &script("metrics_parse.py"),
+        &format!("{}/metrics", server.base),
+    ]);
+    for want in [
+        "earshot_http_requests_total",
+        "earshot_http_request_duration_seconds",
+        "earshot_http_requests_in_flight",
+        "earshot_speech_batches_total",
+        "earshot_speech_batch_size",
+        "earshot_speech_real_time_factor",
+        "earshot_audio_seconds_total",
+        "earshot_llm_tokens_generated_total",
+        "earshot_llm_batch_size",
+        "earshot_queue_depth",
+        "earshot_model_load_seconds",
+    ] {
+        assert!(
+            names.lines().any(|l| l == want),
+            "{want} missing from /metrics: {names}"
+        );
+    }
+}
+
+#[test]
+fn full_queue_answers_503_with_retry_after_and_big_bodies_413() {
+    let server = Server::start(&[
+        "--queue-capacity",
+        "1",
+        "--max-batch",
+        "1",
+        "--max-body-bytes",
+        "2000000",
+        "--no-summarizer",
+    ]);
+    let sample = fixtures_dir().join("ten-minutes.wav");
+    let out = run_py(&[
+        &script("overload.py"),
+        &server.base,
+        &sample.display().to_string(),
+        &fixtures_dir().join("sample.wav").display().to_string(),
+    ]);
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON summary");
+    assert!(seen["ok"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(seen["busy"].as_u64().unwrap() >= 1, "{seen}");
+    std::thread::sleep(Duration::from_millis(10));
+}
