@@ -35,6 +35,64 @@ pub struct SummaryRequest<'a> {
     pub max_tokens: Option<usize>,
 }
 
+/// Which models to load and how to batch them: shared by `work` and
+/// `serve`.
+#[derive(clap::Args)]
+pub struct EngineArgs {
+    /// Whisper models served (comma-separated; the first is the default).
+    #[arg(
+        long = "whisper-model",
+        env = "EARSHOT_WHISPER_MODEL",
+        default_value = "tiny.en",
+        value_delimiter = ','
+    )]
+    pub whisper_models: Vec<String>,
+    /// Do not load the LLM: transcription only (summaries and chat are
+    /// refused).
+    #[arg(long, env = "EARSHOT_NO_SUMMARIZER")]
+    pub no_summarizer: bool,
+    /// Requests (jobs) per speech batch, and audio windows per Whisper batch.
+    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
+    pub max_batch: usize,
+    /// Milliseconds an idle engine waits for more requests to fill a batch.
+    #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+impl EngineArgs {
+    pub fn max_batch(&self) -> usize {
+        self.max_batch.max(1)
+    }
+
+    /// Loads the models.
+    pub fn load(&self) -> Result<Engines> {
+        let engines = Engines::load(
+            &self.whisper_models,
+            &self.llm,
+            !self.no_summarizer,
+            self.max_batch(),
+        )?;
+        tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
+        Ok(engines)
+    }
+
+    /// Loads the models and starts their batcher threads.
+    pub fn start(&self, queue_capacity: usize) -> Result<crate::batcher::Batchers> {
+        let engines = self.load()?;
+        crate::batcher::Batchers::start(
+            engines,
+            crate::batcher::BatcherOptions {
+                max_batch: self.max_batch(),
+                queue_capacity: queue_capacity.max(1),
+                batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
+            },
+        )
+        .context("starting the engine threads")
+    }
+}
+
 /// Every loaded model. Split with [`Engines::split`] so the speech and the
 /// LLM batcher threads each own their half.
 pub struct Engines {

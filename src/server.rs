@@ -27,9 +27,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{BatchError, BatcherOptions, Batchers, GenEvent, SpeechJob, SummaryJob};
-use crate::engines::Engines;
-use crate::summarize::LlmArgs;
+use crate::batcher::{BatchError, Batchers, GenEvent, SpeechJob, SummaryJob};
+use crate::engines::EngineArgs;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -57,28 +56,11 @@ pub struct ServeArgs {
     /// Requests that may wait per engine; beyond it, 503 with Retry-After.
     #[arg(long, env = "EARSHOT_QUEUE_CAPACITY", default_value_t = 64)]
     queue_capacity: usize,
-    /// Requests per engine batch.
-    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
-    max_batch: usize,
-    /// Milliseconds an idle engine waits for more requests to fill a batch.
-    #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
-    batch_wait_ms: u64,
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 30.0)]
     shutdown_grace: f64,
-    /// Whisper models served (comma-separated; the first is the default).
-    #[arg(
-        long = "whisper-model",
-        env = "EARSHOT_WHISPER_MODEL",
-        default_value = "tiny.en",
-        value_delimiter = ','
-    )]
-    whisper_models: Vec<String>,
-    /// Do not load the LLM (no chat, summarize or process).
-    #[arg(long, env = "EARSHOT_NO_SUMMARIZER")]
-    no_summarizer: bool,
     #[command(flatten)]
-    llm: LlmArgs,
+    engines: EngineArgs,
 }
 
 /// Shared request state.
@@ -101,29 +83,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .context("metrics buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let t = Instant::now();
-    let engines = Engines::load(
-        &args.whisper_models,
-        &args.llm,
-        !args.no_summarizer,
-        args.max_batch,
-    )?;
-    for (model, secs) in &engines.load_seconds {
+    let batchers = args.engines.start(args.queue_capacity)?;
+    for (model, secs) in &batchers.info.load_seconds {
         metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
     }
-    tracing::info!(
-        load_s = format!("{:.2}", t.elapsed().as_secs_f64()),
-        "models loaded"
-    );
-    let batchers = Batchers::start(
-        engines,
-        BatcherOptions {
-            max_batch: args.max_batch.max(1),
-            queue_capacity: args.queue_capacity.max(1),
-            batch_wait: Duration::from_millis(args.batch_wait_ms),
-        },
-    )
-    .context("starting the engine threads")?;
     let state = Arc::new(AppState {
         batchers,
         api_keys: args
@@ -134,7 +97,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_audio_seconds: args.max_audio_seconds,
         metrics,
         started: Instant::now(),
-        default_max_tokens: args.llm.max_tokens,
+        default_max_tokens: args.engines.llm.max_tokens,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -41,18 +41,14 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{BatchError, BatcherOptions, Batchers, SpeechJob, SummaryJob, Ticket};
-use crate::engines::Engines;
+use crate::batcher::{BatchError, Batchers, SpeechJob, SummaryJob, Ticket};
+use crate::engines::EngineArgs;
 use crate::jobs::QueueArgs;
-use crate::summarize::LlmArgs;
 
 #[derive(clap::Args)]
 pub struct WorkArgs {
     #[command(flatten)]
     queue: QueueArgs,
-    /// Jobs per engine batch (and audio windows per Whisper batch).
-    #[arg(long, env = "EARSHOT_MAX_BATCH", default_value_t = 8)]
-    max_batch: usize,
     /// Jobs held at once (received, downloading, waiting, running); bounds
     /// memory to about this × the largest decoded audio. Default: 2 × max batch.
     #[arg(long, env = "EARSHOT_MAX_IN_FLIGHT")]
@@ -78,18 +74,6 @@ pub struct WorkArgs {
     /// Refuse input files larger than this many bytes.
     #[arg(long, env = "EARSHOT_MAX_AUDIO_BYTES", default_value_t = 512 << 20)]
     max_audio_bytes: u64,
-    /// Whisper models served (comma-separated; the first is the default).
-    #[arg(
-        long = "whisper-model",
-        env = "EARSHOT_WHISPER_MODEL",
-        default_value = "tiny.en",
-        value_delimiter = ','
-    )]
-    whisper_models: Vec<String>,
-    /// Do not load the LLM: a transcription-only worker (summarize jobs fail
-    /// with bad_option).
-    #[arg(long, env = "EARSHOT_NO_SUMMARIZER")]
-    no_summarizer: bool,
     /// SQS queue that gets a small notification per finished job.
     #[arg(long, env = "EARSHOT_NOTIFY_QUEUE_URL")]
     notify_queue_url: Option<String>,
@@ -97,12 +81,8 @@ pub struct WorkArgs {
     /// benchmarks, tests).
     #[arg(long)]
     exit_when_empty: bool,
-    /// Milliseconds the engine waits for more ready jobs to fill a batch
-    /// after the first arrives (when it was idle).
-    #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
-    batch_wait_ms: u64,
     #[command(flatten)]
-    llm: LlmArgs,
+    engines: EngineArgs,
 }
 
 /// Largest transcript accepted by a summarize job.
@@ -111,24 +91,9 @@ const MAX_TRANSCRIPT_BYTES: u64 = 16 << 20;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
 
 pub fn run(args: WorkArgs) -> Result<ExitCode> {
-    let engines = Engines::load(
-        &args.whisper_models,
-        &args.llm,
-        !args.no_summarizer,
-        args.max_batch,
-    )?;
-    tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
-    let max_batch = args.max_batch.max(1);
+    let max_batch = args.engines.max_batch();
     let max_in_flight = args.max_in_flight.unwrap_or(2 * max_batch).max(1);
-    let batchers = Batchers::start(
-        engines,
-        BatcherOptions {
-            max_batch,
-            queue_capacity: max_in_flight,
-            batch_wait: Duration::from_millis(args.batch_wait_ms),
-        },
-    )
-    .context("starting the engine threads")?;
+    let batchers = args.engines.start(max_in_flight)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
