@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 30.0)]
     shutdown_grace: f64,
+    /// Also run the queue worker in this process, on the same models and
+    /// batchers (its settings are `earshot work`'s).
+    #[arg(long, env = "EARSHOT_WORKER")]
+    worker: bool,
+    #[command(flatten)]
+    worker_options: crate::worker::WorkerOptions,
     #[command(flatten)]
     engines: EngineArgs,
 }
@@ -110,6 +116,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
+    let batchers = state.batchers.clone();
     let app = router(
         state,
         args.max_body_bytes,
@@ -121,7 +128,11 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     // Tests and scripts read the bound address (useful with port 0).
-    println!("listening on {addr}");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
+    }
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
     tokio::spawn(async move {
@@ -130,6 +141,17 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
         signal_stop.cancel();
     });
     let grace = Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    let worker = args.worker.then(|| {
+        let ctx = crate::worker::WorkerContext {
+            batchers,
+            shutdown_grace: args.shutdown_grace,
+            max_audio_seconds: args.max_audio_seconds,
+            stop: stop.clone(),
+        };
+        let max_batch = args.engines.max_batch();
+        let opts = args.worker_options;
+        tokio::spawn(async move { crate::worker::work(&opts, ctx, max_batch).await })
+    });
     let drained = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         drained.cancelled().await;
@@ -139,6 +161,10 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
         _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("grace period over with requests still running");
         }
+    }
+    if let Some(w) = worker {
+        // The worker bounds its own drain by the same grace period.
+        w.await.context("worker task")??;
     }
     Ok(ExitCode::SUCCESS)
 }

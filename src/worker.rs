@@ -22,6 +22,7 @@
 //! when the grace runs out, exit 0.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,23 @@ use crate::jobs::QueueArgs;
 #[derive(clap::Args)]
 pub struct WorkArgs {
     #[command(flatten)]
+    pub worker: WorkerOptions,
+    /// Seconds after SIGTERM to finish running jobs before releasing them
+    /// (spot interruptions give 120; keep it below the pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 90.0)]
+    shutdown_grace: f64,
+    /// Refuse audio longer than this many seconds (a permanent failure).
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 3600.0)]
+    max_audio_seconds: f64,
+    #[command(flatten)]
+    engines: EngineArgs,
+}
+
+/// The worker's own settings (`earshot work`, and `earshot serve --worker`).
+#[derive(clap::Args)]
+pub struct WorkerOptions {
+    #[command(flatten)]
     queue: QueueArgs,
     /// Jobs held at once (received, downloading, waiting, running); bounds
     /// memory to about this × the largest decoded audio. Default: 2 × max batch.
@@ -59,18 +77,10 @@ pub struct WorkArgs {
     /// Long-poll wait per receive, seconds (SQS allows up to 20).
     #[arg(long, env = "EARSHOT_WAIT_SECONDS", default_value_t = 20)]
     wait_seconds: u64,
-    /// Seconds after SIGTERM to finish running jobs before releasing them
-    /// (spot interruptions give 120; keep it below the pod's
-    /// terminationGracePeriodSeconds).
-    #[arg(long, env = "EARSHOT_SHUTDOWN_GRACE", default_value_t = 90.0)]
-    shutdown_grace: f64,
     /// First retry delay for transient failures, seconds (doubles per
     /// delivery, up to 15 minutes).
     #[arg(long, env = "EARSHOT_RETRY_DELAY", default_value_t = 5)]
     retry_delay: u64,
-    /// Refuse audio longer than this many seconds (a permanent failure).
-    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 3600.0)]
-    max_audio_seconds: f64,
     /// Refuse input files larger than this many bytes.
     #[arg(long, env = "EARSHOT_MAX_AUDIO_BYTES", default_value_t = 512 << 20)]
     max_audio_bytes: u64,
@@ -81,8 +91,22 @@ pub struct WorkArgs {
     /// benchmarks, tests).
     #[arg(long)]
     exit_when_empty: bool,
-    #[command(flatten)]
-    engines: EngineArgs,
+}
+
+impl WorkerOptions {
+    /// Jobs held at once for a given batch size.
+    pub fn max_in_flight(&self, max_batch: usize) -> usize {
+        self.max_in_flight.unwrap_or(2 * max_batch).max(1)
+    }
+}
+
+/// What the worker needs from its host process.
+pub struct WorkerContext {
+    pub batchers: Batchers,
+    pub shutdown_grace: f64,
+    pub max_audio_seconds: f64,
+    /// Cancelled on SIGTERM (by the caller).
+    pub stop: CancellationToken,
 }
 
 /// Largest transcript accepted by a summarize job.
@@ -92,18 +116,32 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
 
 pub fn run(args: WorkArgs) -> Result<ExitCode> {
     let max_batch = args.engines.max_batch();
-    let max_in_flight = args.max_in_flight.unwrap_or(2 * max_batch).max(1);
+    let max_in_flight = args.worker.max_in_flight(max_batch);
     let batchers = args.engines.start(max_in_flight)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(work(args, batchers, max_batch, max_in_flight));
-    // The engine thread may still be inside a batch whose jobs were released;
-    // leaving main ends it.
+    let stop = CancellationToken::new();
+    let ctx = WorkerContext {
+        batchers,
+        shutdown_grace: args.shutdown_grace,
+        max_audio_seconds: args.max_audio_seconds,
+        stop: stop.clone(),
+    };
+    let result = rt.block_on(async {
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: no new jobs; finishing running ones");
+            stop.cancel();
+        });
+        work(&args.worker, ctx, max_batch).await
+    });
+    // The engine threads may still be inside a batch whose jobs were
+    // released; leaving main ends them.
     rt.shutdown_background();
-    result
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Why a job did not succeed.
@@ -227,12 +265,10 @@ fn worker_id() -> String {
     format!("{host}/{}", std::process::id())
 }
 
-async fn work(
-    args: WorkArgs,
-    batchers: Batchers,
-    max_batch: usize,
-    max_in_flight: usize,
-) -> Result<ExitCode> {
+/// Drains the queue until `ctx.stop` is cancelled (or, with
+/// `--exit-when-empty`, the queue is empty), then hands back what is left.
+pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) -> Result<()> {
+    let max_in_flight = args.max_in_flight(max_batch);
     let queue = args.queue.open().await?;
     let notify = match &args.notify_queue_url {
         Some(url) => Some(
@@ -251,21 +287,15 @@ async fn work(
         default_results: args.queue.results()?,
         visibility: Duration::from_secs(args.visibility_timeout.max(1)),
         retry_delay: Duration::from_secs(args.retry_delay),
-        max_audio_seconds: args.max_audio_seconds,
+        max_audio_seconds: ctx.max_audio_seconds,
         max_audio_bytes: args.max_audio_bytes,
         worker_id: worker_id(),
         inflight: Mutex::new(HashMap::new()),
         idle: Notify::new(),
-        stopping: CancellationToken::new(),
-        batchers,
+        // A child: --exit-when-empty stops the worker, not its host process.
+        stopping: ctx.stop.child_token(),
+        batchers: ctx.batchers,
         stats: Mutex::new(Stats::default()),
-    });
-
-    let signals = shared.stopping.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: no new jobs; finishing running ones");
-        signals.cancel();
     });
 
     tracing::info!(
@@ -276,11 +306,11 @@ async fn work(
         worker = %shared.worker_id,
         "worker ready"
     );
-    receive_loop(&shared, &args, max_in_flight).await;
+    receive_loop(&shared, args, max_in_flight).await;
 
     // Drain: running jobs finish within the grace period; the rest go back.
     let deadline =
-        tokio::time::Instant::now() + Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+        tokio::time::Instant::now() + Duration::from_secs_f64(ctx.shutdown_grace.max(0.0));
     while shared.inflight_count() > 0 {
         let notified = shared.idle.notified();
         tokio::select! {
@@ -327,9 +357,10 @@ async fn work(
     });
     if let Ok(v) = summary {
         tracing::info!(stats = %v, "worker stopped");
-        println!("{v}");
+        // Not println!: a closed stdout must not turn a clean stop into a panic.
+        let _ = writeln!(std::io::stdout(), "{v}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Runs futures concurrently and waits for all (a tiny `join_all`).
@@ -360,7 +391,7 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
-async fn receive_loop(shared: &Arc<Shared>, args: &WorkArgs, max_in_flight: usize) {
+async fn receive_loop(shared: &Arc<Shared>, args: &WorkerOptions, max_in_flight: usize) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let wait = Duration::from_secs(args.wait_seconds.min(20));
     let mut backoff = Duration::from_millis(500);

@@ -146,3 +146,74 @@ fn full_queue_answers_503_with_retry_after_and_big_bodies_413() {
     assert!(seen["busy"].as_u64().unwrap() >= 1, "{seen}");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let q = queue.display().to_string();
+    let mut server = Server::start(&[
+        "--worker",
+        "--local-queue",
+        &q,
+        "--wait-seconds",
+        "1",
+        "--no-summarizer",
+    ]);
+    let earshot = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(args)
+            .args(["--local-queue", &q])
+            .env("EARSHOT_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let clip = fixtures_dir().join("03-launch.wav").display().to_string();
+    let out = earshot(&["submit", "--task", "transcribe", &clip]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Meanwhile, the HTTP side answers from the same models.
+    let sample = fixtures_dir().join("sample.wav");
+    let status = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-F"])
+        .arg(format!("file=@{}", sample.display()))
+        .arg(format!("{}/v1/audio/transcriptions", server.base))
+        .status()
+        .expect("curl runs");
+    assert!(status.success());
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = earshot(&["status", &id]);
+        if out.status.code() == Some(0) {
+            let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(rec["transcript"]["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("launch"));
+            break;
+        }
+        assert_eq!(out.status.code(), Some(3), "pending, not failed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the in-process worker never ran the job"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: the server drains and the worker hands back; exit 0.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    let code = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}
