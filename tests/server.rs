@@ -98,6 +98,30 @@ fn the_openai_client_works_against_every_endpoint() {
     assert!(seen["segments"].as_u64().unwrap() >= 3, "{seen}");
     assert!(seen["stream_chunks"].as_u64().unwrap() >= 2, "{seen}");
 
+    // The OpenAPI description names every route served.
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/openapi.json", server.base)])
+        .output()
+        .expect("curl runs");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("OpenAPI JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in [
+        "/v1/audio/transcriptions",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/summarize",
+        "/v1/process",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            doc["paths"].get(route).is_some(),
+            "{route} missing from /openapi.json"
+        );
+    }
+
     // Then the metrics, through a real Prometheus text parser.
     let names = run_py(&[
         &script("metrics_parse.py"),
