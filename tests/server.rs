@@ -241,3 +241,72 @@ fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
     };
     assert_eq!(code, Some(0));
 }
+
+/// POSTs a file to /v1/audio/transcriptions with curl; returns (status, body).
+fn curl_transcribe(base: &str, file: &Path) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-F"])
+        .arg(format!("file=@{}", file.display()))
+        .arg(format!("{base}/v1/audio/transcriptions"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_slow_ones_time_out() {
+    let long = fixtures_dir().join("ten-minutes.wav");
+    // A request slower than --request-timeout gets 504 in OpenAI's shape.
+    let server = Server::start(&["--no-summarizer", "--request-timeout", "1"]);
+    let (code, body) = curl_transcribe(&server.base, &long);
+    assert_eq!(code, 504, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["type"], "server_error");
+    drop(server);
+
+    // SIGTERM while a request runs: it still completes; then exit 0.
+    let mut server = Server::start(&["--no-summarizer", "--shutdown-grace", "120"]);
+    let base = server.base.clone();
+    let clip = fixtures_dir().join("03-launch.wav");
+    let in_flight = std::thread::spawn(move || curl_transcribe(&base, &clip));
+    // Wait until the server holds the request (the /metrics request itself
+    // is the other one in flight).
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/metrics", server.base)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text
+            .lines()
+            .any(|l| l == "earshot_http_requests_in_flight 2")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let (code, body) = in_flight.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.to_lowercase().contains("launch"), "{body}");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "serve did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
