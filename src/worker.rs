@@ -477,6 +477,7 @@ enum End {
 }
 
 async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) {
+    metrics::gauge!("earshot_worker_jobs_in_flight").increment(1.0);
     let heartbeat = tokio::spawn(heartbeat(
         shared.clone(),
         d.receipt.clone(),
@@ -497,6 +498,11 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
                     }
                     notify(&shared, &record, &loc).await;
                     tracing::info!(job_id = %record.job_id, status = ?status, attempt = d.receive_count, "job done");
+                    let label = match status {
+                        JobStatus::Succeeded => "succeeded",
+                        JobStatus::Failed => "failed",
+                    };
+                    metrics::counter!("earshot_worker_jobs_total", "status" => label).increment(1);
                     shared.stat(|s| {
                         match status {
                             JobStatus::Succeeded => s.succeeded += 1,
@@ -520,6 +526,7 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
     if let Ok(mut m) = shared.inflight.lock() {
         m.remove(&d.receipt);
     }
+    metrics::gauge!("earshot_worker_jobs_in_flight").decrement(1.0);
     shared.idle.notify_waiters();
 }
 

@@ -156,6 +156,8 @@ fn full_queue_answers_503_with_retry_after_and_big_bodies_413() {
         "1",
         "--max-body-bytes",
         "2000000",
+        "--max-audio-seconds",
+        "25",
         "--no-summarizer",
     ]);
     let sample = fixtures_dir().join("ten-minutes.wav");
@@ -164,11 +166,11 @@ fn full_queue_answers_503_with_retry_after_and_big_bodies_413() {
         &server.base,
         &sample.display().to_string(),
         &fixtures_dir().join("sample.wav").display().to_string(),
+        &fixtures_dir().join("04-bridges.wav").display().to_string(),
     ]);
     let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON summary");
     assert!(seen["ok"].as_u64().unwrap() >= 1, "{seen}");
     assert!(seen["busy"].as_u64().unwrap() >= 1, "{seen}");
-    std::thread::sleep(Duration::from_millis(10));
 }
 
 #[test]
@@ -228,6 +230,21 @@ fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The worker's numbers are in the same /metrics.
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", server.base)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l == "earshot_worker_jobs_total{status=\"succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "earshot_worker_jobs_in_flight 0"),
+        "{text}"
+    );
     // SIGTERM: the server drains and the worker hands back; exit 0.
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };

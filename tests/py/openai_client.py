@@ -104,4 +104,21 @@ seen["summary"] = body["summary"]
 status, body = post("/v1/summarize", b"{not json", auth)
 assert status == 400 and body["error"]["type"] == "invalid_request_error", body
 
+# /v1/process: audio in, transcript and summary out (multipart, like the client sends).
+boundary = "earshotprocessboundary"
+form = (
+    f"--{boundary}\r\nContent-Disposition: form-data; name=\"max_tokens\"\r\n\r\n60\r\n"
+    f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"sample.wav\"\r\n"
+    "Content-Type: audio/wav\r\n\r\n"
+).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
+status, processed = post(
+    "/v1/process",
+    form,
+    {"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+)
+assert status == 200, processed
+assert processed["text"].strip() == tr.text.strip(), processed
+assert processed["summary"] and len(processed["segments"]) >= 3, processed
+seen["process_summary"] = processed["summary"]
+
 print(json.dumps(seen))

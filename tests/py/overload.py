@@ -1,9 +1,10 @@
 """Overload and limits against `earshot serve --queue-capacity 1
 --max-batch 1 --max-body-bytes 2000000`:
 
-    python overload.py BASE_URL BIG_WAV SMALL_WAV
+    python overload.py BASE_URL BIG_WAV SMALL_WAV LONG_WAV
 
-- a body over the limit gets 413 with a JSON error;
+- a body over the limit gets 413 with a JSON error, and so does audio
+  longer than --max-audio-seconds;
 - 8 concurrent transcriptions against a queue of 1: each is either
   answered 200 or refused at once with 503 + Retry-After (never a hang,
   never another 5xx).
@@ -17,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-base, big, small = sys.argv[1:4]
+base, big, small, long_clip = sys.argv[1:5]
 
 
 def multipart(path):
@@ -58,6 +59,10 @@ assert resp.status == 413, (resp.status, answer)
 assert answer["error"]["type"] == "invalid_request_error", answer
 assert "limit" in answer["error"]["message"], answer
 conn.close()
+
+status, headers, body = post(long_clip)
+assert status == 413 and "longer than" in body["error"]["message"], (status, body)
+assert body["error"]["param"] == "file", body
 
 results = []
 lock = threading.Lock()
