@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::engine::{Event, GenOutput, GenRequest, Scheduler};
 use earshot_inference::llm::summarize::Summary;
-use earshot_inference::llm::{ChatMessage, Llm, SamplingParams};
+use earshot_inference::llm::{ChatMessage, SamplingParams};
 use earshot_inference::whisper::Transcript;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -172,8 +172,9 @@ impl PromptBuilder {
     pub fn chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferenceError> {
         self.engine.llm.chat_prompt(messages)
     }
-    pub fn llm(&self) -> &Llm {
-        &self.engine.llm
+    /// Refuses a model name this process does not serve.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), InferenceError> {
+        self.engine.check_model(model)
     }
 }
 
@@ -243,22 +244,9 @@ impl Batchers {
         wait: bool,
     ) -> Result<Ticket<Transcript>, BatchError> {
         let (q, ticket) = queued(job, "speech");
-        self.stats.speech_queued.fetch_add(1, Ordering::Relaxed);
-        let sent = if wait {
-            self.speech
-                .send(q)
-                .await
-                .map_err(|_| BatchError::Stopped("speech"))
-        } else {
-            self.speech.try_send(q).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BatchError::Busy("speech"),
-                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("speech"),
-            })
-        };
-        if sent.is_err() {
-            self.stats.speech_queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        sent.map(|_| ticket)
+        let waiting = &self.stats.speech_queued;
+        enqueue(&self.speech, q, wait, "speech", waiting).await?;
+        Ok(ticket)
     }
 
     fn llm(&self) -> Result<&mpsc::Sender<LlmWork>, BatchError> {
@@ -275,21 +263,8 @@ impl Batchers {
     ) -> Result<Ticket<Summary>, BatchError> {
         let tx = self.llm()?;
         let (q, ticket) = queued(job, "llm");
-        self.stats.llm_queued.fetch_add(1, Ordering::Relaxed);
-        let sent = if wait {
-            tx.send(LlmWork::Summary(q))
-                .await
-                .map_err(|_| BatchError::Stopped("llm"))
-        } else {
-            tx.try_send(LlmWork::Summary(q)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BatchError::Busy("llm"),
-                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("llm"),
-            })
-        };
-        if sent.is_err() {
-            self.stats.llm_queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        sent.map(|_| ticket)
+        enqueue(tx, LlmWork::Summary(q), wait, "llm", &self.stats.llm_queued).await?;
+        Ok(ticket)
     }
 
     /// Starts a streamed generation; events arrive on the returned
@@ -301,16 +276,12 @@ impl Batchers {
     ) -> Result<mpsc::UnboundedReceiver<GenEvent>, BatchError> {
         let tx = self.llm()?;
         let (events, rx) = mpsc::unbounded_channel();
-        tx.try_send(LlmWork::Generate(GenerateJob {
+        let job = LlmWork::Generate(GenerateJob {
             prompt,
             params,
             events,
-        }))
-        .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BatchError::Busy("llm"),
-            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped("llm"),
-        })?;
-        self.stats.llm_queued.fetch_add(1, Ordering::Relaxed);
+        });
+        try_enqueue(tx, job, "llm", &self.stats.llm_queued)?;
         Ok(rx)
     }
 
@@ -320,6 +291,61 @@ impl Batchers {
             BatchError::Unavailable("no LLM is loaded in this process (--no-summarizer)".into())
         })
     }
+}
+
+/// Puts an item on an engine's queue without waiting, counting it as
+/// waiting first (the batcher thread subtracts what it takes).
+fn try_enqueue<T>(
+    tx: &mpsc::Sender<T>,
+    item: T,
+    engine: &'static str,
+    waiting: &AtomicU64,
+) -> Result<(), BatchError> {
+    waiting.fetch_add(1, Ordering::Relaxed);
+    tx.try_send(item).map_err(|e| {
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Busy(engine),
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped(engine),
+        }
+    })
+}
+
+/// As [`try_enqueue`], or waiting for room when `wait`.
+async fn enqueue<T>(
+    tx: &mpsc::Sender<T>,
+    item: T,
+    wait: bool,
+    engine: &'static str,
+    waiting: &AtomicU64,
+) -> Result<(), BatchError> {
+    if !wait {
+        return try_enqueue(tx, item, engine, waiting);
+    }
+    waiting.fetch_add(1, Ordering::Relaxed);
+    tx.send(item).await.map_err(|_| {
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        BatchError::Stopped(engine)
+    })
+}
+
+/// Runs an engine call, turning a panic into one error per request so no
+/// caller waits forever and the thread keeps serving.
+fn guarded<T>(
+    n: usize,
+    engine: &str,
+    f: impl FnOnce() -> Vec<Result<T, InferenceError>>,
+) -> Vec<Result<T, InferenceError>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!(jobs = n, engine, "engine panicked");
+        (0..n)
+            .map(|_| {
+                Err(InferenceError::Model(format!(
+                    "the {engine} engine panicked"
+                )))
+            })
+            .collect()
+    })
 }
 
 fn queued<Req, T>(req: Req, engine: &'static str) -> (Queued<Req, T>, Ticket<T>) {
@@ -381,15 +407,7 @@ fn speech_loop(
                 temperature: q.req.temperature,
             })
             .collect();
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.transcribe_many(&reqs)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!(jobs = n, "speech engine panicked");
-            reqs.iter()
-                .map(|_| Err(InferenceError::Model("the speech engine panicked".into())))
-                .collect()
-        });
+        let results = guarded(n, "speech", || engine.transcribe_many(&reqs));
         drop(reqs);
         let audio: f64 = results
             .iter()
@@ -404,12 +422,14 @@ fn speech_loop(
         );
         stats.speech_batches.fetch_add(1, Ordering::Relaxed);
         stats.speech_jobs.fetch_add(n as u64, Ordering::Relaxed);
-        stats
+        let total_ms = stats
             .audio_ms
-            .fetch_add((audio * 1000.0) as u64, Ordering::Relaxed);
+            .fetch_add((audio * 1000.0) as u64, Ordering::Relaxed)
+            + (audio * 1000.0) as u64;
         metrics::counter!("earshot_speech_batches_total").increment(1);
         metrics::histogram!("earshot_speech_batch_size").record(n as f64);
-        metrics::counter!("earshot_audio_seconds_total").increment(audio.round() as u64);
+        // From the running total: rounding each batch would drift.
+        metrics::counter!("earshot_audio_seconds_total").absolute(total_ms / 1000);
         if audio > 0.0 {
             metrics::histogram!("earshot_speech_real_time_factor").record(wall / audio);
         }
@@ -475,14 +495,7 @@ fn llm_loop(
                     max_tokens: q.req.max_tokens,
                 })
                 .collect();
-            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.summarize_many(&reqs)
-            }))
-            .unwrap_or_else(|_| {
-                reqs.iter()
-                    .map(|_| Err(InferenceError::Model("the LLM engine panicked".into())))
-                    .collect()
-            });
+            let results = guarded(n, "LLM", || engine.summarize_many(&reqs));
             drop(reqs);
             let tokens: usize = results
                 .iter()

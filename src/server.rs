@@ -627,14 +627,9 @@ async fn chat_completions(
     }
     let prompts = state.batchers.prompts()?;
     let name = state.batchers.info.llm_model.clone().unwrap_or_default();
-    if let Some(m) = req.model.as_deref() {
-        if m != name && m != prompts.llm().name {
-            return Err(
-                ApiError::bad(format!("model {m:?} is not served here (serving: {name})"))
-                    .param("model"),
-            );
-        }
-    }
+    prompts
+        .check_model(req.model.as_deref())
+        .map_err(|e| ApiError::from(e).param("model"))?;
     let messages: Vec<ChatMessage> = req
         .messages
         .iter()

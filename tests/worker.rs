@@ -180,6 +180,10 @@ impl Rig {
                     for e in rd {
                         let p = e.unwrap().path();
                         let name = p.file_name().unwrap().to_string_lossy().to_string();
+                        if name.starts_with('.') {
+                            // A write the kill cut short (Store::list skips these too).
+                            continue;
+                        }
                         let v = serde_json::from_slice(&std::fs::read(&p).unwrap())
                             .expect("record JSON");
                         out.insert(name, v);
