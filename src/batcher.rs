@@ -147,6 +147,7 @@ pub struct EngineInfo {
     pub whisper_models: Vec<String>,
     pub llm_model: Option<String>,
     pub load_seconds: std::collections::BTreeMap<String, f64>,
+    pub device: candle_core::Device,
 }
 
 /// Handles to the batcher threads; cheap to clone.
@@ -202,6 +203,7 @@ impl Batchers {
                 .collect(),
             llm_model: engines.llm.as_ref().map(|l| l.name.clone()),
             load_seconds: engines.load_seconds.clone(),
+            device: engines.device.clone(),
         });
         let stats = Arc::new(BatchStats::default());
         let cap = opts.queue_capacity.max(1);
@@ -283,6 +285,21 @@ impl Batchers {
         });
         try_enqueue(tx, job, "llm", &self.stats.llm_queued)?;
         Ok(rx)
+    }
+
+    /// Whether this process can take work: every engine thread is alive
+    /// and the device still computes ([`device::probe`]). Blocking (it
+    /// waits for the device); call it off the async threads.
+    ///
+    /// [`device::probe`]: earshot_inference::device::probe
+    pub fn check_health(&self) -> Result<(), String> {
+        if self.speech.is_closed() {
+            return Err("the speech engine thread has stopped".into());
+        }
+        if self.llm.as_ref().is_some_and(|tx| tx.is_closed()) {
+            return Err("the LLM engine thread has stopped".into());
+        }
+        earshot_inference::device::probe(&self.info.device).map_err(|e| e.to_string())
     }
 
     /// Prompt building for the served LLM.

@@ -100,6 +100,8 @@ pub struct Engines {
     pub llm: Option<LlmEngine>,
     /// Seconds each model took to load, by model name.
     pub load_seconds: BTreeMap<String, f64>,
+    /// Where the models live (for readiness probes).
+    pub device: candle_core::Device,
 }
 
 /// The Whisper models.
@@ -156,6 +158,7 @@ impl Engines {
             },
             llm,
             load_seconds,
+            device: dev,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 mod batcher;
 mod engines;
+mod probes;
 mod jobs;
 mod server;
 mod summarize;

@@ -22,13 +22,13 @@ use earshot_inference::error::InferenceError;
 use earshot_inference::llm::engine::FinishReason;
 use earshot_inference::llm::{ChatMessage, SamplingParams};
 use earshot_inference::whisper::format::{render, OutputFormat};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatchError, Batchers, GenEvent, SpeechJob, SummaryJob};
 use crate::engines::EngineArgs;
+use crate::probes::{self, Probes};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -74,25 +74,24 @@ struct AppState {
     batchers: Batchers,
     api_keys: Vec<Vec<u8>>,
     max_audio_seconds: f64,
-    metrics: PrometheusHandle,
-    started: Instant,
     default_max_tokens: usize,
+    /// Cancelled at SIGTERM (also drives `/ready` to "draining").
+    stop: CancellationToken,
+    probes: Arc<Probes>,
 }
 
 type Shared = Arc<AppState>;
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-        ])
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
     let batchers = args.engines.start(args.queue_capacity)?;
-    for (model, secs) in &batchers.info.load_seconds {
-        metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
-    }
+    let metrics = probes::install_recorder(&batchers)?;
+    let stop = CancellationToken::new();
+    let probes = Arc::new(Probes {
+        batchers: batchers.clone(),
+        metrics,
+        started: Instant::now(),
+        stop: stop.clone(),
+    });
     let state = Arc::new(AppState {
         batchers,
         api_keys: args
@@ -101,9 +100,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             .map(|k| k.as_bytes().to_vec())
             .collect(),
         max_audio_seconds: args.max_audio_seconds,
-        metrics,
-        started: Instant::now(),
         default_max_tokens: args.engines.llm.max_tokens,
+        stop,
+        probes,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -117,6 +116,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 
 async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
     let batchers = state.batchers.clone();
+    let stop = state.stop.clone();
     let app = router(
         state,
         args.max_body_bytes,
@@ -133,7 +133,6 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
     }
-    let stop = CancellationToken::new();
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         crate::worker::wait_for_signal().await;
@@ -177,15 +176,15 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
         .route("/v1/summarize", post(summarize))
         .route("/v1/process", post(process))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let probes = probes::router(state.probes.clone());
     Router::new()
         .merge(api)
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
         })
+        .with_state(state)
+        .merge(probes)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req, next| {
             refuse_large(req, next, max_body)
@@ -194,7 +193,6 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
             with_timeout(req, next, timeout)
         }))
         .layer(middleware::from_fn(track))
-        .with_state(state)
 }
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -368,32 +366,6 @@ async fn track(req: Request, next: Next) -> Response {
     metrics::histogram!("earshot_http_request_duration_seconds", "route" => route)
         .record(t.elapsed().as_secs_f64());
     resp
-}
-
-async fn ready(State(state): State<Shared>) -> Response {
-    let info = &state.batchers.info;
-    Json(json!({
-        "status": "ready",
-        "whisper_models": info.whisper_models,
-        "llm_model": info.llm_model,
-        "load_seconds": info.load_seconds,
-        "uptime_s": state.started.elapsed().as_secs_f64(),
-    }))
-    .into_response()
-}
-
-async fn metrics_text(State(state): State<Shared>) -> Response {
-    let s = &state.batchers.stats;
-    use std::sync::atomic::Ordering::Relaxed;
-    metrics::gauge!("earshot_queue_depth", "engine" => "speech")
-        .set(s.speech_queued.load(Relaxed) as f64);
-    metrics::gauge!("earshot_queue_depth", "engine" => "llm")
-        .set(s.llm_queued.load(Relaxed) as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }
 
 async fn openapi() -> Response {

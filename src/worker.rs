@@ -58,6 +58,10 @@ pub struct WorkArgs {
     /// Refuse audio longer than this many seconds (a permanent failure).
     #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 3600.0)]
     max_audio_seconds: f64,
+    /// Also answer `/health`, `/ready` and `/metrics` on this address (for
+    /// Kubernetes probes and Prometheus; no inference routes).
+    #[arg(long, env = "EARSHOT_PROBE_BIND")]
+    probe_bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     engines: EngineArgs,
 }
@@ -124,6 +128,18 @@ pub fn run(args: WorkArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let stop = CancellationToken::new();
+    let probes = match args.probe_bind {
+        Some(addr) => Some((
+            addr,
+            Arc::new(crate::probes::Probes {
+                metrics: crate::probes::install_recorder(&batchers)?,
+                batchers: batchers.clone(),
+                started: Instant::now(),
+                stop: stop.clone(),
+            }),
+        )),
+        None => None,
+    };
     let ctx = WorkerContext {
         batchers,
         shutdown_grace: args.shutdown_grace,
@@ -131,6 +147,9 @@ pub fn run(args: WorkArgs) -> Result<ExitCode> {
         stop: stop.clone(),
     };
     let result = rt.block_on(async {
+        if let Some((addr, probes)) = probes {
+            crate::probes::serve(addr, probes).await?;
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested: no new jobs; finishing running ones");

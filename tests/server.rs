@@ -98,6 +98,21 @@ fn the_openai_client_works_against_every_endpoint() {
     assert!(seen["segments"].as_u64().unwrap() >= 3, "{seen}");
     assert!(seen["stream_chunks"].as_u64().unwrap() >= 2, "{seen}");
 
+    // Probes need no API key; readiness checks the device and the engines.
+    for (path, want) in [("/health", "ok"), ("/ready", "ready")] {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}{path}", server.base)])
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{path} failed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["status"], want, "{path}: {v}");
+        if path == "/ready" {
+            assert_eq!(v["device"], "cpu", "{v}");
+            assert!(v["llm_model"].is_string(), "{v}");
+        }
+    }
+
     // The OpenAPI description names every route served.
     let out = Command::new("curl")
         .args(["-sf", &format!("{}/openapi.json", server.base)])

@@ -538,10 +538,33 @@ fn kill_9_mid_batch_loses_nothing_on_the_local_queue() {
 
 /// SIGTERM while jobs are in flight: exit 0; within a second every job
 /// not finished is visible again (none stuck behind a dead lease).
+/// `GET url` with curl: (status code, body). Status 0: no answer.
+fn http_get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn sigterm_test(rig: Rig, grace: &str) {
     let clips = short_clips(rig.tmp.path(), 16);
     let ids = rig.submit(&clips, "transcribe", &[]);
-    let args = [
+    // With a grace period, the worker also answers its Kubernetes probes,
+    // and readiness turns to "draining" while the running batch finishes.
+    let probe = (grace != "0").then(|| format!("127.0.0.1:{}", free_port()));
+    let mut args = vec![
         "--no-summarizer",
         "--max-batch",
         "4",
@@ -550,12 +573,43 @@ fn sigterm_test(rig: Rig, grace: &str) {
         "--shutdown-grace",
         grace,
     ];
+    if let Some(addr) = &probe {
+        args.extend(["--probe-bind", addr]);
+    }
     let worker = rig.worker(&args, "term.log");
     wait_until(Duration::from_secs(300), "a batch in progress", || {
         rig.log("term.log").contains("batch started")
     });
+    if let Some(addr) = &probe {
+        let (code, body) = http_get(&format!("http://{addr}/health"));
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = http_get(&format!("http://{addr}/ready"));
+        assert_eq!(code, 200, "{body}");
+        let ready: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ready["status"], "ready", "{ready}");
+        assert_eq!(ready["device"], "cpu", "{ready}");
+        assert_eq!(ready["whisper_models"][0], "tiny.en", "{ready}");
+        let (code, text) = http_get(&format!("http://{addr}/metrics"));
+        assert_eq!(code, 200);
+        for name in [
+            "earshot_model_load_seconds{model=\"tiny.en\"}",
+            "earshot_worker_jobs_in_flight",
+            "earshot_queue_depth{engine=\"speech\"}",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        // No inference routes on the probe port.
+        let (code, _) = http_get(&format!("http://{addr}/v1/models"));
+        assert_eq!(code, 404);
+    }
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    if let Some(addr) = &probe {
+        wait_until(Duration::from_secs(30), "/ready draining", || {
+            let (code, body) = http_get(&format!("http://{addr}/ready"));
+            code == 503 && body.contains("\"draining\"")
+        });
+    }
     let out = wait_with_timeout(worker, Duration::from_secs(120));
     let exited = Instant::now();
     assert_eq!(out.status.code(), Some(0), "{}", rig.log("term.log"));

@@ -41,6 +41,27 @@ pub fn open(kind: DeviceKind, ordinal: usize) -> Result<Device, InferenceError> 
     }
 }
 
+/// Checks that the device still computes: a small matrix product, copied
+/// back to the host and compared with the known answer. On a GPU this
+/// touches the driver, the context and a kernel launch, so a lost device
+/// (Xid error, driver reset) shows up here instead of in the next job.
+/// Costs microseconds; readiness probes call it.
+pub fn probe(device: &Device) -> Result<(), InferenceError> {
+    use candle_core::Tensor;
+    let run = || -> candle_core::Result<Vec<f32>> {
+        let a = Tensor::new(&[[1f32, 2.], [3., 4.]], device)?;
+        let b = Tensor::new(&[[5f32, 6.], [7., 8.]], device)?;
+        a.matmul(&b)?.flatten_all()?.to_vec1::<f32>()
+    };
+    match run() {
+        Ok(v) if v == [19., 22., 43., 50.] => Ok(()),
+        Ok(v) => Err(InferenceError::Device(format!(
+            "device probe computed {v:?}, expected [19, 22, 43, 50]"
+        ))),
+        Err(e) => Err(InferenceError::Device(format!("device probe failed: {e}"))),
+    }
+}
+
 /// The compute dtype for a device: f16 on GPUs (tensor cores), f32 on CPU
 /// (no fast f16 matmul there).
 pub fn compute_dtype(device: &Device) -> DType {
@@ -48,5 +69,25 @@ pub fn compute_dtype(device: &Device) -> DType {
         DType::F16
     } else {
         DType::F32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_passes_on_cpu() {
+        probe(&Device::Cpu).unwrap();
+    }
+
+    #[test]
+    fn cuda_in_a_cpu_build_is_a_typed_error() {
+        if cfg!(feature = "cuda") {
+            return;
+        }
+        let e = open(DeviceKind::Cuda, 0).unwrap_err();
+        assert!(matches!(e, InferenceError::Device(_)), "{e}");
+        assert!(e.to_string().contains("--features cuda"), "{e}");
     }
 }

@@ -1,0 +1,128 @@
+//! Liveness, readiness and Prometheus metrics: the routes both `earshot
+//! serve` and `earshot work --probe-bind` answer, so a Kubernetes pod
+//! probes and scrapes the worker the same way as the HTTP endpoint.
+//!
+//! - `/health`: the process answers (liveness). Never touches the engines,
+//!   so a long batch cannot make the kubelet restart a healthy pod.
+//! - `/ready`: models loaded, every engine thread alive, the device still
+//!   computes, and not shutting down. 503 with the reason otherwise.
+//! - `/metrics`: Prometheus text, from the `metrics` facade.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::Batchers;
+
+/// What the probe routes read.
+pub struct Probes {
+    pub batchers: Batchers,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+    /// Cancelled at SIGTERM: from then on `/ready` says "draining", so a
+    /// Service stops sending new requests while running ones finish.
+    pub stop: CancellationToken,
+}
+
+/// Installs the process-wide Prometheus recorder (once per process) and
+/// records the model load times.
+pub fn install_recorder(batchers: &Batchers) -> Result<PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+        ])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    for (model, secs) in &batchers.info.load_seconds {
+        metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
+    }
+    Ok(handle)
+}
+
+/// `/health`, `/ready` and `/metrics`, with their state applied.
+pub fn router(probes: Arc<Probes>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(probes)
+}
+
+/// Serves only the probe routes on `addr` until the process exits (the
+/// kubelet keeps probing while the worker drains). Prints
+/// `probes listening on ADDR` for scripts.
+pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "probes listening");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "probes listening on {addr}").and_then(|_| out.flush());
+    }
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(probes)).await {
+            tracing::error!(error = %e, "probe server stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn ready(State(p): State<Arc<Probes>>) -> Response {
+    let info = &p.batchers.info;
+    let device = match info.device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    };
+    let batchers = p.batchers.clone();
+    let health = tokio::task::spawn_blocking(move || batchers.check_health())
+        .await
+        .unwrap_or_else(|e| Err(format!("health check panicked: {e}")));
+    let (code, status, reason) = match health {
+        _ if p.stop.is_cancelled() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            Some("shutting down".to_string()),
+        ),
+        Ok(()) => (StatusCode::OK, "ready", None),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(e)),
+    };
+    let body = json!({
+        "status": status,
+        "reason": reason,
+        "device": device,
+        "whisper_models": info.whisper_models,
+        "llm_model": info.llm_model,
+        "load_seconds": info.load_seconds,
+        "uptime_s": p.started.elapsed().as_secs_f64(),
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_text(State(p): State<Arc<Probes>>) -> Response {
+    let s = &p.batchers.stats;
+    metrics::gauge!("earshot_queue_depth", "engine" => "speech")
+        .set(s.speech_queued.load(Relaxed) as f64);
+    metrics::gauge!("earshot_queue_depth", "engine" => "llm")
+        .set(s.llm_queued.load(Relaxed) as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        p.metrics.render(),
+    )
+        .into_response()
+}
