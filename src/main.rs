@@ -4,8 +4,8 @@
 
 mod batcher;
 mod engines;
-mod probes;
 mod jobs;
+mod probes;
 mod server;
 mod summarize;
 mod transcribe;
