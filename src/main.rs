@@ -60,6 +60,9 @@ enum Command {
     Submit(jobs::SubmitArgs),
     /// Print jobs' result records (or that they are pending).
     Status(jobs::StatusArgs),
+    /// Exit 0 when a local `serve` or `work --probe-bind` answers /health
+    /// (the container HEALTHCHECK).
+    Healthcheck(probes::HealthcheckArgs),
 }
 
 /// `mi_option_purge_delay`: index 15 in both mimalloc v2 and v3 (the sys
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => server::run(*args),
         Command::Submit(args) => jobs::submit(args),
         Command::Status(args) => jobs::status(args),
+        Command::Healthcheck(args) => probes::healthcheck(args),
     };
     match result {
         Ok(code) => code,

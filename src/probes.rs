@@ -126,3 +126,77 @@ async fn metrics_text(State(p): State<Arc<Probes>>) -> Response {
     )
         .into_response()
 }
+
+/// `earshot healthcheck`: exits 0 when an earshot process on this host
+/// answers `/health` with 200. For the container's HEALTHCHECK, which has
+/// no curl: the image ships only the binary.
+#[derive(clap::Args)]
+pub struct HealthcheckArgs {
+    /// Addresses to try (`HOST:PORT`); the first to answer 200 wins.
+    /// Default: the addresses in EARSHOT_PROBE_BIND (`work`) and
+    /// EARSHOT_BIND (`serve`), else 127.0.0.1:9090 and 127.0.0.1:8000.
+    #[arg(long = "addr")]
+    addrs: Vec<String>,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+}
+
+pub fn healthcheck(args: HealthcheckArgs) -> Result<std::process::ExitCode> {
+    let mut addrs = args.addrs;
+    if addrs.is_empty() {
+        for (var, fallback) in [
+            ("EARSHOT_PROBE_BIND", "127.0.0.1:9090"),
+            ("EARSHOT_BIND", "127.0.0.1:8000"),
+        ] {
+            let a = std::env::var(var).unwrap_or_else(|_| fallback.to_string());
+            // A wildcard bind is reached on loopback.
+            addrs.push(
+                a.replace("0.0.0.0:", "127.0.0.1:")
+                    .replace("[::]:", "[::1]:"),
+            );
+        }
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.timeout.max(0.1));
+    let mut why = Vec::new();
+    for addr in &addrs {
+        match get_health(addr, timeout) {
+            Ok(()) => {
+                println!("healthy: {addr}");
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            Err(e) => why.push(format!("{addr}: {e}")),
+        }
+    }
+    eprintln!("unhealthy: {}", why.join("; "));
+    Ok(std::process::ExitCode::from(1))
+}
+
+/// One `GET /health` over HTTP/1.0; Ok when the status is 200.
+fn get_health(addr: &str, timeout: std::time::Duration) -> std::io::Result<()> {
+    use std::io::{Error, Read, Write};
+    use std::net::ToSocketAddrs;
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::other("no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let k = s.read(&mut head[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    match line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        Some(code) => Err(Error::other(format!("status {code}"))),
+        None => Err(Error::other("no HTTP answer")),
+    }
+}

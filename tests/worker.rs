@@ -598,6 +598,20 @@ fn sigterm_test(rig: Rig, grace: &str) {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+        // The container HEALTHCHECK command finds it through the same env.
+        let hc = Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .arg("healthcheck")
+            .env("EARSHOT_PROBE_BIND", addr)
+            .output()
+            .unwrap();
+        assert!(hc.status.success(), "{hc:?}");
+        let dead = format!("127.0.0.1:{}", free_port());
+        let hc = Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(["healthcheck", "--addr", &dead, "--timeout", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(hc.status.code(), Some(1), "{hc:?}");
+        assert!(String::from_utf8_lossy(&hc.stderr).contains("unhealthy"));
         // No inference routes on the probe port.
         let (code, _) = http_get(&format!("http://{addr}/v1/models"));
         assert_eq!(code, 404);

@@ -11,13 +11,16 @@
 # pip-installs scripts/requirements-test.txt whenever that file changed since
 # the last successful install (its sha256 is kept in .venv/.requirements.sha256).
 # Set EARSHOT_VENV to use another folder, PYTHON to pick the base interpreter.
+#
+#   ensure_venv REQUIREMENTS DIR   another environment (e.g. the chart tools
+#                                  in .venv-chart), same caching.
 
 EARSHOT_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EARSHOT_REPO_DIR=$(cd "$EARSHOT_SCRIPTS_DIR/.." && pwd)
 
 ensure_venv() {
-  local req="$EARSHOT_SCRIPTS_DIR/requirements-test.txt"
-  VENV=${EARSHOT_VENV:-$EARSHOT_REPO_DIR/.venv}
+  local req=${1:-$EARSHOT_SCRIPTS_DIR/requirements-test.txt}
+  VENV=${2:-${EARSHOT_VENV:-$EARSHOT_REPO_DIR/.venv}}
   VENV_PY="$VENV/bin/python"
   local base=${PYTHON:-python3}
   [[ -f "$req" ]] || { echo "venv.sh: error: missing $req" >&2; return 1; }
