@@ -4,10 +4,11 @@
 # The CUDA image carries one binary per architecture (earshot-sm75,
 # earshot-sm80, ...): candle compiles its kernels for a single compute
 # capability per build. This picks the highest one not above the GPU's
-# (read from nvidia-smi, or EARSHOT_COMPUTE_CAP=86 to force it). Newer GPUs
-# than any build still run: the kernels ship as PTX, which the driver
-# compiles for the GPU it finds. Without a GPU it runs `earshot`, the
-# lowest build.
+# (read from nvidia-smi, or EARSHOT_COMPUTE_CAP=86 to force it). A GPU
+# newer than every build gets the highest one: candle's PTX kernels are
+# compiled by the driver for it, but its ahead-of-time quantized kernels
+# are not, so build that capability too. Without a GPU it runs `earshot`,
+# the lowest build.
 set -eu
 bin=${EARSHOT_BIN_DIR:-/usr/local/bin}
 cap=${EARSHOT_COMPUTE_CAP:-}
