@@ -65,6 +65,17 @@ enum Command {
     Healthcheck(probes::HealthcheckArgs),
 }
 
+/// The async runtime of `serve` and `work`: two threads are plenty for
+/// HTTP and queue I/O; the engines run on their own threads.
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// `mi_option_purge_delay`: index 15 in both mimalloc v2 and v3 (the sys
 /// crate exports no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -27,28 +27,43 @@ use crate::batcher::Batchers;
 
 /// What the probe routes read.
 pub struct Probes {
-    pub batchers: Batchers,
-    pub metrics: PrometheusHandle,
-    pub started: Instant,
+    batchers: Batchers,
+    metrics: PrometheusHandle,
+    started: Instant,
     /// Cancelled at SIGTERM: from then on `/ready` says "draining", so a
     /// Service stops sending new requests while running ones finish.
     pub stop: CancellationToken,
 }
 
-/// Installs the process-wide Prometheus recorder (once per process) and
-/// records the model load times.
-pub fn install_recorder(batchers: &Batchers) -> Result<PrometheusHandle> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-        ])
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    for (model, secs) in &batchers.info.load_seconds {
-        metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
+impl Probes {
+    /// Installs the process-wide Prometheus recorder (once per process),
+    /// records the model load times, and starts the uptime clock.
+    pub fn new(batchers: Batchers, stop: CancellationToken) -> Result<Arc<Probes>> {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ])
+            .context("metrics buckets")?
+            .install_recorder()
+            .context("installing the metrics recorder")?;
+        for (model, secs) in &batchers.info.load_seconds {
+            metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
+        }
+        Ok(Arc::new(Probes {
+            batchers,
+            metrics,
+            started: Instant::now(),
+            stop,
+        }))
     }
-    Ok(handle)
+}
+
+/// Prints `line` on stdout at once: scripts and tests read the bound
+/// address from it (useful with port 0).
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
 /// `/health`, `/ready` and `/metrics`, with their state applied.
@@ -69,11 +84,7 @@ pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "probes listening");
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "probes listening on {addr}").and_then(|_| out.flush());
-    }
+    announce(format_args!("probes listening on {addr}"));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(probes)).await {
             tracing::error!(error = %e, "probe server stopped");

@@ -75,8 +75,8 @@ struct AppState {
     api_keys: Vec<Vec<u8>>,
     max_audio_seconds: f64,
     default_max_tokens: usize,
-    /// Cancelled at SIGTERM (also drives `/ready` to "draining").
-    stop: CancellationToken,
+    /// `/health`, `/ready`, `/metrics`; its `stop` token is cancelled at
+    /// SIGTERM.
     probes: Arc<Probes>,
 }
 
@@ -84,14 +84,7 @@ type Shared = Arc<AppState>;
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let batchers = args.engines.start(args.queue_capacity)?;
-    let metrics = probes::install_recorder(&batchers)?;
-    let stop = CancellationToken::new();
-    let probes = Arc::new(Probes {
-        batchers: batchers.clone(),
-        metrics,
-        started: Instant::now(),
-        stop: stop.clone(),
-    });
+    let probes = Probes::new(batchers.clone(), CancellationToken::new())?;
     let state = Arc::new(AppState {
         batchers,
         api_keys: args
@@ -101,14 +94,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             .collect(),
         max_audio_seconds: args.max_audio_seconds,
         default_max_tokens: args.engines.llm.max_tokens,
-        stop,
         probes,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::async_runtime()?;
     let result = rt.block_on(serve(args, state));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -116,7 +104,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 
 async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
     let batchers = state.batchers.clone();
-    let stop = state.stop.clone();
+    let stop = state.probes.stop.clone();
     let app = router(
         state,
         args.max_body_bytes,
@@ -127,12 +115,7 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    // Tests and scripts read the bound address (useful with port 0).
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
-    }
+    probes::announce(format_args!("listening on {addr}"));
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         crate::worker::wait_for_signal().await;

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{BatchError, Batchers, SpeechJob, SummaryJob, Ticket};
 use crate::engines::EngineArgs;
 use crate::jobs::QueueArgs;
+use crate::probes::Probes;
 
 #[derive(clap::Args)]
 pub struct WorkArgs {
@@ -122,22 +123,10 @@ pub fn run(args: WorkArgs) -> Result<ExitCode> {
     let max_batch = args.engines.max_batch();
     let max_in_flight = args.worker.max_in_flight(max_batch);
     let batchers = args.engines.start(max_in_flight)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::async_runtime()?;
     let stop = CancellationToken::new();
     let probes = match args.probe_bind {
-        Some(addr) => Some((
-            addr,
-            Arc::new(crate::probes::Probes {
-                metrics: crate::probes::install_recorder(&batchers)?,
-                batchers: batchers.clone(),
-                started: Instant::now(),
-                stop: stop.clone(),
-            }),
-        )),
+        Some(addr) => Some((addr, Probes::new(batchers.clone(), stop.clone())?)),
         None => None,
     };
     let ctx = WorkerContext {

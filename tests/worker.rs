@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use earshot_inference::testing::{fixture_manifest, fixtures_dir, real_llm_path};
 use earshot_queue_adapter::local::LocalQueue;
 use earshot_queue_adapter::sqs::SqsQueue;
-use earshot_queue_adapter::testing::{python, MotoServer};
+use earshot_queue_adapter::testing::{free_port, python, MotoServer};
 use earshot_queue_adapter::{JobQueue, QueueDepth};
 use serde_json::Value;
 
@@ -547,15 +547,6 @@ fn http_get(url: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sigterm_test(rig: Rig, grace: &str) {

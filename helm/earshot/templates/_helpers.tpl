@@ -124,6 +124,28 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
+{{/*
+The pod-spec fields every earshot pod shares, for one component:
+(dict "root" $ "component" .Values.worker). The kubelet's grace period is
+the component's own shutdown grace plus a margin, so it never SIGKILLs a
+pod that is still draining.
+*/}}
+{{- define "earshot.podSpecCommon" -}}
+{{- $root := .root -}}
+serviceAccountName: {{ include "earshot.serviceAccountName" $root }}
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ add .component.shutdownGraceSeconds .component.terminationMarginSeconds }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with (include "earshot.scheduling" . | trim) }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
 {{/* Container resources, with the GPU limit when the component has one. */}}
 {{- define "earshot.resources" -}}
 {{- $r := deepCopy (default dict .component.resources) -}}
