@@ -139,6 +139,54 @@ pub struct BatchStats {
     pub generated_tokens: AtomicU64,
     pub speech_queued: AtomicU64,
     pub llm_queued: AtomicU64,
+    /// Milli-seconds of audio queued or running (the backlog a hybrid
+    /// router weighs against the deadline).
+    pub speech_pending_ms: AtomicU64,
+    /// Milli-seconds the speech engine spent in batches.
+    pub speech_busy_ms: AtomicU64,
+    /// Estimated tokens (prompt + answer) of summaries queued or running.
+    pub llm_pending_tokens: AtomicU64,
+    /// Tokens (prompt + generated) of finished summaries, and the
+    /// milli-seconds their batches took.
+    pub summary_tokens: AtomicU64,
+    pub summary_busy_ms: AtomicU64,
+}
+
+impl BatchStats {
+    /// Audio-seconds per wall-second the speech engine has sustained so
+    /// far (None before its first batch).
+    pub fn speech_throughput(&self) -> Option<f64> {
+        let busy = self.speech_busy_ms.load(Ordering::Relaxed);
+        let audio = self.audio_ms.load(Ordering::Relaxed);
+        (busy > 0 && audio > 0).then(|| audio as f64 / busy as f64)
+    }
+    /// Summary tokens per wall-second so far (None before the first).
+    pub fn summary_throughput(&self) -> Option<f64> {
+        let busy = self.summary_busy_ms.load(Ordering::Relaxed);
+        let tokens = self.summary_tokens.load(Ordering::Relaxed);
+        (busy > 0 && tokens > 0).then(|| tokens as f64 * 1000.0 / busy as f64)
+    }
+    /// Audio seconds queued or running.
+    pub fn speech_backlog_s(&self) -> f64 {
+        self.speech_pending_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+    /// Estimated summary tokens queued or running.
+    pub fn summary_backlog_tokens(&self) -> f64 {
+        self.llm_pending_tokens.load(Ordering::Relaxed) as f64
+    }
+}
+
+/// Milli-seconds of 16 kHz audio.
+fn audio_ms(samples: &[f32]) -> u64 {
+    samples.len() as u64 / 16
+}
+
+/// Estimated tokens a summary costs (prompt and answer): about four
+/// characters per token, the same rough rule for every tokenizer, which is
+/// all a backlog estimate needs.
+pub fn summary_work_tokens(segments: &[String], max_tokens: Option<usize>) -> u64 {
+    let chars: usize = segments.iter().map(|s| s.len() + 1).sum();
+    (chars / 4 + max_tokens.unwrap_or(200)) as u64
 }
 
 /// Names and limits of what is loaded.
@@ -245,9 +293,18 @@ impl Batchers {
         job: SpeechJob,
         wait: bool,
     ) -> Result<Ticket<Transcript>, BatchError> {
+        let ms = audio_ms(&job.samples);
         let (q, ticket) = queued(job, "speech");
         let waiting = &self.stats.speech_queued;
-        enqueue(&self.speech, q, wait, "speech", waiting).await?;
+        self.stats
+            .speech_pending_ms
+            .fetch_add(ms, Ordering::Relaxed);
+        if let Err(e) = enqueue(&self.speech, q, wait, "speech", waiting).await {
+            self.stats
+                .speech_pending_ms
+                .fetch_sub(ms, Ordering::Relaxed);
+            return Err(e);
+        }
         Ok(ticket)
     }
 
@@ -264,8 +321,18 @@ impl Batchers {
         wait: bool,
     ) -> Result<Ticket<Summary>, BatchError> {
         let tx = self.llm()?;
+        let tokens = summary_work_tokens(&job.segments, job.max_tokens);
         let (q, ticket) = queued(job, "llm");
-        enqueue(tx, LlmWork::Summary(q), wait, "llm", &self.stats.llm_queued).await?;
+        self.stats
+            .llm_pending_tokens
+            .fetch_add(tokens, Ordering::Relaxed);
+        if let Err(e) = enqueue(tx, LlmWork::Summary(q), wait, "llm", &self.stats.llm_queued).await
+        {
+            self.stats
+                .llm_pending_tokens
+                .fetch_sub(tokens, Ordering::Relaxed);
+            return Err(e);
+        }
         Ok(ticket)
     }
 
@@ -407,8 +474,12 @@ fn speech_loop(
         stats
             .speech_queued
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        let pending: u64 = batch.iter().map(|q| audio_ms(&q.req.samples)).sum();
         batch.retain(|q| q.claim());
         if batch.is_empty() {
+            stats
+                .speech_pending_ms
+                .fetch_sub(pending, Ordering::Relaxed);
             continue;
         }
         let n = batch.len();
@@ -439,6 +510,12 @@ fn speech_loop(
         );
         stats.speech_batches.fetch_add(1, Ordering::Relaxed);
         stats.speech_jobs.fetch_add(n as u64, Ordering::Relaxed);
+        stats
+            .speech_busy_ms
+            .fetch_add((wall * 1000.0) as u64, Ordering::Relaxed);
+        stats
+            .speech_pending_ms
+            .fetch_sub(pending, Ordering::Relaxed);
         let total_ms = stats
             .audio_ms
             .fetch_add((audio * 1000.0) as u64, Ordering::Relaxed)
@@ -481,9 +558,11 @@ fn llm_loop(
             .llm_queued
             .fetch_sub(work.len() as u64, Ordering::Relaxed);
         let mut summaries = Vec::new();
+        let mut pending = 0;
         for w in work {
             match w {
                 LlmWork::Summary(q) => {
+                    pending += summary_work_tokens(&q.req.segments, q.req.max_tokens);
                     if q.claim() {
                         summaries.push(q);
                     }
@@ -501,8 +580,13 @@ fn llm_loop(
                 },
             }
         }
-        if !summaries.is_empty() {
+        if summaries.is_empty() {
+            stats
+                .llm_pending_tokens
+                .fetch_sub(pending, Ordering::Relaxed);
+        } else {
             let n = summaries.len();
+            let t = Instant::now();
             tracing::info!(jobs = n, "summary batch started");
             let reqs: Vec<SummaryRequest<'_>> = summaries
                 .iter()
@@ -518,10 +602,27 @@ fn llm_loop(
                 .iter()
                 .filter_map(|r| r.as_ref().ok().map(|s| s.generated_tokens))
                 .sum();
+            let all_tokens: usize = results
+                .iter()
+                .filter_map(|r| {
+                    r.as_ref()
+                        .ok()
+                        .map(|s| s.generated_tokens + s.prompt_tokens)
+                })
+                .sum();
             stats.llm_batches.fetch_add(1, Ordering::Relaxed);
             stats
                 .generated_tokens
                 .fetch_add(tokens as u64, Ordering::Relaxed);
+            stats
+                .summary_tokens
+                .fetch_add(all_tokens as u64, Ordering::Relaxed);
+            stats
+                .summary_busy_ms
+                .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+            stats
+                .llm_pending_tokens
+                .fetch_sub(pending, Ordering::Relaxed);
             metrics::counter!("earshot_llm_tokens_generated_total").increment(tokens as u64);
             metrics::histogram!("earshot_llm_batch_size").record(n as f64);
             for (q, r) in summaries.into_iter().zip(results) {

@@ -2,10 +2,14 @@
 //! summarization from the CLI; the queue worker and HTTP server build on
 //! the same engines).
 
+mod backends;
 mod batcher;
+mod bench;
 mod engines;
 mod jobs;
+mod plan;
 mod probes;
+mod routing;
 mod server;
 mod summarize;
 mod transcribe;
@@ -63,6 +67,12 @@ enum Command {
     /// Exit 0 when a local `serve` or `work --probe-bind` answers /health
     /// (the container HEALTHCHECK).
     Healthcheck(probes::HealthcheckArgs),
+    /// Measure this machine's throughput with the configured models; write
+    /// the JSON profile `earshot plan` reads.
+    Bench(Box<bench::BenchArgs>),
+    /// GPU counts, monthly cost self-hosted vs managed, the crossover and
+    /// the phase for a workload (from a bench profile or given throughput).
+    Plan(Box<plan::PlanArgs>),
 }
 
 /// The async runtime of `serve` and `work`: two threads are plenty for
@@ -114,6 +124,8 @@ fn main() -> std::process::ExitCode {
         Command::Submit(args) => jobs::submit(args),
         Command::Status(args) => jobs::status(args),
         Command::Healthcheck(args) => probes::healthcheck(args),
+        Command::Bench(args) => bench::run(*args),
+        Command::Plan(args) => plan::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,9 @@ use crate::batcher::Batchers;
 
 /// What the probe routes read.
 pub struct Probes {
-    batchers: Batchers,
+    /// None for a worker whose every stage runs on managed services: it
+    /// loads no model and has no device to check.
+    batchers: Option<Batchers>,
     metrics: PrometheusHandle,
     started: Instant,
     /// Cancelled at SIGTERM: from then on `/ready` says "draining", so a
@@ -38,7 +40,7 @@ pub struct Probes {
 impl Probes {
     /// Installs the process-wide Prometheus recorder (once per process),
     /// records the model load times, and starts the uptime clock.
-    pub fn new(batchers: Batchers, stop: CancellationToken) -> Result<Arc<Probes>> {
+    pub fn new(batchers: Option<Batchers>, stop: CancellationToken) -> Result<Arc<Probes>> {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets(&[
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -46,7 +48,8 @@ impl Probes {
             .context("metrics buckets")?
             .install_recorder()
             .context("installing the metrics recorder")?;
-        for (model, secs) in &batchers.info.load_seconds {
+        let loaded = batchers.iter().flat_map(|b| b.info.load_seconds.iter());
+        for (model, secs) in loaded {
             metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);
         }
         Ok(Arc::new(Probes {
@@ -94,16 +97,19 @@ pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> Result<()> {
 }
 
 async fn ready(State(p): State<Arc<Probes>>) -> Response {
-    let info = &p.batchers.info;
-    let device = match info.device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    let info = p.batchers.as_ref().map(|b| b.info.clone());
+    let device = match info.as_ref().map(|i| i.device.location()) {
+        None => "none (managed backends only)".to_string(),
+        Some(candle_core::DeviceLocation::Cpu) => "cpu".to_string(),
+        Some(candle_core::DeviceLocation::Cuda { gpu_id }) => format!("cuda:{gpu_id}"),
+        Some(candle_core::DeviceLocation::Metal { gpu_id }) => format!("metal:{gpu_id}"),
     };
-    let batchers = p.batchers.clone();
-    let health = tokio::task::spawn_blocking(move || batchers.check_health())
-        .await
-        .unwrap_or_else(|e| Err(format!("health check panicked: {e}")));
+    let health = match p.batchers.clone() {
+        Some(batchers) => tokio::task::spawn_blocking(move || batchers.check_health())
+            .await
+            .unwrap_or_else(|e| Err(format!("health check panicked: {e}"))),
+        None => Ok(()),
+    };
     let (code, status, reason) = match health {
         _ if p.stop.is_cancelled() => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -117,20 +123,22 @@ async fn ready(State(p): State<Arc<Probes>>) -> Response {
         "status": status,
         "reason": reason,
         "device": device,
-        "whisper_models": info.whisper_models,
-        "llm_model": info.llm_model,
-        "load_seconds": info.load_seconds,
+        "whisper_models": info.as_ref().map(|i| i.whisper_models.clone()).unwrap_or_default(),
+        "llm_model": info.as_ref().and_then(|i| i.llm_model.clone()),
+        "load_seconds": info.as_ref().map(|i| i.load_seconds.clone()).unwrap_or_default(),
         "uptime_s": p.started.elapsed().as_secs_f64(),
     });
     (code, Json(body)).into_response()
 }
 
 async fn metrics_text(State(p): State<Arc<Probes>>) -> Response {
-    let s = &p.batchers.stats;
-    metrics::gauge!("earshot_queue_depth", "engine" => "speech")
-        .set(s.speech_queued.load(Relaxed) as f64);
-    metrics::gauge!("earshot_queue_depth", "engine" => "llm")
-        .set(s.llm_queued.load(Relaxed) as f64);
+    if let Some(b) = &p.batchers {
+        let s = &b.stats;
+        metrics::gauge!("earshot_queue_depth", "engine" => "speech")
+            .set(s.speech_queued.load(Relaxed) as f64);
+        metrics::gauge!("earshot_queue_depth", "engine" => "llm")
+            .set(s.llm_queued.load(Relaxed) as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         p.metrics.render(),

@@ -84,7 +84,7 @@ type Shared = Arc<AppState>;
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let batchers = args.engines.start(args.queue_capacity)?;
-    let probes = Probes::new(batchers.clone(), CancellationToken::new())?;
+    let probes = Probes::new(Some(batchers.clone()), CancellationToken::new())?;
     let state = Arc::new(AppState {
         batchers,
         api_keys: args
@@ -125,7 +125,7 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
     let grace = Duration::from_secs_f64(args.shutdown_grace.max(0.0));
     let worker = args.worker.then(|| {
         let ctx = crate::worker::WorkerContext {
-            batchers,
+            batchers: Some(batchers),
             shutdown_grace: args.shutdown_grace,
             max_audio_seconds: args.max_audio_seconds,
             stop: stop.clone(),
@@ -163,6 +163,8 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
     Router::new()
         .merge(api)
         .route("/openapi.json", get(openapi))
+        // The planner needs no engine and no key: prices and arithmetic.
+        .merge(crate::plan::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
         })
@@ -196,10 +198,10 @@ impl ApiError {
             retry_after: None,
         }
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-    fn param(mut self, p: &'static str) -> Self {
+    pub(crate) fn param(mut self, p: &'static str) -> Self {
         self.param = Some(p);
         self
     }

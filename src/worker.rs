@@ -42,10 +42,12 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::backends::{other, BackendArgs, Managed, ManagedError, Routing};
 use crate::batcher::{BatchError, Batchers, SpeechJob, SummaryJob, Ticket};
 use crate::engines::EngineArgs;
 use crate::jobs::QueueArgs;
 use crate::probes::Probes;
+use crate::routing::{self, Backend, LocalLoad, Stage};
 
 #[derive(clap::Args)]
 pub struct WorkArgs {
@@ -96,6 +98,8 @@ pub struct WorkerOptions {
     /// benchmarks, tests).
     #[arg(long)]
     exit_when_empty: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
 }
 
 impl WorkerOptions {
@@ -107,7 +111,8 @@ impl WorkerOptions {
 
 /// What the worker needs from its host process.
 pub struct WorkerContext {
-    pub batchers: Batchers,
+    /// The local engines; None when every stage runs on managed services.
+    pub batchers: Option<Batchers>,
     pub shutdown_grace: f64,
     pub max_audio_seconds: f64,
     /// Cancelled on SIGTERM (by the caller).
@@ -119,10 +124,21 @@ const MAX_TRANSCRIPT_BYTES: u64 = 16 << 20;
 /// Longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
 
-pub fn run(args: WorkArgs) -> Result<ExitCode> {
+pub fn run(mut args: WorkArgs) -> Result<ExitCode> {
     let max_batch = args.engines.max_batch();
     let max_in_flight = args.worker.max_in_flight(max_batch);
-    let batchers = args.engines.start(max_in_flight)?;
+    let routing = args.worker.backends.routing()?;
+    // A worker whose stages all run on managed services loads no model and
+    // needs no GPU: it is the managed phase's worker on the same contract.
+    let batchers = if routing.needs_local(Stage::Speech) || routing.needs_local(Stage::Summary) {
+        if !routing.needs_local(Stage::Summary) {
+            args.engines.no_summarizer = true;
+        }
+        Some(args.engines.start(max_in_flight)?)
+    } else {
+        tracing::info!("every stage runs on managed services: no model is loaded");
+        None
+    };
     let rt = crate::async_runtime()?;
     let stop = CancellationToken::new();
     let probes = match args.probe_bind {
@@ -216,10 +232,33 @@ impl From<BatchError> for Failure {
     }
 }
 
+impl From<ManagedError> for Failure {
+    fn from(e: ManagedError) -> Self {
+        if e.is_transient() {
+            Failure::Transient(e.to_string())
+        } else {
+            Failure::Permanent {
+                kind: e.kind(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
 /// A job's decoded input.
 enum Input {
-    Audio(Vec<f32>),
+    Audio(Audio),
     Text(Vec<String>),
+}
+
+/// Decoded audio and where it came from (a managed backend reads the
+/// original file, not the samples).
+struct Audio {
+    samples: Vec<f32>,
+    duration_s: f64,
+    loc: Location,
+    /// The file's size (Transcribe refuses media over 2 GB).
+    size: u64,
 }
 
 #[derive(Default, Serialize)]
@@ -228,6 +267,10 @@ struct Stats {
     failed: u64,
     retried: u64,
     returned: u64,
+    /// Younger than `--min-job-age`, handed back unprocessed.
+    handed_back: u64,
+    /// Stages run per backend (`speech:local`, `summary:bedrock`, …).
+    routed: BTreeMap<String, u64>,
     #[serde(skip)]
     first_receive: Option<Instant>,
     #[serde(skip)]
@@ -246,9 +289,16 @@ struct Shared {
     worker_id: String,
     /// receipt → message id, for release at shutdown.
     inflight: Mutex<HashMap<String, String>>,
+    /// Shadow runs still going (their jobs are done and acknowledged; the
+    /// drain waits for them within the grace period).
+    shadows: std::sync::atomic::AtomicUsize,
     idle: Notify,
     stopping: CancellationToken,
-    batchers: Batchers,
+    batchers: Option<Batchers>,
+    routing: Routing,
+    managed: Managed,
+    /// The local machine's price per hour, for the local stages' cost.
+    local_hourly_usd: f64,
     stats: Mutex<Stats>,
 }
 
@@ -288,6 +338,40 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
         ),
         None => None,
     };
+    let routing = args.backends.routing()?;
+    for stage in [Stage::Speech, Stage::Summary] {
+        if routing.uses(stage, Backend::Local) && ctx.batchers.is_none() {
+            anyhow::bail!(
+                "the {} stage may run locally but no engine is loaded",
+                stage.as_str()
+            );
+        }
+    }
+    if routing.uses(Stage::Summary, Backend::Local)
+        && ctx
+            .batchers
+            .as_ref()
+            .is_some_and(|b| b.info.llm_model.is_none())
+    {
+        anyhow::bail!("the summary stage may run locally but no LLM is loaded (--no-summarizer)");
+    }
+    let managed = Managed::connect(
+        &args.backends,
+        &routing,
+        args.queue.store(),
+        args.queue.bucket.as_deref(),
+    )
+    .await?;
+    let local_hourly_usd = args.backends.local_hourly_usd()?;
+    tracing::info!(
+        speech = %routing.speech.describe(),
+        summary = %routing.summary.describe(),
+        deadline_s = ?routing.deadline_s,
+        shadow_rate = routing.shadow_rate,
+        min_job_age_s = ?routing.min_job_age_s,
+        local_hourly_usd,
+        "backends"
+    );
     let shared = Arc::new(Shared {
         queue,
         store: args.queue.store(),
@@ -299,10 +383,14 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
         max_audio_bytes: args.max_audio_bytes,
         worker_id: worker_id(),
         inflight: Mutex::new(HashMap::new()),
+        shadows: std::sync::atomic::AtomicUsize::new(0),
         idle: Notify::new(),
         // A child: --exit-when-empty stops the worker, not its host process.
         stopping: ctx.stop.child_token(),
         batchers: ctx.batchers,
+        routing,
+        managed,
+        local_hourly_usd,
         stats: Mutex::new(Stats::default()),
     });
 
@@ -319,7 +407,7 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
     // Drain: running jobs finish within the grace period; the rest go back.
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs_f64(ctx.shutdown_grace.max(0.0));
-    while shared.inflight_count() > 0 {
+    while shared.inflight_count() > 0 || shared.shadows.load(Ordering::Acquire) > 0 {
         let notified = shared.idle.notified();
         tokio::select! {
             _ = notified => {}
@@ -355,12 +443,15 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
             _ => 0.0,
         };
         let mut v = serde_json::to_value(&*s).unwrap_or_default();
-        let b = &shared.batchers.stats;
         v["busy_seconds"] = serde_json::json!(busy);
-        v["batches"] = serde_json::json!(b.speech_batches.load(Ordering::Relaxed));
-        v["batch_jobs"] = serde_json::json!(b.speech_jobs.load(Ordering::Relaxed));
-        v["audio_seconds"] = serde_json::json!(b.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0);
-        v["summary_batches"] = serde_json::json!(b.llm_batches.load(Ordering::Relaxed));
+        if let Some(b) = &shared.batchers {
+            let b = &b.stats;
+            v["batches"] = serde_json::json!(b.speech_batches.load(Ordering::Relaxed));
+            v["batch_jobs"] = serde_json::json!(b.speech_jobs.load(Ordering::Relaxed));
+            v["audio_seconds"] =
+                serde_json::json!(b.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+            v["summary_batches"] = serde_json::json!(b.llm_batches.load(Ordering::Relaxed));
+        }
         v
     });
     if let Ok(v) = summary {
@@ -436,7 +527,10 @@ async fn receive_loop(shared: &Arc<Shared>, args: &WorkerOptions, max_in_flight:
         };
         match received {
             Ok(deliveries) if deliveries.is_empty() => {
-                if args.exit_when_empty && shared.inflight_count() == 0 {
+                if args.exit_when_empty
+                    && shared.inflight_count() == 0
+                    && shared.shadows.load(Ordering::Acquire) == 0
+                {
                     match shared.queue.depth().await {
                         Ok(d) if d.visible + d.in_flight == 0 => {
                             tracing::info!("queue empty: exiting");
@@ -451,15 +545,25 @@ async fn receive_loop(shared: &Arc<Shared>, args: &WorkerOptions, max_in_flight:
             Ok(deliveries) => {
                 backoff = Duration::from_millis(500);
                 tracing::info!(messages = deliveries.len(), "received");
-                shared.stat(|s| {
-                    s.first_receive.get_or_insert_with(Instant::now);
-                });
+                let (deliveries, pause) = hand_back_young(shared, deliveries).await;
+                if !deliveries.is_empty() {
+                    shared.stat(|s| {
+                        s.first_receive.get_or_insert_with(Instant::now);
+                    });
+                }
                 for d in deliveries {
                     let Some(permit) = permits.pop() else { break };
                     if let Ok(mut m) = shared.inflight.lock() {
                         m.insert(d.receipt.clone(), d.message_id.clone());
                     }
                     tokio::spawn(run_job(shared.clone(), d, permit));
+                }
+                if let Some(pause) = pause {
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shared.stopping.cancelled() => return,
+                    }
                 }
             }
             Err(e) => {
@@ -474,10 +578,60 @@ async fn receive_loop(shared: &Arc<Shared>, args: &WorkerOptions, max_in_flight:
     }
 }
 
+/// Seconds since a job was submitted: its `submitted_at` when it has a
+/// valid one, else when the queue accepted the message.
+fn job_age_s(d: &Delivery, job: Option<&Job>) -> Option<f64> {
+    let submitted = job
+        .and_then(|j| j.submitted_at.as_deref())
+        .and_then(earshot_queue_adapter::parse_rfc3339_ms)
+        .or(d.sent_at_ms)?;
+    Some(earshot_queue_adapter::now_ms().saturating_sub(submitted) as f64 / 1000.0)
+}
+
+/// The overflow fleet's filter (`--min-job-age`): jobs younger than the
+/// age go straight back to the queue (visible at once, for the GPU
+/// workers), and the receiver pauses until the youngest of them would
+/// come of age, but at most half the age: each replica then receives a
+/// young job at most about three times before it is due (each receive
+/// counts towards the queue's `maxReceiveCount`), and an overdue job waits
+/// at most half a deadline more for it. Returns the deliveries to
+/// run and the pause.
+async fn hand_back_young(
+    shared: &Shared,
+    deliveries: Vec<Delivery>,
+) -> (Vec<Delivery>, Option<Duration>) {
+    let Some(min_age) = shared.routing.min_job_age_s else {
+        return (deliveries, None);
+    };
+    let mut keep = Vec::new();
+    let mut wait_s: Option<f64> = None;
+    for d in deliveries {
+        let job = Job::parse(&d.body, &d.attributes).ok();
+        match job_age_s(&d, job.as_ref()) {
+            // A broken message, or one with no age: take it (it gets its
+            // failure record rather than circling).
+            None => keep.push(d),
+            Some(age) if age >= min_age => keep.push(d),
+            Some(age) => {
+                if let Err(e) = shared.queue.release(&d.receipt, Duration::ZERO).await {
+                    tracing::warn!(message_id = %d.message_id, error = %e, "release failed; the lease will run out instead");
+                }
+                tracing::debug!(message_id = %d.message_id, age_s = age, "younger than --min-job-age: handed back");
+                metrics::counter!("earshot_worker_handed_back_total").increment(1);
+                shared.stat(|s| s.handed_back += 1);
+                let left = min_age - age;
+                wait_s = Some(wait_s.map_or(left, |w: f64| w.max(left)));
+            }
+        }
+    }
+    let pause = wait_s.map(|w| Duration::from_secs_f64(w.min(min_age / 2.0).max(0.5)));
+    (keep, pause)
+}
+
 /// How one delivery ends.
 enum End {
-    /// Write this record, then acknowledge.
-    Record(Box<ResultRecord>, Location),
+    /// Write this record, then acknowledge; then run the shadow, if any.
+    Record(Box<ResultRecord>, Location, Option<Box<ShadowWork>>),
     /// Transient failure: release with backoff.
     Retry(String),
     /// Shutdown before the engine took it: release at once.
@@ -495,7 +649,7 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
     heartbeat.abort();
     let q = &shared.queue;
     match end {
-        End::Record(record, loc) => {
+        End::Record(record, loc, shadow) => {
             let status = record.status;
             let body = serde_json::to_vec_pretty(&*record).expect("records serialize");
             match shared.store.put(&loc, body, "application/json").await {
@@ -505,6 +659,16 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
                         tracing::warn!(job_id = %record.job_id, error = %e, "acknowledge failed; the job may run again");
                     }
                     notify(&shared, &record, &loc).await;
+                    if let Some(work) = shadow {
+                        shared.shadows.fetch_add(1, Ordering::AcqRel);
+                        let s = shared.clone();
+                        let loc = loc.clone();
+                        tokio::spawn(async move {
+                            run_shadow(s.clone(), work, loc).await;
+                            s.shadows.fetch_sub(1, Ordering::AcqRel);
+                            s.idle.notify_waiters();
+                        });
+                    }
                     tracing::info!(job_id = %record.job_id, status = ?status, attempt = d.receive_count, "job done");
                     let label = match status {
                         JobStatus::Succeeded => "succeeded",
@@ -593,6 +757,9 @@ fn record(shared: &Shared, d: &Delivery, job_id: &str, task: Option<TaskKind>) -
         worker: shared.worker_id.clone(),
         finished_at: earshot_queue_adapter::now_rfc3339(),
         timings: BTreeMap::new(),
+        backend: BTreeMap::new(),
+        cost_usd: BTreeMap::new(),
+        shadow: None,
     }
 }
 
@@ -620,6 +787,7 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
                         e.to_string(),
                     ),
                     prefix.join(&ResultRecord::key_for(&d.message_id)),
+                    None,
                 ),
                 None => End::Retry(format!(
                     "{e} (no --results to record it; the DLQ will take it)"
@@ -644,7 +812,7 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
     let input = match fetch_input(shared, &job).await {
         Ok(i) => i,
         Err(Failure::Permanent { kind, message }) => {
-            return End::Record(failed(base, kind, message), result_loc)
+            return End::Record(failed(base, kind, message), result_loc, None)
         }
         Err(Failure::Transient(m)) => return End::Retry(m),
     };
@@ -654,11 +822,11 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
     }
     let mut rec = base;
     rec.timings.insert("fetch".into(), fetch_s);
-    match run_engines(shared, &job, input, &mut rec).await {
-        Ok(true) => End::Record(Box::new(rec), result_loc),
-        Ok(false) => End::Return,
+    match run_engines(shared, d, &job, input, &mut rec).await {
+        Ok(Some(shadow)) => End::Record(Box::new(rec), result_loc, shadow),
+        Ok(None) => End::Return,
         Err(Failure::Permanent { kind, message }) => {
-            End::Record(failed(rec, kind, message), result_loc)
+            End::Record(failed(rec, kind, message), result_loc, None)
         }
         Err(Failure::Transient(m)) => End::Retry(m),
     }
@@ -679,58 +847,337 @@ async fn wait_ticket<T>(shared: &Shared, mut ticket: Ticket<T>) -> Option<Result
     }
 }
 
-/// Transcribes and/or summarizes through the shared batchers, filling
-/// `rec`. `Ok(false)`: shut down before the engines took it.
+/// A finished stage: what it produced, on which backend, at what cost.
+struct StageRun<T> {
+    out: T,
+    backend: Backend,
+    cost_usd: f64,
+    seconds: f64,
+}
+
+/// What a shadowed job's other run needs, kept after the primary result.
+struct ShadowWork {
+    job: Job,
+    audio: Option<Audio>,
+    /// The transcript the summary read (the primary's).
+    segments: Vec<String>,
+    speech: Option<(Backend, String)>,
+    summary: Option<(Backend, SummaryRecord)>,
+}
+
+/// Transcribes and/or summarizes, each stage on the backend its policy
+/// picks, filling `rec`. `Ok(None)`: shut down before the engines took it;
+/// `Ok(Some(shadow))`: done, and `shadow` is set when the job is shadowed.
 async fn run_engines(
     shared: &Shared,
+    d: &Delivery,
     job: &Job,
     input: Input,
     rec: &mut ResultRecord,
-) -> Result<bool, Failure> {
-    let b = &shared.batchers;
+) -> Result<Option<Option<Box<ShadowWork>>>, Failure> {
     let o = &job.options;
+    let shadowed = routing::shadowed(&job.job_id, shared.routing.shadow_rate);
+    let mut shadow_speech = None;
+    let mut kept_audio = None;
     let segments = match input {
         Input::Text(s) => s,
-        Input::Audio(samples) => {
-            let t = Instant::now();
-            let ticket = b
-                .transcribe(
-                    SpeechJob {
-                        samples,
-                        model: o.model.clone(),
-                        language: o.language.clone(),
-                        prompt: o.prompt.clone(),
-                        temperature: 0.0,
-                    },
-                    true,
-                )
-                .await?;
-            let Some(r) = wait_ticket(shared, ticket).await else {
-                return Ok(false);
+        Input::Audio(audio) => {
+            let after_s = if job.task.needs_summary() {
+                estimated_summary_s(shared, &[], o.max_summary_tokens, audio.duration_s)
+            } else {
+                0.0
             };
-            let tr = r?;
-            rec.timings
-                .insert("transcribe".into(), t.elapsed().as_secs_f64());
-            let model = o
-                .model
-                .clone()
-                .unwrap_or_else(|| b.info.whisper_models[0].clone());
-            let segments = tr
-                .segments
-                .iter()
-                .map(|s| s.text.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            rec.transcript = Some(transcript_record(&tr, model, &o.formats));
+            let decision = routing::choose(
+                &shared.routing.speech,
+                Stage::Speech,
+                &job.job_id,
+                shared.routing.deadline_s,
+                || LocalLoad {
+                    age_s: job_age_s(d, Some(job)).unwrap_or(0.0),
+                    backlog: shared
+                        .batchers
+                        .as_ref()
+                        .map_or(0.0, |b| b.stats.speech_backlog_s()),
+                    work: audio.duration_s,
+                    throughput: local_speech_throughput(shared),
+                    after_s,
+                },
+            );
+            log_decision(job, Stage::Speech, &decision);
+            let Some(run) = run_speech(shared, job, &audio, decision.backend).await? else {
+                return Ok(None);
+            };
+            let (record, segments) = run.out;
+            note_stage(
+                shared,
+                rec,
+                Stage::Speech,
+                run.backend,
+                run.cost_usd,
+                run.seconds,
+            );
+            if shadowed {
+                shadow_speech = Some((run.backend, record.text.clone()));
+            }
+            rec.transcript = Some(record);
+            if shadowed {
+                kept_audio = Some(audio);
+            }
             segments
         }
     };
+    let mut shadow_summary = None;
     if job.task.needs_summary() {
-        let t = Instant::now();
+        let work = crate::batcher::summary_work_tokens(&segments, o.max_summary_tokens) as f64;
+        let decision = routing::choose(
+            &shared.routing.summary,
+            Stage::Summary,
+            &job.job_id,
+            shared.routing.deadline_s,
+            || LocalLoad {
+                age_s: job_age_s(d, Some(job)).unwrap_or(0.0),
+                backlog: shared
+                    .batchers
+                    .as_ref()
+                    .map_or(0.0, |b| b.stats.summary_backlog_tokens()),
+                work,
+                throughput: local_summary_throughput(shared),
+                after_s: 0.0,
+            },
+        );
+        log_decision(job, Stage::Summary, &decision);
+        let Some(run) = run_summary(shared, job, &segments, decision.backend).await? else {
+            return Ok(None);
+        };
+        note_stage(
+            shared,
+            rec,
+            Stage::Summary,
+            run.backend,
+            run.cost_usd,
+            run.seconds,
+        );
+        if shadowed {
+            shadow_summary = Some((run.backend, run.out.clone()));
+        }
+        rec.summary = Some(run.out);
+    }
+    let total: f64 = rec.cost_usd.values().sum();
+    rec.cost_usd.insert("total".into(), total);
+    Ok(Some(shadowed.then(|| {
+        Box::new(ShadowWork {
+            job: job.clone(),
+            audio: kept_audio,
+            segments,
+            speech: shadow_speech,
+            summary: shadow_summary,
+        })
+    })))
+}
+
+fn log_decision(job: &Job, stage: Stage, d: &routing::Decision) {
+    tracing::info!(
+        job_id = %job.job_id,
+        stage = stage.as_str(),
+        backend = d.backend.as_str(),
+        reason = d.reason,
+        predicted_s = ?d.predicted_s,
+        "routed"
+    );
+    metrics::counter!(
+        "earshot_routed_total",
+        "stage" => stage.as_str(),
+        "backend" => d.backend.as_str(),
+        "reason" => d.reason
+    )
+    .increment(1);
+}
+
+/// Records a finished stage in the job's record, the worker's counters and
+/// the metrics.
+fn note_stage(
+    shared: &Shared,
+    rec: &mut ResultRecord,
+    stage: Stage,
+    backend: Backend,
+    cost_usd: f64,
+    seconds: f64,
+) {
+    let timing = match stage {
+        Stage::Speech => "transcribe",
+        Stage::Summary => "summarize",
+    };
+    rec.timings.insert(timing.into(), seconds);
+    rec.backend
+        .insert(stage.as_str().into(), backend.as_str().into());
+    rec.cost_usd.insert(stage.as_str().into(), cost_usd);
+    metrics::counter!("earshot_jobs_total", "backend" => backend.as_str(), "stage" => stage.as_str())
+        .increment(1);
+    // A gauge that only grows: the metrics facade's counters are integers,
+    // and cents would hide the per-job cost of short jobs.
+    metrics::gauge!("earshot_cost_usd_total", "backend" => backend.as_str(), "stage" => stage.as_str())
+        .increment(cost_usd);
+    shared.stat(|s| {
+        *s.routed
+            .entry(format!("{}:{}", stage.as_str(), backend))
+            .or_default() += 1
+    });
+}
+
+/// The speech engine's measured throughput (audio-seconds per second),
+/// else the profile's.
+fn local_speech_throughput(shared: &Shared) -> Option<f64> {
+    shared
+        .batchers
+        .as_ref()
+        .and_then(|b| b.stats.speech_throughput())
+        .or(shared.routing.speech_prior)
+}
+
+/// Summary tokens per second, measured, else the profile's.
+fn local_summary_throughput(shared: &Shared) -> Option<f64> {
+    shared
+        .batchers
+        .as_ref()
+        .and_then(|b| b.stats.summary_throughput())
+        .or(shared.routing.summary_prior)
+}
+
+/// Seconds a summary would take locally after transcription (for the
+/// speech stage's hybrid decision): the summary backlog plus this one
+/// (estimated from the audio length: ~2.5 words a second of speech) at the
+/// measured speed; 0 when unknown or when summaries are managed.
+fn estimated_summary_s(
+    shared: &Shared,
+    segments: &[String],
+    max_tokens: Option<usize>,
+    audio_s: f64,
+) -> f64 {
+    if !shared.routing.uses(Stage::Summary, Backend::Local) {
+        return 0.0;
+    }
+    let Some(thr) = local_summary_throughput(shared) else {
+        return 0.0;
+    };
+    let own = if segments.is_empty() {
+        (audio_s * 2.5 * 1.3) + max_tokens.unwrap_or(200) as f64
+    } else {
+        crate::batcher::summary_work_tokens(segments, max_tokens) as f64
+    };
+    let backlog = shared
+        .batchers
+        .as_ref()
+        .map_or(0.0, |b| b.stats.summary_backlog_tokens());
+    (backlog + own) / thr
+}
+
+/// The local engines' cost for `work` units at `throughput` units per
+/// second: the machine's hourly price spread over the time the work took.
+fn local_cost(shared: &Shared, work: f64, throughput: Option<f64>, fallback_s: f64) -> f64 {
+    let busy_s = match throughput {
+        Some(t) if t > 0.0 => work / t,
+        _ => fallback_s,
+    };
+    earshot_planner::prices::local_usd(shared.local_hourly_usd, busy_s)
+}
+
+/// Runs the speech stage on `backend`. `Ok(None)`: shut down before the
+/// engine took it.
+async fn run_speech(
+    shared: &Shared,
+    job: &Job,
+    audio: &Audio,
+    backend: Backend,
+) -> Result<Option<StageRun<(TranscriptRecord, Vec<String>)>>, Failure> {
+    let o = &job.options;
+    let t = Instant::now();
+    if backend == Backend::Local {
+        let Some(b) = &shared.batchers else {
+            return Err(Failure::Transient(
+                "no local speech engine in this worker".into(),
+            ));
+        };
+        let ticket = b
+            .transcribe(
+                SpeechJob {
+                    samples: audio.samples.clone(),
+                    model: o.model.clone(),
+                    language: o.language.clone(),
+                    prompt: o.prompt.clone(),
+                    temperature: 0.0,
+                },
+                true,
+            )
+            .await?;
+        let Some(r) = wait_ticket(shared, ticket).await else {
+            return Ok(None);
+        };
+        let tr = r?;
+        let seconds = t.elapsed().as_secs_f64();
+        let model = o
+            .model
+            .clone()
+            .unwrap_or_else(|| b.info.whisper_models[0].clone());
+        let segments = tr
+            .segments
+            .iter()
+            .map(|s| s.text.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let cost = local_cost(shared, tr.duration, b.stats.speech_throughput(), seconds);
+        return Ok(Some(StageRun {
+            out: (transcript_record(&tr, model, &o.formats), segments),
+            backend,
+            cost_usd: cost,
+            seconds,
+        }));
+    }
+    let out = shared
+        .managed
+        .transcribe(
+            &job.job_id,
+            &audio.loc,
+            audio.size,
+            o.language.as_deref(),
+            audio.duration_s,
+        )
+        .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let mut record = out.record;
+    record.formats = render_formats(&record, &o.formats);
+    let segments = record
+        .segments
+        .iter()
+        .map(|s| s.text.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let cost = earshot_planner::prices::PriceTable::bundled()
+        .transcribe_job_usd(out.billed_seconds as f64);
+    Ok(Some(StageRun {
+        out: (record, segments),
+        backend,
+        cost_usd: cost,
+        seconds,
+    }))
+}
+
+/// Runs the summary stage on `backend`.
+async fn run_summary(
+    shared: &Shared,
+    job: &Job,
+    segments: &[String],
+    backend: Backend,
+) -> Result<Option<StageRun<SummaryRecord>>, Failure> {
+    let o = &job.options;
+    let t = Instant::now();
+    if backend == Backend::Local {
+        let Some(b) = &shared.batchers else {
+            return Err(Failure::Transient("no local LLM in this worker".into()));
+        };
         let ticket = b
             .summarize(
                 SummaryJob {
-                    segments,
+                    segments: segments.to_vec(),
                     model: o.llm_model.clone(),
                     max_tokens: o.max_summary_tokens,
                 },
@@ -738,15 +1185,150 @@ async fn run_engines(
             )
             .await?;
         let Some(r) = wait_ticket(shared, ticket).await else {
-            return Ok(false);
+            return Ok(None);
         };
         let s = r?;
-        rec.timings
-            .insert("summarize".into(), t.elapsed().as_secs_f64());
+        let seconds = t.elapsed().as_secs_f64();
         let llm = b.info.llm_model.clone().unwrap_or_default();
-        rec.summary = Some(summary_record(&s, &llm));
+        let tokens = (s.prompt_tokens + s.generated_tokens) as f64;
+        let cost = local_cost(shared, tokens, b.stats.summary_throughput(), seconds);
+        return Ok(Some(StageRun {
+            out: summary_record(&s, &llm),
+            backend,
+            cost_usd: cost,
+            seconds,
+        }));
     }
-    Ok(true)
+    let out = shared
+        .managed
+        .summarize(segments, o.max_summary_tokens)
+        .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let cost = earshot_planner::prices::PriceTable::bundled()
+        .bedrock_usd(
+            &out.model,
+            out.prompt_tokens as u64,
+            out.generated_tokens as u64,
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no Bedrock price for this model: cost recorded as 0");
+            0.0
+        });
+    Ok(Some(StageRun {
+        out,
+        backend,
+        cost_usd: cost,
+        seconds,
+    }))
+}
+
+/// Runs a shadowed job on the other backends and adds the comparison to
+/// its record (read back and rewritten: the record was already written and
+/// acknowledged, so the shadow never delays or fails it).
+async fn run_shadow(shared: Arc<Shared>, work: Box<ShadowWork>, loc: Location) {
+    let job = &work.job;
+    let mut shadow = serde_json::Map::new();
+    let mut cost = 0.0;
+    if let (Some(audio), Some((primary, primary_text))) = (&work.audio, &work.speech) {
+        let backend = other(Stage::Speech, *primary);
+        match run_speech(&shared, job, audio, backend).await {
+            Ok(Some(run)) => {
+                let text = &run.out.0.text;
+                // The managed transcript is the reference: it is what the
+                // platform trusted before the swap.
+                let (reference, hypothesis) = if primary.is_managed() {
+                    (primary_text.as_str(), text.as_str())
+                } else {
+                    (text.as_str(), primary_text.as_str())
+                };
+                let wer = routing::wer(reference, hypothesis);
+                metrics::histogram!("earshot_shadow_wer").record(wer);
+                cost += run.cost_usd;
+                shadow.insert(
+                    "speech".into(),
+                    serde_json::json!({
+                        "backend": backend.as_str(),
+                        "primary_backend": primary.as_str(),
+                        "wer": wer,
+                        "reference": if primary.is_managed() { primary.as_str() } else { backend.as_str() },
+                        "words": routing::normalized_words(text).len(),
+                        "primary_words": routing::normalized_words(primary_text).len(),
+                        "text": text,
+                        "cost_usd": run.cost_usd,
+                        "seconds": run.seconds,
+                    }),
+                );
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = ?e, "shadow transcription failed");
+                shadow.insert(
+                    "speech".into(),
+                    serde_json::json!({"backend": backend.as_str(), "error": format!("{e:?}")}),
+                );
+            }
+        }
+    }
+    if let Some((primary, primary_summary)) = &work.summary {
+        let backend = other(Stage::Summary, *primary);
+        match run_summary(&shared, job, &work.segments, backend).await {
+            Ok(Some(run)) => {
+                cost += run.cost_usd;
+                shadow.insert(
+                    "summary".into(),
+                    serde_json::json!({
+                        "backend": backend.as_str(),
+                        "primary_backend": primary.as_str(),
+                        "chars": run.out.text.chars().count(),
+                        "primary_chars": primary_summary.text.chars().count(),
+                        "prompt_tokens": run.out.prompt_tokens,
+                        "generated_tokens": run.out.generated_tokens,
+                        "primary_prompt_tokens": primary_summary.prompt_tokens,
+                        "primary_generated_tokens": primary_summary.generated_tokens,
+                        "text": run.out.text,
+                        "cost_usd": run.cost_usd,
+                        "seconds": run.seconds,
+                    }),
+                );
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = ?e, "shadow summary failed");
+                shadow.insert(
+                    "summary".into(),
+                    serde_json::json!({"backend": backend.as_str(), "error": format!("{e:?}")}),
+                );
+            }
+        }
+    }
+    if shadow.is_empty() {
+        return;
+    }
+    shadow.insert("cost_usd".into(), serde_json::json!(cost));
+    metrics::gauge!("earshot_cost_usd_total", "backend" => "shadow", "stage" => "shadow")
+        .increment(cost);
+    let updated = match shared.store.get(&loc, 64 << 20).await {
+        Ok(bytes) => match serde_json::from_slice::<ResultRecord>(&bytes) {
+            Ok(mut r) => {
+                r.shadow = Some(serde_json::Value::Object(shadow));
+                r
+            }
+            Err(e) => {
+                tracing::warn!(%loc, error = %e, "shadow: the record does not parse");
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::warn!(%loc, error = %e, "shadow: reading the record failed");
+            return;
+        }
+    };
+    let body = serde_json::to_vec_pretty(&updated).expect("records serialize");
+    if let Err(e) = shared.store.put(&loc, body, "application/json").await {
+        tracing::warn!(%loc, error = %e, "shadow: writing the comparison failed");
+    } else {
+        tracing::info!(job_id = %job.job_id, "shadow comparison recorded");
+    }
 }
 
 async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
@@ -757,12 +1339,19 @@ async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
         let limits = DecodeLimits {
             max_duration_s: Some(shared.max_audio_seconds),
         };
+        let size = bytes.len() as u64;
         let samples =
             tokio::task::spawn_blocking(move || audio::load_bytes(bytes, ext.as_deref(), limits))
                 .await
                 .map_err(|e| Failure::Transient(format!("decoder task: {e}")))?
                 .map_err(|e| Failure::from(InferenceError::from(e)))?;
-        return Ok(Input::Audio(samples));
+        let duration_s = samples.len() as f64 / audio::SAMPLE_RATE as f64;
+        return Ok(Input::Audio(Audio {
+            samples,
+            duration_s,
+            loc,
+            size,
+        }));
     }
     let text = match (&job.text, &job.transcript) {
         (Some(t), _) => t.clone(),
@@ -803,10 +1392,42 @@ fn transcript_record(t: &Transcript, model: String, formats: &[String]) -> Trans
                 start: s.start,
                 end: s.end,
                 text: s.text.trim().to_string(),
+                words: Vec::new(),
             })
             .collect(),
         formats: rendered,
     }
+}
+
+/// Renders a managed transcript in the formats a job asked for, through
+/// the same writers as local transcripts.
+fn render_formats(r: &TranscriptRecord, formats: &[String]) -> BTreeMap<String, String> {
+    let t = Transcript {
+        text: r.text.clone(),
+        language: r.language.clone(),
+        duration: r.duration,
+        segments: r
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| earshot_inference::whisper::Segment {
+                id: i,
+                seek: 0,
+                start: s.start,
+                end: s.end,
+                text: format!(" {}", s.text),
+                tokens: Vec::new(),
+                temperature: 0.0,
+                avg_logprob: 0.0,
+                compression_ratio: 0.0,
+                no_speech_prob: 0.0,
+            })
+            .collect(),
+    };
+    formats
+        .iter()
+        .filter_map(|f| Some((f.clone(), render(&t, f.parse::<OutputFormat>().ok()?))))
+        .collect()
 }
 
 fn summary_record(s: &Summary, model: &str) -> SummaryRecord {

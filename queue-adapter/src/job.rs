@@ -251,12 +251,29 @@ pub enum JobStatus {
     Failed,
 }
 
+/// One word with its timing: filled by Amazon Transcribe (per
+/// pronunciation item) and by local word timestamps, in one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WordRecord {
+    /// The word as spoken, with any punctuation that follows it attached
+    /// (`"launch,"`), and no surrounding spaces.
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    /// Confidence in [0, 1] (Transcribe's `confidence`, Whisper's mean
+    /// token probability).
+    pub probability: f64,
+}
+
 /// One transcript segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentRecord {
     pub start: f64,
     pub end: f64,
     pub text: String,
+    /// Word timings, when the backend produced them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<WordRecord>,
 }
 
 /// The transcript part of a result.
@@ -319,6 +336,19 @@ pub struct ResultRecord {
     /// Seconds spent per stage (`fetch`, `transcribe`, `summarize`).
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
+    /// Which backend ran each stage: `speech` → `local` | `transcribe`,
+    /// `summary` → `local` | `bedrock`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend: BTreeMap<String, String>,
+    /// Estimated cost per stage in US dollars (`speech`, `summary`, and
+    /// `total`), from the committed price table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost_usd: BTreeMap<String, f64>,
+    /// The other backend's run of a shadowed job (`--shadow-rate`): word
+    /// error rate between the transcripts, the summaries' sizes, its own
+    /// cost. Added after the record was first written; never the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<serde_json::Value>,
 }
 
 impl ResultRecord {

@@ -40,6 +40,22 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Parses an RFC 3339 time (a job's `submitted_at`) to Unix
+/// milli-seconds; None when it is not one.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let t = aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::DateTime)
+        .ok()?;
+    u64::try_from(t.to_millis().ok()?).ok()
+}
+
+/// Now, in Unix milli-seconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Which queue to use.
 #[derive(Debug, Clone)]
 pub enum QueueSpec {
@@ -60,4 +76,26 @@ pub async fn open_queue(spec: &QueueSpec) -> Result<Arc<dyn JobQueue>, QueueErro
             Arc::new(local::LocalQueue::open(dir, *max_receives)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submitted_at_parses_to_unix_millis() {
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T08:00:00Z"),
+            Some(1_796_025_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T08:00:00.250Z"),
+            Some(1_796_025_600_250)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms(""), None);
+        // What this crate writes, it reads back.
+        let now = parse_rfc3339_ms(&now_rfc3339()).unwrap();
+        assert!(now.abs_diff(now_ms()) < 2_000);
+    }
 }

@@ -129,6 +129,7 @@ impl LocalQueue {
                 body: s.body,
                 attributes: s.attributes,
                 receive_count: s.receive_count,
+                sent_at_ms: Some(s.enqueued_ms),
             });
         }
         Ok(out)

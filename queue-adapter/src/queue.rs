@@ -21,6 +21,10 @@ pub struct Delivery {
     pub attributes: BTreeMap<String, String>,
     /// How many times this message has been received, this one included.
     pub receive_count: u32,
+    /// When the queue first accepted the message (Unix milli-seconds; SQS's
+    /// `SentTimestamp`): a job's age when its producer set no
+    /// `submitted_at`.
+    pub sent_at_ms: Option<u64>,
 }
 
 /// Approximate message counts (for metrics and autoscaling).

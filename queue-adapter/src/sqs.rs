@@ -95,6 +95,7 @@ impl JobQueue for SqsQueue {
             .visibility_timeout(secs(visibility))
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(svc("ReceiveMessage"))?;
@@ -116,7 +117,12 @@ impl JobQueue for SqsQueue {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1);
+            let sent_at_ms = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|s| s.parse().ok());
             deliveries.push(Delivery {
+                sent_at_ms,
                 message_id: id.to_string(),
                 receipt: receipt.to_string(),
                 body: m.body().unwrap_or_default().to_string(),

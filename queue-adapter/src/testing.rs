@@ -31,6 +31,18 @@ impl MotoServer {
     /// Panics with instructions when the test environment is missing:
     /// these tests need the real protocol server, never a fake.
     pub fn start() -> MotoServer {
+        Self::start_with(&["-m", "moto.server"])
+    }
+
+    /// Starts moto through a launcher script (which may patch one of
+    /// moto's behaviours, saying so, before calling `moto.server.main`
+    /// with the remaining arguments).
+    pub fn start_script(script: &std::path::Path) -> MotoServer {
+        let script = script.display().to_string();
+        Self::start_with(&[script.as_str()])
+    }
+
+    fn start_with(launch: &[&str]) -> MotoServer {
         let py = python();
         let ok = Command::new(&py)
             .args(["-c", "import moto.server"])
@@ -47,14 +59,8 @@ impl MotoServer {
         );
         let port = free_port();
         let child = Command::new(&py)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(launch)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,6 +75,28 @@ impl MotoServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// Sets how moto advances a model's state (`/moto-api/state-manager/
+    /// set-transition`), e.g. `transcribe::transcriptionjob` with
+    /// `{"progression": "manual", "times": 1000}` to hold jobs
+    /// IN_PROGRESS, or `{"progression": "immediate"}`.
+    pub fn set_transition(&self, model: &str, transition: &str) {
+        use std::io::{Read, Write};
+        let body = format!(r#"{{"model_name": "{model}", "transition": {transition}}}"#);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("moto answers");
+        write!(
+            s,
+            "POST /moto-api/state-manager/set-transition HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request sent");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.0 2") || reply.starts_with("HTTP/1.1 2"),
+            "set-transition failed: {reply}"
+        );
     }
 
     pub fn endpoint(&self) -> String {

@@ -57,16 +57,69 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The image of a pod that needs no GPU: the main image when `device` is
+cpu, else the CPU image (image.cpuTag, default <appVersion>-cpu). */}}
+{{- define "earshot.cpuImage" -}}
+{{- if eq .Values.device "cpu" -}}
+{{- include "earshot.image" . -}}
+{{- else -}}
+{{- $tag := default (printf "%s-cpu" .Chart.AppVersion) .Values.image.cpuTag -}}
+{{- if .Values.image.cpuDigest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.cpuDigest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/*
-Scheduling of one component's pods: (dict "root" $ "component" .Values.worker).
+"true" when the queue worker loads no model: speech on Transcribe, the
+summary on Bedrock (or no summarizer), and neither a route nor shadow runs
+that could send work to a local engine.
+*/}}
+{{- define "earshot.workerManagedOnly" -}}
+{{- $b := .Values.backends -}}
+{{- if and (eq $b.speech "transcribe") (or (eq $b.summary "bedrock") (not .Values.models.summarizer)) (not (regexMatch "local" (default "" $b.route))) (eq (float64 (default 0 $b.shadowRate)) 0.0) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The 5-field cron expression of scaling.activeHours' `start` or `end`:
+(dict "time" "08:00" "days" "1-5"). HH:MM becomes "M H * * days"; a cron
+expression is used as it is.
+*/}}
+{{- define "earshot.activeHoursCron" -}}
+{{- if regexMatch "^[0-9]{1,2}:[0-9]{2}$" .time -}}
+{{- $hm := splitList ":" .time -}}
+{{- printf "%d %d * * %s" (atoi (index $hm 1)) (atoi (index $hm 0)) (default "*" .days) -}}
+{{- else -}}
+{{- regexReplaceAll "\\s+" (trim .time) " " -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The SQS queue's name (the last segment of queue.url), for CloudWatch. */}}
+{{- define "earshot.queueName" -}}
+{{- .Values.queue.url | trimSuffix "/" | splitList "/" | last -}}
+{{- end -}}
+
+{{/*
+Scheduling of one component's pods: (dict "root" $ "component" .Values.worker),
+plus "cpuOnly" true for pods without a GPU (managed backends only).
 The chart-wide `scheduling` merged with the component's own. Spot capacity
 is a node affinity on Karpenter's or EKS managed node groups' capacity
-label; a GPU request tolerates the nvidia.com/gpu taint.
+label; a GPU request tolerates the nvidia.com/gpu taint. A cpuOnly pod
+takes none of the chart-wide GPU placement: spot is at most preferred.
 */}}
 {{- define "earshot.scheduling" -}}
 {{- $root := .root -}}
-{{- $s := mergeOverwrite (deepCopy $root.Values.scheduling) (deepCopy (default dict .component.scheduling)) -}}
-{{- $gpu := and (eq $root.Values.device "cuda") (gt (int .component.gpu) 0) -}}
+{{- $base := $root.Values.scheduling -}}
+{{- if .cpuOnly -}}
+{{- $spot := dict "enabled" $root.Values.scheduling.spot.enabled "provisioner" (default "karpenter" $root.Values.scheduling.spot.provisioner) "mode" "preferred" -}}
+{{- $base = dict "spot" $spot "gpuToleration" false "priorityClassName" (default "" $root.Values.scheduling.priorityClassName) -}}
+{{- end -}}
+{{- $s := mergeOverwrite (deepCopy $base) (deepCopy (default dict .component.scheduling)) -}}
+{{- $gpu := and (not .cpuOnly) (eq $root.Values.device "cuda") (gt (int .component.gpu) 0) -}}
 {{- $spotTerm := dict -}}
 {{- if $s.spot.enabled -}}
 {{- if eq $s.spot.provisioner "karpenter" -}}
@@ -149,7 +202,7 @@ securityContext:
 {{/* Container resources, with the GPU limit when the component has one. */}}
 {{- define "earshot.resources" -}}
 {{- $r := deepCopy (default dict .component.resources) -}}
-{{- if and (eq .root.Values.device "cuda") (gt (int .component.gpu) 0) -}}
+{{- if and (not .cpuOnly) (eq .root.Values.device "cuda") (gt (int .component.gpu) 0) -}}
 {{- $limits := default dict $r.limits -}}
 {{- $_ := set $limits "nvidia.com/gpu" (int .component.gpu) -}}
 {{- $_ := set $r "limits" $limits -}}
@@ -168,25 +221,81 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{/* Volumes shared by every earshot pod: /tmp and the model cache. */}}
+{{/* Volumes of an earshot pod: /tmp, and the model cache unless the pod
+loads no model: (dict "root" $ "cpuOnly" false). */}}
 {{- define "earshot.volumes" -}}
 - name: tmp
   emptyDir: {}
+{{- if not .cpuOnly }}
 - name: model-cache
-{{- if .Values.models.cache.existingClaim }}
+{{- if .root.Values.models.cache.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ .Values.models.cache.existingClaim }}
+    claimName: {{ .root.Values.models.cache.existingClaim }}
 {{- else }}
   emptyDir:
-    sizeLimit: {{ .Values.models.cache.sizeLimit }}
+    sizeLimit: {{ .root.Values.models.cache.sizeLimit }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
 {{- define "earshot.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if not .cpuOnly }}
 - name: model-cache
-  mountPath: {{ .Values.models.cache.mountPath }}
+  mountPath: {{ .root.Values.models.cache.mountPath }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Backend settings of a queue worker that runs the configured backends (not
+the overflow worker): (dict "root" $ "cpuOnly" bool). The managed-backend
+settings only when a job can reach Transcribe or Bedrock.
+*/}}
+{{- define "earshot.backendEnv" -}}
+{{- $b := .root.Values.backends -}}
+- name: EARSHOT_SPEECH_BACKEND
+  value: {{ $b.speech | quote }}
+- name: EARSHOT_SUMMARY_BACKEND
+  value: {{ $b.summary | quote }}
+{{- if gt (int $b.deadlineSeconds) 0 }}
+- name: EARSHOT_DEADLINE
+  value: {{ $b.deadlineSeconds | quote }}
+{{- end }}
+{{- with $b.route }}
+- name: EARSHOT_ROUTE
+  value: {{ . | quote }}
+{{- end }}
+{{- if gt (float64 (default 0 $b.shadowRate)) 0.0 }}
+- name: EARSHOT_SHADOW_RATE
+  value: {{ $b.shadowRate | toString | quote }}
+{{- end }}
+{{- if or (ne $b.speech "local") (ne $b.summary "local") $b.route (gt (float64 (default 0 $b.shadowRate)) 0.0) }}
+{{- include "earshot.managedEnv" .root }}
+{{- end }}
+{{- if not .cpuOnly }}
+{{- with $b.instanceType }}
+- name: EARSHOT_INSTANCE_TYPE
+  value: {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $b.spotShare) }}
+- name: EARSHOT_SPOT_SHARE
+  value: {{ $b.spotShare | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the managed backends write and which model they call. */}}
+{{- define "earshot.managedEnv" -}}
+{{- $b := .Values.backends }}
+- name: EARSHOT_BEDROCK_MODEL
+  value: {{ $b.bedrockModel | quote }}
+{{- with $b.transcribeBucket }}
+- name: EARSHOT_TRANSCRIBE_BUCKET
+  value: {{ . | quote }}
+{{- end }}
+- name: EARSHOT_TRANSCRIBE_PREFIX
+  value: {{ $b.transcribePrefix | quote }}
 {{- end -}}
 
 {{/* Probes on a named port: (dict "probes" .Values.worker "port" "probes"). */}}
@@ -229,5 +338,42 @@ readinessProbe:
 {{- end -}}
 {{- if and .Values.api.hpa.enabled (gt (int .Values.api.hpa.minReplicas) (int .Values.api.hpa.maxReplicas)) -}}
 {{- fail (printf "api.hpa.minReplicas (%v) is above api.hpa.maxReplicas (%v)" .Values.api.hpa.minReplicas .Values.api.hpa.maxReplicas) -}}
+{{- end -}}
+{{- $b := .Values.backends -}}
+{{- if and (or (eq $b.speech "hybrid") (eq $b.summary "hybrid")) (eq (int $b.deadlineSeconds) 0) -}}
+{{- fail "a hybrid backend needs backends.deadlineSeconds: it runs a job on the managed backend only when local processing would miss that deadline" -}}
+{{- end -}}
+{{- $o := .Values.overflow -}}
+{{- if $o.enabled -}}
+{{- if eq (int $b.deadlineSeconds) 0 -}}
+{{- fail "overflow needs backends.deadlineSeconds: the overflow worker takes only jobs older than the deadline (EARSHOT_MIN_JOB_AGE), and KEDA starts it when the queue's oldest message is past it" -}}
+{{- end -}}
+{{- if ne .Values.queue.type "sqs" -}}
+{{- fail "overflow needs queue.type sqs: it shares the SQS queue with the GPU workers and KEDA scales it on that queue's CloudWatch metrics" -}}
+{{- end -}}
+{{- if gt (int $o.minReplicas) (int $o.maxReplicas) -}}
+{{- fail (printf "overflow.minReplicas (%v) is above overflow.maxReplicas (%v)" $o.minReplicas $o.maxReplicas) -}}
+{{- end -}}
+{{- if ne (mod (int $o.ageMetric.collectionSeconds) (int $o.ageMetric.periodSeconds)) 0 -}}
+{{- fail (printf "overflow.ageMetric.collectionSeconds (%v) must be a multiple of overflow.ageMetric.periodSeconds (%v)" $o.ageMetric.collectionSeconds $o.ageMetric.periodSeconds) -}}
+{{- end -}}
+{{- end -}}
+{{- $ah := .Values.scaling.activeHours -}}
+{{- if $ah.enabled -}}
+{{- if not (and .Values.worker.enabled .Values.autoscaling.enabled (eq .Values.queue.type "sqs")) -}}
+{{- fail "scaling.activeHours needs the KEDA-scaled worker: worker.enabled, autoscaling.enabled and queue.type sqs" -}}
+{{- end -}}
+{{- if gt (int .Values.autoscaling.minReplicas) 0 -}}
+{{- fail (printf "scaling.activeHours scales the workers to zero outside the active hours, but autoscaling.minReplicas is %v: set it to 0" .Values.autoscaling.minReplicas) -}}
+{{- end -}}
+{{- $cronForm := or (not (regexMatch "^[0-9]{1,2}:[0-9]{2}$" $ah.start)) (not (regexMatch "^[0-9]{1,2}:[0-9]{2}$" $ah.end)) -}}
+{{- if and $cronForm $ah.days -}}
+{{- fail "scaling.activeHours.days applies to HH:MM start and end only: put the days into the cron expressions instead" -}}
+{{- end -}}
+{{- $start := include "earshot.activeHoursCron" (dict "time" $ah.start "days" $ah.days) -}}
+{{- $end := include "earshot.activeHoursCron" (dict "time" $ah.end "days" $ah.days) -}}
+{{- if eq $start $end -}}
+{{- fail (printf "scaling.activeHours: start and end are the same (%q): KEDA's cron trigger needs a window" $start) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
