@@ -347,14 +347,8 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
             );
         }
     }
-    if routing.uses(Stage::Summary, Backend::Local)
-        && ctx
-            .batchers
-            .as_ref()
-            .is_some_and(|b| b.info.llm_model.is_none())
-    {
-        anyhow::bail!("the summary stage may run locally but no LLM is loaded (--no-summarizer)");
-    }
+    // A `--no-summarizer` worker still takes summary jobs routed locally:
+    // they fail alone, with a clear `bad_option` record, as before.
     let managed = Managed::connect(
         &args.backends,
         &routing,
@@ -883,27 +877,11 @@ async fn run_engines(
         Input::Text(s) => s,
         Input::Audio(audio) => {
             let after_s = if job.task.needs_summary() {
-                estimated_summary_s(shared, &[], o.max_summary_tokens, audio.duration_s)
+                estimated_summary_s(shared, o.max_summary_tokens, audio.duration_s)
             } else {
                 0.0
             };
-            let decision = routing::choose(
-                &shared.routing.speech,
-                Stage::Speech,
-                &job.job_id,
-                shared.routing.deadline_s,
-                || LocalLoad {
-                    age_s: job_age_s(d, Some(job)).unwrap_or(0.0),
-                    backlog: shared
-                        .batchers
-                        .as_ref()
-                        .map_or(0.0, |b| b.stats.speech_backlog_s()),
-                    work: audio.duration_s,
-                    throughput: local_speech_throughput(shared),
-                    after_s,
-                },
-            );
-            log_decision(job, Stage::Speech, &decision);
+            let decision = route(shared, d, job, Stage::Speech, audio.duration_s, after_s);
             let Some(run) = run_speech(shared, job, &audio, decision.backend).await? else {
                 return Ok(None);
             };
@@ -929,23 +907,7 @@ async fn run_engines(
     let mut shadow_summary = None;
     if job.task.needs_summary() {
         let work = crate::batcher::summary_work_tokens(&segments, o.max_summary_tokens) as f64;
-        let decision = routing::choose(
-            &shared.routing.summary,
-            Stage::Summary,
-            &job.job_id,
-            shared.routing.deadline_s,
-            || LocalLoad {
-                age_s: job_age_s(d, Some(job)).unwrap_or(0.0),
-                backlog: shared
-                    .batchers
-                    .as_ref()
-                    .map_or(0.0, |b| b.stats.summary_backlog_tokens()),
-                work,
-                throughput: local_summary_throughput(shared),
-                after_s: 0.0,
-            },
-        );
-        log_decision(job, Stage::Summary, &decision);
+        let decision = route(shared, d, job, Stage::Summary, work, 0.0);
         let Some(run) = run_summary(shared, job, &segments, decision.backend).await? else {
             return Ok(None);
         };
@@ -973,6 +935,34 @@ async fn run_engines(
             summary: shadow_summary,
         })
     })))
+}
+
+/// Picks a stage's backend (`work`: the job's audio seconds or summary
+/// tokens; `after_s`: what it still needs after this stage), and logs and
+/// counts the decision.
+fn route(
+    shared: &Shared,
+    d: &Delivery,
+    job: &Job,
+    stage: Stage,
+    work: f64,
+    after_s: f64,
+) -> routing::Decision {
+    let decision = routing::choose(
+        shared.routing.policy(stage),
+        stage,
+        &job.job_id,
+        shared.routing.deadline_s,
+        || LocalLoad {
+            age_s: job_age_s(d, Some(job)).unwrap_or(0.0),
+            backlog: local_backlog(shared, stage),
+            work,
+            throughput: local_throughput(shared, stage),
+            after_s,
+        },
+    );
+    log_decision(job, stage, &decision);
+    decision
 }
 
 fn log_decision(job: &Job, stage: Stage, d: &routing::Decision) {
@@ -1024,51 +1014,50 @@ fn note_stage(
     });
 }
 
-/// The speech engine's measured throughput (audio-seconds per second),
-/// else the profile's.
-fn local_speech_throughput(shared: &Shared) -> Option<f64> {
-    shared
-        .batchers
-        .as_ref()
-        .and_then(|b| b.stats.speech_throughput())
-        .or(shared.routing.speech_prior)
+/// A local engine's measured throughput (audio-seconds, or summary
+/// tokens, per second), else the prior (the profile's, or the default).
+fn local_throughput(shared: &Shared, stage: Stage) -> Option<f64> {
+    let (measured, prior) = match stage {
+        Stage::Speech => (
+            shared
+                .batchers
+                .as_ref()
+                .and_then(|b| b.stats.speech_throughput()),
+            shared.routing.speech_prior,
+        ),
+        Stage::Summary => (
+            shared
+                .batchers
+                .as_ref()
+                .and_then(|b| b.stats.summary_throughput()),
+            shared.routing.summary_prior,
+        ),
+    };
+    measured.or(prior)
 }
 
-/// Summary tokens per second, measured, else the profile's.
-fn local_summary_throughput(shared: &Shared) -> Option<f64> {
-    shared
-        .batchers
-        .as_ref()
-        .and_then(|b| b.stats.summary_throughput())
-        .or(shared.routing.summary_prior)
+/// Work queued or running on a local engine, in the same unit.
+fn local_backlog(shared: &Shared, stage: Stage) -> f64 {
+    shared.batchers.as_ref().map_or(0.0, |b| match stage {
+        Stage::Speech => b.stats.speech_backlog_s(),
+        Stage::Summary => b.stats.summary_backlog_tokens(),
+    })
 }
 
 /// Seconds a summary would take locally after transcription (for the
 /// speech stage's hybrid decision): the summary backlog plus this one
-/// (estimated from the audio length: ~2.5 words a second of speech) at the
-/// measured speed; 0 when unknown or when summaries are managed.
-fn estimated_summary_s(
-    shared: &Shared,
-    segments: &[String],
-    max_tokens: Option<usize>,
-    audio_s: f64,
-) -> f64 {
+/// (its tokens estimated from the audio length: ~2.5 spoken words a
+/// second, 1.3 tokens a word, plus the answer) at the local speed; 0 when
+/// summaries cannot run locally.
+fn estimated_summary_s(shared: &Shared, max_tokens: Option<usize>, audio_s: f64) -> f64 {
     if !shared.routing.uses(Stage::Summary, Backend::Local) {
         return 0.0;
     }
-    let Some(thr) = local_summary_throughput(shared) else {
+    let Some(thr) = local_throughput(shared, Stage::Summary) else {
         return 0.0;
     };
-    let own = if segments.is_empty() {
-        (audio_s * 2.5 * 1.3) + max_tokens.unwrap_or(200) as f64
-    } else {
-        crate::batcher::summary_work_tokens(segments, max_tokens) as f64
-    };
-    let backlog = shared
-        .batchers
-        .as_ref()
-        .map_or(0.0, |b| b.stats.summary_backlog_tokens());
-    (backlog + own) / thr
+    let own = audio_s * 2.5 * 1.3 + max_tokens.unwrap_or(200) as f64;
+    (local_backlog(shared, Stage::Summary) + own) / thr
 }
 
 /// The local engines' cost for `work` units at `throughput` units per

@@ -387,6 +387,18 @@ fn submit_timed(rig: &Rig, clips: &[PathBuf]) -> (Vec<String>, BTreeMap<String, 
     (ids, submitted)
 }
 
+/// `n` short clips as transcribe jobs, each with Transcribe's output in
+/// place in case it is routed there.
+fn submit_with_transcripts(rig: &Rig, n: usize) -> (Vec<String>, BTreeMap<String, u64>) {
+    let clips = short_clips(rig.tmp.path(), n);
+    let (ids, submitted) = submit_timed(rig, &clips);
+    let doc = fixture_output();
+    for id in &ids {
+        rig.put_transcript(id, &doc);
+    }
+    (ids, submitted)
+}
+
 fn split(records: &BTreeMap<String, Value>, stage: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in records.values() {
@@ -400,11 +412,7 @@ fn split(records: &BTreeMap<String, Value>, stage: &str) -> BTreeMap<String, usi
 fn hybrid_sends_what_local_would_miss_the_deadline_with_to_transcribe() {
     let stub = ConverseStub::start().expect("the Converse stub starts");
     let rig = Rig::sqs(60, 5).with_stub(&stub);
-    let clips = short_clips(rig.tmp.path(), 30);
-    let (ids, submitted) = submit_timed(&rig, &clips);
-    for id in &ids {
-        rig.put_transcript(id, &fixture_output());
-    }
+    let (_, submitted) = submit_with_transcripts(&rig, 30);
     // Local processing of all 30 (about 120 s of audio, a 30 s encoder
     // window each) takes about a minute on this 2-core machine: far past
     // a 20 s deadline.
@@ -468,11 +476,7 @@ fn hybrid_sends_what_local_would_miss_the_deadline_with_to_transcribe() {
 fn the_overflow_fleet_takes_only_jobs_left_waiting_past_the_deadline() {
     let stub = ConverseStub::start().expect("the Converse stub starts");
     let rig = Rig::sqs(60, 20).with_stub(&stub);
-    let clips = short_clips(rig.tmp.path(), 14);
-    let (ids, submitted) = submit_timed(&rig, &clips);
-    for id in &ids {
-        rig.put_transcript(id, &fixture_output());
-    }
+    let (_, submitted) = submit_with_transcripts(&rig, 14);
     let deadline = 6.0;
     // The GPU-style worker: local engines, small batches, so jobs wait.
     let gpu = rig.worker(
@@ -581,25 +585,7 @@ fn a_canary_split_lands_near_its_weights_and_each_job_keeps_its_route() {
     let second = format!("s3://{BUCKET}/again/");
     rig.send_jobs(&summary_jobs("canary", n, &second));
     rig.drain(&route, "canary2.log");
-    let again: BTreeMap<String, Value> = rig.rt.block_on(async {
-        let s3 = rig.moto().s3().await;
-        let mut out = BTreeMap::new();
-        for key in rig.moto().keys(BUCKET, "again/").await {
-            let o = s3
-                .get_object()
-                .bucket(BUCKET)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            let bytes = o.body.collect().await.unwrap().into_bytes();
-            out.insert(
-                key.rsplit('/').next().unwrap().to_string(),
-                serde_json::from_slice(&bytes).unwrap(),
-            );
-        }
-        out
-    });
+    let again = rig.records_under("again/");
     assert_eq!(again.len(), n);
     for (name, r) in &again {
         assert_eq!(

@@ -161,11 +161,17 @@ impl Rig {
 
     /// Every result record: object name → parsed record.
     pub fn records(&self) -> BTreeMap<String, Value> {
+        self.records_under("earshot/results/")
+    }
+
+    /// The records under a result prefix of the bucket (SQS rigs), or in
+    /// the local queue's results (local rigs).
+    pub fn records_under(&self, prefix: &str) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         match &self.moto {
             Some(m) => self.rt.block_on(async {
                 let s3 = m.s3().await;
-                for key in m.keys(BUCKET, "earshot/results/").await {
+                for key in m.keys(BUCKET, prefix).await {
                     let body = s3
                         .get_object()
                         .bucket(BUCKET)
