@@ -39,7 +39,11 @@ ensure_venv() {
   [[ -f "$VENV/.requirements.sha256" ]] && have=$(cat "$VENV/.requirements.sha256")
   if [[ "$want" != "$have" ]]; then
     echo "venv.sh: installing $(basename "$req") into $VENV" >&2
-    "$VENV_PY" -m pip install --disable-pip-version-check --quiet -r "$req" >&2 || {
+    # llama-cpp-python compiles llama.cpp; its default -march=native build
+    # crashed (SIGSEGV in llama_decode) on a CPU with AVX512-FP16, so build
+    # the portable kernels. Set CMAKE_ARGS to override.
+    CMAKE_ARGS=${CMAKE_ARGS:--DGGML_NATIVE=OFF} \
+      "$VENV_PY" -m pip install --disable-pip-version-check --quiet -r "$req" >&2 || {
       echo "venv.sh: error: pip install -r $req failed (see pip's message above)" >&2
       return 1
     }
