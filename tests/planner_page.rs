@@ -5,60 +5,13 @@
 //! for its new input. The screenshot lands in `target/planner.png` (a CI
 //! artifact). Also checks the endpoint's errors without a browser.
 
-use std::io::{BufRead, BufReader};
+mod serve;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use earshot_inference::testing::real_llm_path;
 use earshot_queue_adapter::testing::python;
-
-/// A running server; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        real_llm_path("smollm2-135m-instruct"); // fails with instructions when models are missing
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "--no-summarizer"]);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("EARSHOT_") && k != "EARSHOT_MODELS_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .env("HF_HUB_OFFLINE", "1")
-            .env("EARSHOT_LOG", "warn,symphonia_core=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("earshot serve starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(a) = l.strip_prefix("listening on ") {
-                        break a.to_string();
-                    }
-                }
-                _ => panic!("earshot serve exited before listening"),
-            }
-        };
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serve::Server;
 
 /// `curl` a JSON body to /v1/plan: (status, body).
 fn post_plan(base: &str, body: &str) -> (u16, serde_json::Value) {
@@ -85,7 +38,7 @@ fn post_plan(base: &str, body: &str) -> (u16, serde_json::Value) {
 
 #[test]
 fn the_planner_page_follows_its_sliders_in_a_real_browser() {
-    let server = Server::start();
+    let server = Server::start(&["--no-summarizer"]);
 
     // The endpoint first: the seed example, then bad bodies.
     let (code, p) = post_plan(

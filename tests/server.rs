@@ -3,62 +3,15 @@
 //! and parsed by `prometheus_client` (both from the test virtual
 //! environment `scripts/test` builds).
 
-use std::io::{BufRead, BufReader};
+mod serve;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use earshot_inference::testing::{fixtures_dir, real_llm_path};
+use earshot_inference::testing::fixtures_dir;
 use earshot_queue_adapter::testing::python;
-
-/// A running server; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        real_llm_path("smollm2-135m-instruct"); // fails with instructions when models are missing
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
-        cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("EARSHOT_") && k != "EARSHOT_MODELS_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .env("HF_HUB_OFFLINE", "1")
-            .env("EARSHOT_LOG", "warn,symphonia_core=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("earshot serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(a) = l.strip_prefix("listening on ") {
-                        break a.to_string();
-                    }
-                }
-                _ => panic!("earshot serve exited before listening"),
-            }
-        };
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serve::Server;
 
 fn run_py(args: &[&str]) -> String {
     let out = Command::new(python())
