@@ -82,40 +82,26 @@ fn bad_input_exits_2_with_the_flag_named() {
         err.contains("--tasks-per-month -5") && err.contains("above 0"),
         "{err}"
     );
-    let out = plan(&[
-        "--tasks-per-month",
-        "1000",
-        "--avg-minutes",
-        "3",
-        "--active-hours",
-        "30",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--active-hours 30"));
-    let out = plan(&[
-        "--tasks-per-month",
-        "1000",
-        "--avg-minutes",
-        "3",
-        "--instance",
-        "g9.mega",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("g9.mega") && err.contains("g6.xlarge"),
-        "{err}"
-    );
-    let out = plan(&[
-        "--tasks-per-month",
-        "1000",
-        "--avg-minutes",
-        "3",
-        "--price",
-        "nope=1",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("transcribe.tier1"));
+    // A valid workload with one bad setting: (flag, value, what the error names).
+    for (flag, value, names) in [
+        ("--active-hours", "30", &["--active-hours 30"][..]),
+        ("--instance", "g9.mega", &["g9.mega", "g6.xlarge"][..]),
+        ("--price", "nope=1", &["transcribe.tier1"][..]),
+    ] {
+        let out = plan(&[
+            "--tasks-per-month",
+            "1000",
+            "--avg-minutes",
+            "3",
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in names {
+            assert!(err.contains(n), "{flag} {value}: {err}");
+        }
+    }
 }
 
 #[test]

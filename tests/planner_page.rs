@@ -10,8 +10,7 @@ mod serve;
 use std::path::Path;
 use std::process::Command;
 
-use earshot_queue_adapter::testing::python;
-use serve::Server;
+use serve::{run_py, Server};
 
 /// `curl` a JSON body to /v1/plan: (status, body).
 fn post_plan(base: &str, body: &str) -> (u16, serde_json::Value) {
@@ -76,19 +75,13 @@ fn the_planner_page_follows_its_sliders_in_a_real_browser() {
     // Then the page, in Chromium.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shot = root.join("target/planner.png");
-    let out = Command::new(python())
-        .arg(root.join("tests/py/planner_browser.py"))
-        .arg(&server.base)
-        .arg(&shot)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    let script = root
+        .join("tests/py/planner_browser.py")
+        .display()
+        .to_string();
+    let shot_s = shot.display().to_string();
+    let out = run_py(&[&script, &server.base, &shot_s]);
+    let seen: serde_json::Value = serde_json::from_str(&out).expect("a JSON summary");
     assert_eq!(seen["before"]["managed-usd"], "$3,604", "{seen}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }

@@ -10,22 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use earshot_inference::testing::fixtures_dir;
-use earshot_queue_adapter::testing::python;
-use serve::Server;
-
-fn run_py(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use serve::{run_py, Server};
 
 fn script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
