@@ -97,6 +97,8 @@ pub struct SpeechJob {
     pub language: Option<String>,
     pub prompt: Option<String>,
     pub temperature: f32,
+    /// Time every word (the transcript's segments carry `words`).
+    pub word_timestamps: bool,
 }
 
 /// One summary.
@@ -493,6 +495,7 @@ fn speech_loop(
                 language: q.req.language.as_deref(),
                 prompt: q.req.prompt.as_deref(),
                 temperature: q.req.temperature,
+                word_timestamps: q.req.word_timestamps,
             })
             .collect();
         let results = guarded(n, "speech", || engine.transcribe_many(&reqs));

@@ -445,6 +445,7 @@ fn transcribe(
             language: None,
             prompt: None,
             temperature: 0.0,
+            word_timestamps: false,
         })
         .collect();
     let t = Instant::now();

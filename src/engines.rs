@@ -25,6 +25,8 @@ pub struct SpeechRequest<'a> {
     pub prompt: Option<&'a str>,
     /// 0: the default fallback schedule; above 0: start there.
     pub temperature: f32,
+    /// Time every word (one extra forced decoder pass per window).
+    pub word_timestamps: bool,
 }
 
 /// One summarization request inside a batch.
@@ -182,31 +184,40 @@ impl SpeechEngine {
             })
     }
 
-    /// Transcribes a batch; requests with the same model, language, prompt
-    /// and temperature decode together. Results come back in request order.
+    /// Transcribes a batch; requests with the same model, language, prompt,
+    /// temperature and word-timestamp setting decode together. Results
+    /// come back in request order.
     pub fn transcribe_many(
         &self,
         reqs: &[SpeechRequest<'_>],
     ) -> Vec<Result<Transcript, InferenceError>> {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
-        // (model index, language, prompt, temperature bits) → request indices.
-        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32);
+        // (model index, language, prompt, temperature bits, word
+        // timestamps) → request indices.
+        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32, bool);
         let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
                 Ok(m) => groups
-                    .entry((m, r.language, r.prompt, r.temperature.to_bits()))
+                    .entry((
+                        m,
+                        r.language,
+                        r.prompt,
+                        r.temperature.to_bits(),
+                        r.word_timestamps,
+                    ))
                     .or_default()
                     .push(i),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        for ((m, language, prompt, t), idx) in groups {
+        for ((m, language, prompt, t, word_timestamps), idx) in groups {
             let mut opts = TranscribeOptions {
                 language: language.map(str::to_owned),
                 initial_prompt: prompt.map(str::to_owned),
                 max_batch: self.max_batch,
+                word_timestamps,
                 ..Default::default()
             };
             let t = f32::from_bits(t);

@@ -130,11 +130,18 @@ pub struct SubmitArgs {
     /// Text that conditions the first window.
     #[arg(long)]
     prompt: Option<String>,
-    /// Extra transcript renderings to store: text, srt, vtt, verbose_json.
+    /// Extra transcript renderings to store: text, json, srt, vtt,
+    /// verbose_json, transcribe (Amazon Transcribe's output JSON).
     #[arg(long, value_delimiter = ',')]
     formats: Vec<String>,
     #[arg(long)]
     max_summary_tokens: Option<usize>,
+    /// Ask for word timings (the record's segments carry `words`).
+    #[arg(long)]
+    word_timestamps: bool,
+    /// srt and vtt renderings: at most N words per cue, timed by its words.
+    #[arg(long, value_name = "N")]
+    max_words_per_cue: Option<usize>,
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
@@ -174,6 +181,8 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             job.options.prompt = args.prompt.clone();
             job.options.formats = args.formats.clone();
             job.options.max_summary_tokens = args.max_summary_tokens;
+            job.options.word_timestamps = args.word_timestamps;
+            job.options.max_words_per_cue = args.max_words_per_cue;
             job.validate()?;
             let (body, attrs) = job.to_message();
             queue

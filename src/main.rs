@@ -6,6 +6,7 @@ mod backends;
 mod batcher;
 mod bench;
 mod engines;
+mod formats;
 mod jobs;
 mod plan;
 mod probes;

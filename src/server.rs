@@ -21,13 +21,14 @@ use earshot_inference::audio::{self, AudioError, DecodeLimits};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::engine::FinishReason;
 use earshot_inference::llm::{ChatMessage, SamplingParams};
-use earshot_inference::whisper::format::{render, OutputFormat};
+use earshot_inference::whisper::format::{OutputFormat, RenderOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatchError, Batchers, GenEvent, SpeechJob, SummaryJob};
 use crate::engines::EngineArgs;
+use crate::formats::{self, needs_words, Format};
 use crate::probes::{self, Probes};
 
 #[derive(clap::Args)]
@@ -386,12 +387,16 @@ fn now_s() -> u64 {
 #[derive(Default)]
 struct AudioForm {
     file: Option<(Vec<u8>, Option<String>)>,
+    /// The uploaded file's name without its extension (Transcribe's
+    /// `jobName` for `response_format=transcribe`).
+    file_stem: Option<String>,
     model: Option<String>,
     language: Option<String>,
     prompt: Option<String>,
     temperature: f32,
     response_format: Option<String>,
     granularities: Vec<String>,
+    max_words_per_cue: Option<usize>,
     max_tokens: Option<usize>,
 }
 
@@ -403,6 +408,10 @@ async fn read_form(mut mp: Multipart) -> Result<AudioForm, ApiError> {
             let ext = field
                 .file_name()
                 .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()));
+            f.file_stem = field.file_name().map(|n| {
+                let n = n.rsplit(['/', '\\']).next().unwrap_or(n);
+                n.rsplit_once('.').map_or(n, |(stem, _)| stem).to_owned()
+            });
             let bytes = field.bytes().await.map_err(multipart_error)?;
             f.file = Some((bytes.to_vec(), ext));
             continue;
@@ -424,6 +433,18 @@ async fn read_form(mut mp: Multipart) -> Result<AudioForm, ApiError> {
             }
             "response_format" => f.response_format = Some(text),
             "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
+            "max_words_per_cue" => {
+                f.max_words_per_cue = Some(
+                    text.trim()
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| n > 0)
+                        .ok_or_else(|| {
+                            ApiError::bad("max_words_per_cue must be a positive integer")
+                                .param("max_words_per_cue")
+                        })?,
+                )
+            }
             "max_tokens" => {
                 f.max_tokens = Some(text.parse().map_err(|_| {
                     ApiError::bad("max_tokens must be a positive integer").param("max_tokens")
@@ -451,6 +472,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 async fn transcribe_form(
     state: &Shared,
     form: &mut AudioForm,
+    word_timestamps: bool,
 ) -> Result<earshot_inference::whisper::Transcript, ApiError> {
     let (bytes, ext) = form
         .file
@@ -486,6 +508,7 @@ async fn transcribe_form(
                 language: form.language.clone(),
                 prompt: form.prompt.clone(),
                 temperature: form.temperature,
+                word_timestamps,
             },
             false,
         )
@@ -493,34 +516,82 @@ async fn transcribe_form(
     Ok(ticket.result().await?)
 }
 
-async fn transcriptions(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
-    let mut form = read_form(mp).await?;
-    let format = form
-        .response_format
-        .clone()
-        .unwrap_or_else(|| "json".into());
-    let fmt: OutputFormat = format.parse().map_err(|_| {
+/// What a transcription request asks to get back.
+#[derive(Debug, PartialEq)]
+struct Wanted {
+    format: Format,
+    render: RenderOptions,
+    /// Asked for (`timestamp_granularities[]=word`), or implied by the
+    /// format (`transcribe`) or by `max_words_per_cue`.
+    word_timestamps: bool,
+}
+
+/// Checks `response_format`, `timestamp_granularities[]` and
+/// `max_words_per_cue` together. As OpenAI's API: granularities are
+/// `segment` and `word`, and `word` needs `response_format=verbose_json`
+/// (or earshot's `transcribe`, which is made of words); segments are always
+/// returned. `max_words_per_cue` is for `srt` and `vtt`.
+fn wanted(
+    response_format: Option<&str>,
+    granularities: &[String],
+    max_words_per_cue: Option<usize>,
+) -> Result<Wanted, ApiError> {
+    let name = response_format.unwrap_or("json");
+    let format: Format = name.parse().map_err(|_| {
         ApiError::bad(format!(
-            "response_format {format:?}: use json, text, srt, verbose_json or vtt"
+            "response_format {name:?}: use json, text, srt, verbose_json, vtt or transcribe"
         ))
         .param("response_format")
     })?;
-    for g in &form.granularities {
-        if g != "segment" {
-            return Err(ApiError::bad(format!(
-                "timestamp_granularities {g:?}: only \"segment\" is supported"
-            ))
-            .param("timestamp_granularities"));
+    let mut word = false;
+    for g in granularities {
+        match g.as_str() {
+            "segment" => {}
+            "word" => word = true,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "timestamp_granularities[] {g:?}: use \"segment\" or \"word\""
+                ))
+                .param("timestamp_granularities"))
+            }
         }
     }
-    let t = transcribe_form(&state, &mut form).await?;
-    let body = render(&t, fmt);
-    let ctype = match fmt {
-        OutputFormat::Json | OutputFormat::VerboseJson => "application/json",
-        OutputFormat::Vtt => "text/vtt; charset=utf-8",
-        _ => "text/plain; charset=utf-8",
-    };
-    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+    if word
+        && !matches!(
+            format,
+            Format::Whisper(OutputFormat::VerboseJson) | Format::Transcribe
+        )
+    {
+        return Err(ApiError::bad(format!(
+            "timestamp_granularities[]=word requires response_format=verbose_json (got {name:?})"
+        ))
+        .param("timestamp_granularities"));
+    }
+    if max_words_per_cue.is_some() && !format.is_captions() {
+        return Err(ApiError::bad(format!(
+            "max_words_per_cue applies to response_format srt and vtt (got {name:?})"
+        ))
+        .param("max_words_per_cue"));
+    }
+    let render = RenderOptions { max_words_per_cue };
+    Ok(Wanted {
+        format,
+        word_timestamps: word || needs_words(&[format], &render),
+        render,
+    })
+}
+
+async fn transcriptions(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
+    let mut form = read_form(mp).await?;
+    let want = wanted(
+        form.response_format.as_deref(),
+        &form.granularities,
+        form.max_words_per_cue,
+    )?;
+    let t = transcribe_form(&state, &mut form, want.word_timestamps).await?;
+    let job_name = form.file_stem.as_deref().unwrap_or("transcription");
+    let body = formats::render(&t, want.format, job_name, &want.render);
+    Ok(([(header::CONTENT_TYPE, want.format.content_type())], body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -749,7 +820,7 @@ async fn summarize(
 
 async fn process(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
     let mut form = read_form(mp).await?;
-    let t = transcribe_form(&state, &mut form).await?;
+    let t = transcribe_form(&state, &mut form, false).await?;
     let segments: Vec<String> = t
         .segments
         .iter()
@@ -777,4 +848,66 @@ async fn process(State(state): State<Shared>, mp: Multipart) -> Result<Response,
         "models": {"whisper": form.model.unwrap_or_else(|| state.batchers.info.whisper_models[0].clone()), "llm": state.batchers.info.llm_model},
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The error's status, param and message.
+    fn refused(r: Result<Wanted, ApiError>) -> (u16, Option<&'static str>, String) {
+        let e = r.expect_err("accepted");
+        (e.status.as_u16(), e.param, e.message)
+    }
+
+    #[test]
+    fn word_granularity_needs_verbose_json_as_at_openai() {
+        let w = wanted(Some("verbose_json"), &g(&["word"]), None).unwrap();
+        assert_eq!(w.format, Format::Whisper(OutputFormat::VerboseJson));
+        assert!(w.word_timestamps);
+        let w = wanted(Some("verbose_json"), &g(&["word", "segment"]), None).unwrap();
+        assert!(w.word_timestamps);
+        // Segments alone, or nothing: no word pass.
+        assert!(
+            !wanted(Some("verbose_json"), &g(&["segment"]), None)
+                .unwrap()
+                .word_timestamps
+        );
+        assert!(!wanted(None, &[], None).unwrap().word_timestamps);
+        assert!(
+            !wanted(Some("srt"), &g(&["segment"]), None)
+                .unwrap()
+                .word_timestamps
+        );
+        for other in ["json", "text", "srt", "vtt"] {
+            let (status, param, msg) = refused(wanted(Some(other), &g(&["word"]), None));
+            assert_eq!((status, param), (400, Some("timestamp_granularities")));
+            assert!(msg.contains("verbose_json") && msg.contains(other), "{msg}");
+        }
+        let (status, param, msg) = refused(wanted(None, &g(&["word"]), None));
+        assert_eq!((status, param), (400, Some("timestamp_granularities")));
+        assert!(msg.contains("\"json\""), "{msg}");
+        let (_, param, msg) = refused(wanted(Some("verbose_json"), &g(&["character"]), None));
+        assert_eq!(param, Some("timestamp_granularities"));
+        assert!(msg.contains("\"word\""), "{msg}");
+    }
+
+    #[test]
+    fn transcribe_format_and_word_cues_turn_word_timings_on() {
+        let w = wanted(Some("transcribe"), &[], None).unwrap();
+        assert_eq!((w.format, w.word_timestamps), (Format::Transcribe, true));
+        assert!(wanted(Some("transcribe"), &g(&["word"]), None).is_ok());
+        let w = wanted(Some("vtt"), &[], Some(4)).unwrap();
+        assert!(w.word_timestamps);
+        assert_eq!(w.render.max_words_per_cue, Some(4));
+        let (status, param, _) = refused(wanted(Some("json"), &[], Some(4)));
+        assert_eq!((status, param), (400, Some("max_words_per_cue")));
+        let (_, param, msg) = refused(wanted(Some("docx"), &[], None));
+        assert_eq!(param, Some("response_format"));
+        assert!(msg.contains("transcribe"), "{msg}");
+    }
 }

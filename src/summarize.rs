@@ -220,6 +220,9 @@ pub struct ProcessArgs {
     /// text or json (one JSON object per line, one line per file).
     #[arg(long, short, default_value = "text")]
     format: String,
+    /// Time every word: with --format json, each segment carries `words`.
+    #[arg(long)]
+    word_timestamps: bool,
     #[command(flatten)]
     llm: LlmArgs,
 }
@@ -238,6 +241,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     let opts = TranscribeOptions {
         language: args.language.clone(),
         max_batch: args.batch.max(1),
+        word_timestamps: args.word_timestamps,
         ..Default::default()
     };
     let t = Instant::now();
@@ -290,7 +294,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
                 "transcript": tr.text.trim(),
                 "language": tr.language,
                 "duration": tr.duration,
-                "segments": tr.segments.iter().map(|s| json!({"start": s.start, "end": s.end, "text": s.text.trim()})).collect::<Vec<_>>(),
+                "segments": tr.segments.iter().map(crate::formats::segment_record).collect::<Vec<_>>(),
                 "summary": summary.text,
                 "models": {"whisper": args.whisper_model, "llm": llm.name},
                 "summary_stats": {"chunks": summary.chunks, "levels": summary.levels, "prompt_tokens": summary.prompt_tokens, "generated_tokens": summary.generated_tokens},

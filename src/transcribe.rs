@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use earshot_inference::audio::{self, DecodeLimits};
 use earshot_inference::device::{self, DeviceKind};
-use earshot_inference::whisper::format::{render, OutputFormat};
+use earshot_inference::whisper::format::RenderOptions;
 use earshot_inference::whisper::{Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::formats::{self, needs_words, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +23,8 @@ pub struct Args {
     /// Model: a catalog name (tiny.en, base, large-v3-turbo, …) or a folder.
     #[arg(long, short, env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en")]
     model: String,
-    /// Output format: text, json, verbose_json, srt, vtt.
+    /// Output format: text, json, verbose_json, srt, vtt, or transcribe
+    /// (Amazon Transcribe's output JSON; turns on --word-timestamps).
     #[arg(long, short, default_value = "text")]
     format: String,
     /// Spoken language (ISO code); detected when omitted on multilingual models.
@@ -54,13 +57,79 @@ pub struct Args {
     /// Refuse audio longer than this many seconds.
     #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 4.0 * 3600.0)]
     max_audio_seconds: f64,
+    /// Time every word (json and verbose_json then carry `words`).
+    #[arg(long)]
+    word_timestamps: bool,
+    /// srt and vtt: captions of at most N words per cue, each timed by its
+    /// words (karaoke style). Turns on --word-timestamps.
+    #[arg(long, value_name = "N")]
+    max_words_per_cue: Option<usize>,
+    /// With word timestamps: skip silences longer than this many seconds
+    /// around segments that look hallucinated.
+    #[arg(long, value_name = "SECONDS")]
+    hallucination_silence_threshold: Option<f32>,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
 }
 
+/// What `--format`, `--word-timestamps`, `--max-words-per-cue` and
+/// `--hallucination-silence-threshold` ask for, checked together.
+#[derive(Debug, PartialEq)]
+pub(crate) struct WordSettings {
+    pub format: Format,
+    pub render: RenderOptions,
+    /// Explicit, or implied by the format or the cue size.
+    pub word_timestamps: bool,
+    pub hallucination_silence_threshold: Option<f32>,
+}
+
+/// Checks the word-timing flags: `--max-words-per-cue` is at least 1 and
+/// only for srt/vtt; `transcribe` and word cues turn word timestamps on;
+/// `--hallucination-silence-threshold` is a positive number of seconds and
+/// needs word timestamps (it works on word timings), so without them it
+/// is an error rather than silently ignored.
+pub(crate) fn word_settings(
+    format: &str,
+    word_timestamps: bool,
+    max_words_per_cue: Option<usize>,
+    hallucination_silence_threshold: Option<f32>,
+) -> Result<WordSettings> {
+    let format: Format = format.parse()?;
+    if let Some(n) = max_words_per_cue {
+        if n == 0 {
+            bail!("--max-words-per-cue must be at least 1");
+        }
+        if !format.is_captions() {
+            bail!("--max-words-per-cue applies to --format srt and vtt only");
+        }
+    }
+    let render = RenderOptions { max_words_per_cue };
+    let word_timestamps = word_timestamps || needs_words(&[format], &render);
+    if let Some(s) = hallucination_silence_threshold {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--hallucination-silence-threshold must be a positive number of seconds");
+        }
+        if !word_timestamps {
+            bail!("--hallucination-silence-threshold needs --word-timestamps");
+        }
+    }
+    Ok(WordSettings {
+        format,
+        render,
+        word_timestamps,
+        hallucination_silence_threshold,
+    })
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    let format: OutputFormat = args.format.parse()?;
+    let words = word_settings(
+        &args.format,
+        args.word_timestamps,
+        args.max_words_per_cue,
+        args.hallucination_silence_threshold,
+    )?;
+    let format = words.format;
     let kind: DeviceKind = args.device.parse()?;
     let dev = device::open(kind, 0)?;
     let t_load = Instant::now();
@@ -81,6 +150,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         initial_prompt: args.initial_prompt.clone(),
         without_timestamps: args.without_timestamps,
         max_batch: args.batch.max(1),
+        word_timestamps: words.word_timestamps,
+        hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };
 
@@ -138,10 +209,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let path = &args.files[*i];
         match r {
             Ok(t) => {
-                let body = render(&t, format);
+                let stem = output_stem(&args.files, *i);
+                let body = formats::render(&t, format, &stem, &words.render);
                 match &args.output {
                     Some(dir) => {
-                        let stem = output_stem(&args.files, *i);
                         let out = dir.join(format!("{stem}.{}", format.extension()));
                         std::fs::write(&out, body)
                             .with_context(|| format!("writing {}", out.display()))?;
@@ -216,6 +287,45 @@ fn output_stem(files: &[PathBuf], i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn err(r: Result<WordSettings>) -> String {
+        r.expect_err("accepted").to_string()
+    }
+
+    #[test]
+    fn word_flags_are_checked_together() {
+        let s = word_settings("json", false, None, None).unwrap();
+        assert!(!s.word_timestamps);
+        assert_eq!(s.render, RenderOptions::default());
+        assert!(
+            word_settings("verbose_json", true, None, None)
+                .unwrap()
+                .word_timestamps
+        );
+        // The transcribe format and word cues turn word timestamps on.
+        let s = word_settings("transcribe", false, None, None).unwrap();
+        assert_eq!((s.format, s.word_timestamps), (Format::Transcribe, true));
+        let s = word_settings("srt", false, Some(3), Some(2.0)).unwrap();
+        assert!(s.word_timestamps);
+        assert_eq!(s.render.max_words_per_cue, Some(3));
+        assert_eq!(s.hallucination_silence_threshold, Some(2.0));
+        assert!(
+            word_settings("vtt", false, Some(1), None)
+                .unwrap()
+                .word_timestamps
+        );
+        assert!(word_settings("transcribe", false, None, Some(1.5)).is_ok());
+        // Clear errors for the rest.
+        assert!(err(word_settings("srt", true, Some(0), None)).contains("at least 1"));
+        assert!(err(word_settings("json", true, Some(2), None)).contains("srt and vtt only"));
+        assert!(
+            err(word_settings("json", false, None, Some(2.0))).contains("needs --word-timestamps")
+        );
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert!(err(word_settings("json", true, None, Some(bad))).contains("positive"));
+        }
+        assert!(err(word_settings("docx", false, None, None)).contains("transcribe"));
+    }
 
     #[test]
     fn output_names_never_clash() {

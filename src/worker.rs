@@ -32,9 +32,8 @@ use anyhow::{Context, Result};
 use earshot_inference::audio::{self, AudioError, DecodeLimits};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::summarize::Summary;
-use earshot_inference::whisper::format::{render, OutputFormat};
-use earshot_inference::whisper::Transcript;
-use earshot_queue_adapter::job::{FailureRecord, SegmentRecord, SummaryRecord, TranscriptRecord};
+use earshot_inference::whisper::format::RenderOptions;
+use earshot_queue_adapter::job::{FailureRecord, JobOptions, SummaryRecord, TranscriptRecord};
 use earshot_queue_adapter::{
     Delivery, Job, JobQueue, JobStatus, Location, QueueError, ResultRecord, Store, TaskKind,
 };
@@ -45,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::{other, BackendArgs, Managed, ManagedError, Routing};
 use crate::batcher::{BatchError, Batchers, SpeechJob, SummaryJob, Ticket};
 use crate::engines::EngineArgs;
+use crate::formats;
 use crate::jobs::QueueArgs;
 use crate::probes::Probes;
 use crate::routing::{self, Backend, LocalLoad, Stage};
@@ -1094,6 +1094,7 @@ async fn run_speech(
                     language: o.language.clone(),
                     prompt: o.prompt.clone(),
                     temperature: 0.0,
+                    word_timestamps: o.wants_words(),
                 },
                 true,
             )
@@ -1114,8 +1115,11 @@ async fn run_speech(
             .filter(|s| !s.is_empty())
             .collect();
         let cost = local_cost(shared, tr.duration, b.stats.speech_throughput(), seconds);
+        let mut record = formats::transcript_record(&tr, model);
+        record.formats =
+            formats::render_formats(&tr, &record, &o.formats, &job.job_id, &render_options(o));
         return Ok(Some(StageRun {
-            out: (transcript_record(&tr, model, &o.formats), segments),
+            out: (record, segments),
             backend,
             cost_usd: cost,
             seconds,
@@ -1133,7 +1137,13 @@ async fn run_speech(
         .await?;
     let seconds = t.elapsed().as_secs_f64();
     let mut record = out.record;
-    record.formats = render_formats(&record, &o.formats);
+    record.formats = formats::render_formats(
+        &formats::transcript_of(&record),
+        &record,
+        &o.formats,
+        &job.job_id,
+        &render_options(o),
+    );
     let segments = record
         .segments
         .iter()
@@ -1362,61 +1372,11 @@ async fn fetch_input(shared: &Shared, job: &Job) -> Result<Input, Failure> {
     Ok(Input::Text(crate::summarize::transcript_segments(&text)))
 }
 
-fn transcript_record(t: &Transcript, model: String, formats: &[String]) -> TranscriptRecord {
-    let mut rendered = BTreeMap::new();
-    for f in formats {
-        if let Ok(fmt) = f.parse::<OutputFormat>() {
-            rendered.insert(f.clone(), render(t, fmt));
-        }
+/// How a job's renderings are laid out.
+fn render_options(o: &JobOptions) -> RenderOptions {
+    RenderOptions {
+        max_words_per_cue: o.max_words_per_cue,
     }
-    TranscriptRecord {
-        text: t.text.trim().to_string(),
-        language: t.language.clone(),
-        duration: t.duration,
-        model,
-        segments: t
-            .segments
-            .iter()
-            .map(|s| SegmentRecord {
-                start: s.start,
-                end: s.end,
-                text: s.text.trim().to_string(),
-                words: Vec::new(),
-            })
-            .collect(),
-        formats: rendered,
-    }
-}
-
-/// Renders a managed transcript in the formats a job asked for, through
-/// the same writers as local transcripts.
-fn render_formats(r: &TranscriptRecord, formats: &[String]) -> BTreeMap<String, String> {
-    let t = Transcript {
-        text: r.text.clone(),
-        language: r.language.clone(),
-        duration: r.duration,
-        segments: r
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| earshot_inference::whisper::Segment {
-                id: i,
-                seek: 0,
-                start: s.start,
-                end: s.end,
-                text: format!(" {}", s.text),
-                tokens: Vec::new(),
-                temperature: 0.0,
-                avg_logprob: 0.0,
-                compression_ratio: 0.0,
-                no_speech_prob: 0.0,
-            })
-            .collect(),
-    };
-    formats
-        .iter()
-        .filter_map(|f| Some((f.clone(), render(&t, f.parse::<OutputFormat>().ok()?))))
-        .collect()
 }
 
 fn summary_record(s: &Summary, model: &str) -> SummaryRecord {

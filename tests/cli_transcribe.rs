@@ -1,11 +1,15 @@
 //! End-to-end tests of `earshot transcribe` with the real tiny.en model on
 //! the speech fixtures: every supported format in one batched call (WER
 //! against the reference text, JSON shape and timing), output formats, and
-//! the error paths (bad files, bad options), all through the binary.
+//! the error paths (bad files, bad options), word timestamps in every
+//! format that carries them (Amazon Transcribe's JSON checked against its
+//! schema and read back), all through the binary.
 //!
 //! Needs the tiny.en weights (`scripts/fetch-models`; a missing model fails
 //! the test) and the fixtures (`scripts/make-fixtures`, run once here when
 //! `manifest.tsv` is missing). ten-minutes.wav is not transcribed here.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -619,4 +623,292 @@ fn unknown_model_lists_known_models() {
             "known model {known} not listed:\n{err}"
         );
     }
+}
+
+// ---- word timestamps -------------------------------------------------------------------
+
+/// A word as compared across formats: text, start, end, probability.
+type W = (String, f64, f64, f64);
+
+/// The words of a `verbose_json` transcript: the per-segment ones (trimmed,
+/// blank ones dropped, as the job contract records them), checked against
+/// the top-level OpenAI-style `words` array.
+fn verbose_words(v: &serde_json::Value) -> Vec<W> {
+    let per_segment: Vec<W> = v["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .flat_map(|s| s["words"].as_array().cloned().unwrap_or_default())
+        .map(|w| {
+            (
+                w["word"].as_str().expect("word").trim().to_string(),
+                w["start"].as_f64().expect("start"),
+                w["end"].as_f64().expect("end"),
+                w["probability"].as_f64().expect("probability"),
+            )
+        })
+        .collect();
+    let flat: Vec<(String, f64, f64)> = v["words"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            let mut keys: Vec<&String> = w.as_object().expect("word object").keys().collect();
+            keys.sort();
+            assert_eq!(keys, ["end", "start", "word"], "OpenAI's word shape: {w}");
+            (
+                w["word"].as_str().unwrap().to_string(),
+                w["start"].as_f64().unwrap(),
+                w["end"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let trimmed: Vec<(String, f64, f64)> = per_segment
+        .iter()
+        .map(|(w, s, e, _)| (w.clone(), *s, *e))
+        .collect();
+    assert_eq!(
+        flat, trimmed,
+        "top-level words differ from the segments' words"
+    );
+    per_segment
+        .into_iter()
+        .filter(|w| !w.0.is_empty())
+        .collect()
+}
+
+/// Checks word timings: non-empty, each inside its span and the audio,
+/// starts in order.
+fn check_words(name: &str, words: &[W], duration: f64) {
+    assert!(!words.is_empty(), "{name}: no word timings");
+    let mut prev = 0.0;
+    for (i, (w, s, e, p)) in words.iter().enumerate() {
+        assert!(
+            0.0 <= *s && s <= e && *e <= duration + 0.01,
+            "{name}: word {i} {w:?} [{s}, {e}] outside [0, {duration}]"
+        );
+        assert!(
+            *s >= prev - 1e-6,
+            "{name}: word {i} {w:?} starts before the previous word"
+        );
+        assert!(
+            (0.0..=1.0).contains(p),
+            "{name}: word {i} {w:?} probability {p}"
+        );
+        prev = *s;
+    }
+}
+
+/// `--format transcribe` is Amazon Transcribe's output document: it
+/// satisfies the schema written from AWS's documentation, reads back
+/// through the same module the managed backend uses, and holds the very
+/// words `--format verbose_json --word-timestamps` reports.
+#[test]
+fn transcribe_format_is_transcribe_json_with_the_verbose_json_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = earshot([
+        "--format".as_ref(),
+        "transcribe".as_ref(),
+        "--word-timestamps".as_ref(),
+        "--output".as_ref(),
+        dir.path().as_os_str(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let body = std::fs::read(dir.path().join("sample.json")).expect("sample.json written");
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    common::validate_with_schema_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("managed/schema/transcribe-output.schema.json"),
+        std::slice::from_ref(&doc),
+    );
+    assert_eq!(doc["jobName"], "sample");
+    assert_eq!(doc["status"], "COMPLETED");
+    assert_eq!(doc["results"]["language_code"], "en-US");
+    let items = doc["results"]["items"].as_array().expect("items");
+    assert!(
+        items.iter().any(|i| i["type"] == "punctuation"),
+        "punctuation is split into its own items"
+    );
+    assert!(!doc["results"]["audio_segments"]
+        .as_array()
+        .expect("audio_segments")
+        .is_empty());
+
+    let record = earshot_managed::transcribe_json::parse(&body).expect("reads back");
+    let from_transcribe: Vec<W> = record
+        .segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .map(|w| (w.word.clone(), w.start, w.end, w.probability))
+        .collect();
+
+    let o = earshot([
+        "--format".as_ref(),
+        "verbose_json".as_ref(),
+        "--word-timestamps".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("verbose JSON");
+    let duration = v["duration"].as_f64().unwrap();
+    let from_verbose = verbose_words(&v);
+    check_words("verbose_json", &from_verbose, duration);
+    assert_eq!(record.text, v["text"].as_str().unwrap().trim());
+
+    assert_eq!(
+        from_transcribe.len(),
+        from_verbose.len(),
+        "word counts differ:\n  transcribe: {from_transcribe:?}\n  verbose: {from_verbose:?}"
+    );
+    for (i, (a, b)) in from_transcribe.iter().zip(&from_verbose).enumerate() {
+        assert_eq!(a.0, b.0, "word {i}");
+        assert!(
+            (a.1 - b.1).abs() <= 0.001 && (a.2 - b.2).abs() <= 0.001,
+            "word {i} {:?}: transcribe [{}, {}] vs verbose_json [{}, {}]",
+            a.0,
+            a.1,
+            a.2,
+            b.1,
+            b.2
+        );
+        assert!((a.3 - b.3).abs() <= 0.001, "word {i} confidence");
+    }
+    println!("{} words agree", from_verbose.len());
+
+    // The compact json carries the same words per segment.
+    let o = earshot([
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--word-timestamps".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    check_json("sample.wav (json, words)", &j, None);
+    assert!(j.get("words").is_none(), "the flat list is verbose_json's");
+    let mut j_words = j.clone();
+    j_words["words"] = v["words"].clone();
+    assert_eq!(verbose_words(&j_words), from_verbose);
+}
+
+/// `--format transcribe` alone turns word timestamps on.
+#[test]
+fn transcribe_format_implies_word_timestamps() {
+    let o = earshot([
+        "--format".as_ref(),
+        "transcribe".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let r = earshot_managed::transcribe_json::parse(stdout(&o).as_bytes()).expect("reads back");
+    let words: Vec<W> = r
+        .segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .map(|w| (w.word.clone(), w.start, w.end, w.probability))
+        .collect();
+    check_words("transcribe", &words, sample_duration());
+    let reference = std::fs::read_to_string(fixture("sample.txt")).unwrap();
+    let joined: Vec<&str> = words.iter().map(|w| w.0.as_str()).collect();
+    assert!(wer(&reference, &joined.join(" ")) < 0.25, "{joined:?}");
+}
+
+/// Karaoke captions: `--max-words-per-cue 3` gives cues of at most three
+/// words, timed by their words, covering every word in order.
+#[test]
+fn srt_and_vtt_cues_of_at_most_n_words() {
+    let o = earshot([
+        "--format".as_ref(),
+        "verbose_json".as_ref(),
+        "--word-timestamps".as_ref(),
+        fixture("sample.wav").as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let words = verbose_words(&v);
+    let duration = sample_duration();
+    check_words("verbose_json", &words, duration);
+
+    for (format, sep) in [("srt", ','), ("vtt", '.')] {
+        let o = earshot([
+            "--format".as_ref(),
+            format.as_ref(),
+            "--max-words-per-cue".as_ref(),
+            "3".as_ref(),
+            fixture("sample.wav").as_os_str(),
+        ]);
+        assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+        let out = stdout(&o);
+        let body = out.strip_prefix("WEBVTT\n\n").unwrap_or(&out);
+        let blocks: Vec<&str> = body.trim_end().split("\n\n").collect();
+        let text = check_cues(&blocks, sep, format == "srt", duration);
+        for b in &blocks {
+            let n = b
+                .lines()
+                .skip(if format == "srt" { 2 } else { 1 })
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                n.split_whitespace().count() <= 3,
+                "{format}: cue of more than 3 words: {b:?}"
+            );
+        }
+        let all: Vec<&str> = words.iter().map(|w| w.0.as_str()).collect();
+        assert_eq!(
+            normalise(&text),
+            normalise(&all.join(" ")),
+            "{format}: cues lose words"
+        );
+        // The first cue starts at the first word and ends at the third's end.
+        let timing = blocks[0]
+            .lines()
+            .nth(if format == "srt" { 1 } else { 0 })
+            .unwrap();
+        let (start, end) = parse_cue_time(timing, sep);
+        assert!(
+            (start - words[0].1).abs() <= 0.0015,
+            "{timing} vs {:?}",
+            words[0]
+        );
+        let third = words.get(2).map_or(end, |w| w.2);
+        assert!(end <= third + 0.0015, "{timing} vs {:?}", words.get(2));
+        println!("{format}: {} cues for {} words", blocks.len(), words.len());
+        assert!(blocks.len() * 3 >= words.len(), "{format}: too few cues");
+    }
+}
+
+#[test]
+fn word_timestamp_flags_are_checked() {
+    let sample = fixture("sample.wav");
+    let run = |args: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> =
+            args.iter().map(|s| std::ffi::OsString::from(*s)).collect();
+        a.push(sample.clone().into_os_string());
+        earshot(a)
+    };
+    let o = run(&["--format", "srt", "--max-words-per-cue", "0"]);
+    assert_error(&o, "--max-words-per-cue must be at least 1");
+    assert_eq!(stdout(&o), "");
+    assert_error(
+        &run(&["--format", "json", "--max-words-per-cue", "2"]),
+        "srt and vtt only",
+    );
+    assert_error(
+        &run(&["--hallucination-silence-threshold", "2"]),
+        "needs --word-timestamps",
+    );
+    assert_error(
+        &run(&[
+            "--word-timestamps",
+            "--hallucination-silence-threshold",
+            "0",
+        ]),
+        "positive",
+    );
+    assert_error(&run(&["--format", "docx"]), "transcribe");
+    // clap refuses what is not a number at all.
+    let o = run(&["--format", "srt", "--max-words-per-cue", "many"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--max-words-per-cue"), "{}", stderr(&o));
 }

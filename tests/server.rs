@@ -280,3 +280,101 @@ fn sigterm_drains_in_flight_requests_and_slow_ones_time_out() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// POSTs multipart `fields` and the file to /v1/audio/transcriptions with
+/// curl; returns (status, body).
+fn curl_form(base: &str, file: &Path, fields: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "-F"])
+        .arg(format!("file=@{}", file.display()));
+    for f in fields {
+        cmd.args(["-F", f]);
+    }
+    let out = cmd
+        .arg(format!("{base}/v1/audio/transcriptions"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Word timestamps over HTTP: `timestamp_granularities=["word"]` through
+/// the official OpenAI client gives OpenAI's `words` array (checked in
+/// tests/py/openai_words.py: present, non-empty, in order, inside the
+/// audio); `response_format=transcribe` gives Amazon Transcribe's JSON;
+/// `max_words_per_cue` cuts captions by words.
+#[test]
+fn word_timestamps_over_http() {
+    let server = Server::start(&["--no-summarizer"]);
+    let sample = fixtures_dir().join("sample.wav");
+    let out = run_py(&[
+        &script("openai_words.py"),
+        &server.base,
+        &sample.display().to_string(),
+    ]);
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON summary");
+    println!("{seen}");
+    assert!(seen["words"].as_u64().unwrap() >= 20, "{seen}");
+    assert!(
+        seen["last_end"].as_f64().unwrap() <= seen["duration"].as_f64().unwrap() + 0.01,
+        "{seen}"
+    );
+
+    // Amazon Transcribe's document, named after the upload.
+    let (code, body) = curl_form(&server.base, &sample, &["response_format=transcribe"]);
+    assert_eq!(code, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["jobName"], "sample");
+    let r = earshot_managed::transcribe_json::parse(body.as_bytes()).expect("Transcribe JSON");
+    let words: Vec<_> = r.segments.iter().flat_map(|s| &s.words).collect();
+    assert_eq!(
+        words.len() as u64,
+        seen["words"].as_u64().unwrap(),
+        "{body}"
+    );
+
+    // Karaoke captions.
+    let (code, vtt) = curl_form(
+        &server.base,
+        &sample,
+        &["response_format=vtt", "max_words_per_cue=2"],
+    );
+    assert_eq!(code, 200, "{vtt}");
+    let cues: Vec<&str> = vtt
+        .strip_prefix("WEBVTT\n\n")
+        .expect("a VTT document")
+        .trim_end()
+        .split("\n\n")
+        .collect();
+    assert!(cues.len() * 2 >= words.len(), "{vtt}");
+    for c in &cues {
+        let text = c.lines().skip(1).collect::<Vec<_>>().join(" ");
+        assert!(text.split_whitespace().count() <= 2, "{c:?}");
+    }
+
+    // Bad values: 400 in OpenAI's error shape, before any work.
+    for (fields, param) in [
+        (
+            &["response_format=srt", "max_words_per_cue=0"][..],
+            "max_words_per_cue",
+        ),
+        (
+            &["response_format=json", "max_words_per_cue=3"][..],
+            "max_words_per_cue",
+        ),
+        (
+            &[
+                "timestamp_granularities[]=character",
+                "response_format=verbose_json",
+            ][..],
+            "timestamp_granularities",
+        ),
+    ] {
+        let (code, body) = curl_form(&server.base, &sample, fields);
+        assert_eq!(code, 400, "{fields:?}: {body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(e["error"]["param"], param, "{body}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{body}");
+    }
+}

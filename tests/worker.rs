@@ -477,3 +477,107 @@ fn bad_submissions_and_ids_get_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("job_id"));
 }
+
+/// Word timestamps through the job contract: `formats: ["transcribe"]`
+/// turns them on by itself, the record's segments carry the words (no
+/// surrounding spaces, punctuation attached), the `transcribe` rendering is
+/// Amazon Transcribe's document named after the job and holding the same
+/// words, `max_words_per_cue` cuts the captions, and a job without word
+/// options gets no words. Records and jobs satisfy the published schemas.
+#[test]
+fn word_timestamps_through_the_job_contract() {
+    let rig = Rig::local();
+    let sample = fixtures_dir().join("sample.wav");
+    let words = rig.submit(
+        std::slice::from_ref(&sample),
+        "transcribe",
+        &[
+            "--formats",
+            "transcribe,srt,verbose_json",
+            "--max-words-per-cue",
+            "2",
+        ],
+    );
+    let plain = rig.submit(
+        std::slice::from_ref(&sample),
+        "transcribe",
+        &["--formats", "json"],
+    );
+    let stats = rig.drain(&["--no-summarizer"], "work.log");
+    assert_eq!(stats["succeeded"], 2, "{stats}");
+    let records = rig.records();
+    let rec = &records[&format!("{}.json", words[0])];
+    let tr = &rec["transcript"];
+    let recorded: Vec<(String, f64, f64)> = tr["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["words"].as_array().cloned().unwrap_or_default())
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().to_string(),
+                w["start"].as_f64().unwrap(),
+                w["end"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(recorded.len() >= 20, "{tr}");
+    let duration = tr["duration"].as_f64().unwrap();
+    let mut prev = 0.0;
+    for (w, s, e) in &recorded {
+        assert!(!w.is_empty() && w.trim() == w, "{w:?}");
+        assert!(
+            0.0 <= *s && s <= e && *e <= duration + 0.01,
+            "{w} [{s}, {e}]"
+        );
+        assert!(*s >= prev - 1e-6, "{w} starts before the previous word");
+        prev = *s;
+    }
+    assert!(
+        recorded.iter().any(|(w, ..)| w.ends_with(['.', ',', '?'])),
+        "{recorded:?}"
+    );
+
+    let doc = tr["formats"]["transcribe"]
+        .as_str()
+        .expect("the transcribe rendering");
+    let parsed = earshot_managed::transcribe_json::parse(doc.as_bytes()).expect("Transcribe JSON");
+    let v: Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(v["jobName"], words[0].as_str());
+    let from_doc: Vec<&str> = parsed
+        .segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .map(|w| w.word.as_str())
+        .collect();
+    let from_record: Vec<&str> = recorded.iter().map(|(w, ..)| w.as_str()).collect();
+    assert_eq!(from_doc, from_record);
+
+    let srt = tr["formats"]["srt"].as_str().unwrap();
+    let cues: Vec<&str> = srt.trim_end().split("\n\n").collect();
+    assert!(cues.len() * 2 >= recorded.len(), "{srt}");
+    for c in &cues {
+        let text = c.lines().skip(2).collect::<Vec<_>>().join(" ");
+        assert!(text.split_whitespace().count() <= 2, "{c:?}");
+    }
+    let verbose: Value =
+        serde_json::from_str(tr["formats"]["verbose_json"].as_str().unwrap()).unwrap();
+    assert_eq!(verbose["words"].as_array().unwrap().len(), recorded.len());
+
+    // No word options: no words anywhere.
+    let p = &records[&format!("{}.json", plain[0])]["transcript"];
+    assert!(
+        p["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.get("words").is_none()),
+        "{p}"
+    );
+    assert!(!p["formats"]["json"].as_str().unwrap().contains("\"words\""));
+
+    validate_with_schema(
+        "result.schema.json",
+        &records.values().cloned().collect::<Vec<_>>(),
+    );
+}

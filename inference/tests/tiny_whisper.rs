@@ -225,3 +225,61 @@ fn bad_options_are_typed_errors() {
     let e = w.transcribe(&signal(1.0, 1), &opts).unwrap_err();
     assert!(e.is_bad_input(), "{e}");
 }
+
+/// Word timing on random weights: the words are nonsense but the
+/// structure must hold, batched rows (each with its own length) must time
+/// exactly as they do alone, and short windows must not trip the filters.
+#[test]
+fn word_timestamps_are_well_formed_and_batch_independent() {
+    let (_d, w) = tiny();
+    let inputs = [signal(0.05, 4), signal(3.0, 1), signal(31.0, 3)];
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let opts = TranscribeOptions {
+        max_batch: 3,
+        sample_len: 24,
+        temperatures: vec![0.0],
+        word_timestamps: true,
+        // Random weights rarely say nothing, so keep every window.
+        no_speech_threshold: None,
+        ..Default::default()
+    };
+    let batched = w.transcribe_batch(&refs, &opts, None);
+    let single = TranscribeOptions {
+        max_batch: 1,
+        ..opts.clone()
+    };
+    let mut timed = 0;
+    for (i, b) in batched.into_iter().enumerate() {
+        let b = b.unwrap();
+        let s = w.transcribe(refs[i], &single).unwrap();
+        assert_eq!(b.segments.len(), s.segments.len(), "input {i}");
+        for (x, y) in b.segments.iter().zip(&s.segments) {
+            assert_eq!((x.start, x.end), (y.start, y.end), "input {i}");
+            assert_eq!(x.words.len(), y.words.len(), "input {i}");
+            for (a, c) in x.words.iter().zip(&y.words) {
+                assert_eq!((&a.word, a.start, a.end), (&c.word, c.start, c.end));
+                assert!((a.probability - c.probability).abs() < 1e-4);
+            }
+        }
+        for seg in &b.segments {
+            let mut prev = f64::NEG_INFINITY;
+            for wd in &seg.words {
+                timed += 1;
+                assert!(wd.start <= wd.end, "{wd:?}");
+                assert!(wd.start >= prev - 1e-9, "not monotonic: {seg:?}");
+                assert!(wd.end <= b.duration + 0.02, "{wd:?} past the end");
+                assert!((0.0..=1.0).contains(&wd.probability), "{wd:?}");
+                prev = wd.start;
+            }
+        }
+    }
+    assert!(timed > 0, "no words were timed at all");
+    // The hallucination filter runs on the same structures.
+    let with_skip = TranscribeOptions {
+        hallucination_silence_threshold: Some(1.0),
+        ..opts
+    };
+    for r in w.transcribe_batch(&refs, &with_skip, None) {
+        r.unwrap();
+    }
+}

@@ -475,6 +475,33 @@ pub fn record_of(doc: &TranscribeOutput) -> Result<TranscriptRecord, TranscribeJ
     })
 }
 
+/// Longest `jobName` Transcribe accepts.
+pub const MAX_JOB_NAME_LEN: usize = 200;
+
+/// A `jobName` Transcribe would accept (`[0-9a-zA-Z._-]`, at most
+/// [`MAX_JOB_NAME_LEN`] characters) made from any name: other characters
+/// become `-`, and an empty name is `transcript`. earshot job ids pass
+/// through unchanged; file stems (`team call (final)`) are cleaned.
+pub fn job_name(name: &str) -> String {
+    let clean: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_JOB_NAME_LEN)
+        .collect();
+    if clean.is_empty() {
+        "transcript".to_owned()
+    } else {
+        clean
+    }
+}
+
 /// Punctuation [`write`] splits off the end of a word into its own items.
 const PUNCTUATION: &[char] = &['.', ',', '?', '!', ';', ':'];
 
@@ -483,8 +510,12 @@ const PUNCTUATION: &[char] = &['.', ',', '?', '!', ';', ':'];
 /// trailing punctuation becomes punctuation items without times, segments
 /// become `audio_segments`, and `status` is `COMPLETED`. Segments without
 /// word timings give `audio_segments` with no items (times are never
-/// invented). `accountId` is [`PLACEHOLDER_ACCOUNT_ID`].
-pub fn write(job_name: &str, record: &TranscriptRecord) -> TranscribeOutput {
+/// invented). `accountId` is [`PLACEHOLDER_ACCOUNT_ID`]; `jobName` is
+/// `name` through [`job_name`]; `language_code` is the Transcribe code of
+/// the record's language, absent when Transcribe has none for it (Whisper
+/// knows languages Transcribe does not, and the field must be a
+/// Transcribe code).
+pub fn write(name: &str, record: &TranscriptRecord) -> TranscribeOutput {
     let mut items = Vec::new();
     let mut audio_segments = Vec::new();
     for (si, seg) in record.segments.iter().enumerate() {
@@ -539,17 +570,9 @@ pub fn write(job_name: &str, record: &TranscriptRecord) -> TranscribeOutput {
             speaker_label: None,
         });
     }
-    let language_code = if record.language.trim().is_empty() {
-        None
-    } else {
-        Some(
-            transcribe_language(&record.language)
-                .map(str::to_owned)
-                .unwrap_or_else(|| record.language.clone()),
-        )
-    };
+    let language_code = transcribe_language(&record.language).map(str::to_owned);
     TranscribeOutput {
-        job_name: job_name.to_owned(),
+        job_name: job_name(name),
         account_id: PLACEHOLDER_ACCOUNT_ID.to_owned(),
         status: "COMPLETED".to_owned(),
         results: Results {
@@ -696,6 +719,107 @@ mod tests {
                 assert_eq!(transcribe_language(c), Some(*c));
             }
         }
+    }
+
+    fn wr(word: &str, start: f64, end: f64) -> WordRecord {
+        WordRecord {
+            word: word.into(),
+            start,
+            end,
+            probability: 0.875,
+        }
+    }
+
+    #[test]
+    fn job_names_are_what_transcribe_accepts() {
+        assert_eq!(job_name("3f0c1d2e-8a41.x_y"), "3f0c1d2e-8a41.x_y");
+        assert_eq!(job_name("team call (final)"), "team-call--final-");
+        assert_eq!(job_name("réunion"), "r-union");
+        assert_eq!(job_name("  "), "transcript");
+        assert_eq!(job_name(&"a".repeat(300)).len(), MAX_JOB_NAME_LEN);
+        let r = TranscriptRecord {
+            text: String::new(),
+            language: String::new(),
+            duration: 0.0,
+            model: "m".into(),
+            segments: vec![],
+            formats: Default::default(),
+        };
+        assert_eq!(write("my talk", &r).job_name, "my-talk");
+    }
+
+    #[test]
+    fn languages_transcribe_lacks_are_left_out() {
+        let mut r = parse(doc(&sample_items(), "").as_bytes()).unwrap();
+        for (lang, want) in [("haw", None), ("", None), ("de", Some("de-DE"))] {
+            r.language = lang.into();
+            assert_eq!(write("j", &r).results.language_code.as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn writer_handles_every_kind_of_punctuated_word() {
+        let words = vec![
+            wr("\"Well,", 0.0, 0.4),
+            wr("the", 0.5, 0.6),
+            wr("U.S.", 0.6, 1.0),
+            wr("launch?!", 1.0, 1.5),
+            wr("...", 1.5, 1.6),
+            wr("10,000", 1.6, 2.0),
+            wr("", 2.0, 2.0),
+            wr("done.\"", 2.0, 2.5),
+        ];
+        let r = TranscriptRecord {
+            text: "\"Well, the U.S. launch?! ... 10,000 done.\"".into(),
+            language: "en".into(),
+            duration: 3.0,
+            model: "tiny.en".into(),
+            segments: vec![SegmentRecord {
+                start: 0.0,
+                end: 2.5,
+                text: "\"Well, the U.S. launch?! ... 10,000 done.\"".into(),
+                words,
+            }],
+            formats: Default::default(),
+        };
+        let out = write("j", &r);
+        let items: Vec<(ItemType, &str)> = out
+            .results
+            .items
+            .iter()
+            .map(|i| (i.kind, i.alternatives[0].content.as_str()))
+            .collect();
+        use ItemType::*;
+        assert_eq!(
+            items,
+            [
+                (Pronunciation, "\"Well"),
+                (Punctuation, ","),
+                (Pronunciation, "the"),
+                (Pronunciation, "U.S"),
+                (Punctuation, "."),
+                (Pronunciation, "launch"),
+                (Punctuation, "?"),
+                (Punctuation, "!"),
+                (Pronunciation, "..."),
+                (Pronunciation, "10,000"),
+                (Pronunciation, "done.\""),
+            ]
+        );
+        // Ids run in order; the segment names all of them.
+        let ids: Vec<u64> = out.results.items.iter().map(|i| i.id.unwrap()).collect();
+        assert_eq!(ids, (0..11).collect::<Vec<_>>());
+        assert_eq!(out.results.audio_segments[0].items, ids);
+        assert_eq!(
+            out.results.items[3].alternatives[0].confidence,
+            NumStr("0.875".into())
+        );
+        // Back: the same words (the empty one was never spoken).
+        let back = parse(&serde_json::to_vec(&out).unwrap()).unwrap();
+        let mut want = r.segments[0].words.clone();
+        want.retain(|w| !w.word.is_empty());
+        assert_eq!(back.segments[0].words, want);
+        assert_eq!(back.segments[0].text, r.segments[0].text);
     }
 
     #[test]

@@ -86,12 +86,33 @@ pub struct JobOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Extra renderings of the transcript stored in the result:
-    /// `text`, `srt`, `vtt`, `verbose_json`.
+    /// `text`, `json`, `srt`, `vtt`, `verbose_json`, `transcribe` (Amazon
+    /// Transcribe's output JSON).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<String>,
     /// Most tokens in the summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_summary_tokens: Option<usize>,
+    /// Time every word: the record's segments carry `words`. Implied by
+    /// the `transcribe` format and by `max_words_per_cue` (see
+    /// [`JobOptions::wants_words`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub word_timestamps: bool,
+    /// `srt` and `vtt` renderings: at most this many words per cue, each
+    /// cue timed by its words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_words_per_cue: Option<usize>,
+}
+
+impl JobOptions {
+    /// Whether the job needs word timings: asked for, or implied by a
+    /// rendering made of words (`transcribe`, word-level cues).
+    pub fn wants_words(&self) -> bool {
+        self.word_timestamps
+            || self.formats.iter().any(|f| f == "transcribe")
+            || (self.max_words_per_cue.is_some()
+                && self.formats.iter().any(|f| f == "srt" || f == "vtt"))
+    }
 }
 
 /// One unit of work, as it travels in the message body.
@@ -143,7 +164,7 @@ pub fn validate_job_id(id: &str) -> Result<()> {
     }
 }
 
-const FORMATS: [&str; 5] = ["json", "text", "srt", "vtt", "verbose_json"];
+const FORMATS: [&str; 6] = ["json", "text", "srt", "vtt", "verbose_json", "transcribe"];
 
 impl Job {
     /// A new version-1 job with a fresh id.
@@ -228,6 +249,9 @@ impl Job {
         }
         if self.options.max_summary_tokens == Some(0) {
             return bad("options.max_summary_tokens must be at least 1".into());
+        }
+        if self.options.max_words_per_cue == Some(0) {
+            return bad("options.max_words_per_cue must be at least 1".into());
         }
         Ok(())
     }
@@ -417,6 +441,40 @@ mod tests {
             .contains("`transcript` or `text`"));
         assert!(err(r#"{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{"formats":["docx"]}}"#)
             .contains("docx"));
+    }
+
+    #[test]
+    fn word_options_parse_validate_and_imply_word_timings() {
+        let parse = |opts: &str| {
+            Job::parse(
+                &format!(
+                    r#"{{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{opts}}}"#
+                ),
+                &no_attrs(),
+            )
+        };
+        let j = parse(r#"{"word_timestamps":true,"formats":["verbose_json"]}"#).unwrap();
+        assert!(j.options.word_timestamps && j.options.wants_words());
+        let j = parse(r#"{"formats":["transcribe"]}"#).unwrap();
+        assert!(!j.options.word_timestamps && j.options.wants_words());
+        let j = parse(r#"{"formats":["srt"],"max_words_per_cue":3}"#).unwrap();
+        assert_eq!(j.options.max_words_per_cue, Some(3));
+        assert!(j.options.wants_words());
+        let j = parse(r#"{"formats":["json"],"max_words_per_cue":3}"#).unwrap();
+        assert!(!j.options.wants_words(), "no captions to cut");
+        assert!(!parse("{}").unwrap().options.wants_words());
+        let e = parse(r#"{"max_words_per_cue":0}"#).unwrap_err().to_string();
+        assert!(e.contains("max_words_per_cue"), "{e}");
+        assert!(parse(r#"{"word_timestamps":"yes"}"#).is_err());
+        // Off and unset fields stay out of the message (older workers).
+        let mut job = Job::new(TaskKind::Transcribe);
+        job.audio = Some("/a.wav".into());
+        assert!(!job.to_message().0.contains("word"));
+        job.options.word_timestamps = true;
+        let (body, attrs) = job.to_message();
+        assert!(body.contains(r#""word_timestamps":true"#), "{body}");
+        let attrs: BTreeMap<_, _> = attrs.into_iter().collect();
+        assert_eq!(Job::parse(&body, &attrs).unwrap(), job);
     }
 
     #[test]

@@ -115,7 +115,7 @@ _fw_logger.setLevel(logging.DEBUG)
 _fw_logger.addHandler(FALLBACKS)
 _fw_logger.propagate = False
 
-def run_faster_whisper(model_dir, compute_type, clips, save_dir=None, repeat=1):
+def run_faster_whisper(model_dir, compute_type, clips, save_dir=None, repeat=1, words=False):
     """Transcribe each clip with one model instance, `repeat` passes over the
     clips. Returns (results of the first pass, load_s, fastest pass's total
     seconds, all pass totals). Timing covers transcribe() + consuming the
@@ -133,7 +133,7 @@ def run_faster_whisper(model_dir, compute_type, clips, save_dir=None, repeat=1):
         for c in clips:
             FALLBACKS.count = 0
             t0 = time.perf_counter()
-            segments, info = model.transcribe(c["path"], **FW_OPTIONS)
+            segments, info = model.transcribe(c["path"], word_timestamps=words, **FW_OPTIONS)
             segments = list(segments)
             dt = time.perf_counter() - t0
             total += dt
@@ -155,6 +155,10 @@ def run_faster_whisper(model_dir, compute_type, clips, save_dir=None, repeat=1):
                         "avg_logprob": s.avg_logprob,
                         "no_speech_prob": s.no_speech_prob,
                         "temperature": s.temperature,
+                        **({"words": [
+                            {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                            for w in s.words
+                        ]} if words else {}),
                     }
                     for s in segments
                 ],
@@ -183,25 +187,27 @@ def find_earshot_output(out_dir, clip):
     return None
 
 
-def run_earshot(binary, model, clips, out_dir, models_dir, repeat=1):
+def run_earshot(binary, model, clips, out_dir, models_dir, repeat=1, words=False):
     """One earshot process over all clips, `repeat` times. Returns (results of
     the first run, fastest run's wall seconds, all wall seconds)."""
     walls = []
     results = None
     for rep in range(repeat):
-        r, wall = run_earshot_once(binary, model, clips, out_dir, models_dir)
+        r, wall = run_earshot_once(binary, model, clips, out_dir, models_dir, words)
         log(f"earshot run {rep + 1}/{repeat}: {wall:.2f} s")
         walls.append(wall)
         results = results or r
     return results, min(walls), walls
 
 
-def run_earshot_once(binary, model, clips, out_dir, models_dir):
+def run_earshot_once(binary, model, clips, out_dir, models_dir, words=False):
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir)
     cmd = [binary, "transcribe", *[c["path"] for c in clips], "--model", model,
-           "--format", "json", "--output", out_dir]
+           "--format", "verbose_json" if words else "json", "--output", out_dir]
+    if words:
+        cmd.append("--word-timestamps")
     env = dict(os.environ, RAYON_NUM_THREADS="2", EARSHOT_THREADS="2")
     if models_dir:
         env["EARSHOT_MODELS_DIR"] = models_dir
@@ -230,6 +236,82 @@ def run_earshot_once(binary, model, clips, out_dir, models_dir):
     return results, wall
 
 
+# ---- word timestamps -------------------------------------------------------------
+
+def clip_words(doc):
+    return [w for s in doc.get("segments", []) for w in s.get("words", [])]
+
+
+def match_words(fw_words, es_words):
+    """Pairs (fw word, es word) for the words both engines produced: the
+    longest common subsequence of their normalised spellings."""
+    import difflib
+
+    def key(w):
+        return " ".join(normalize(w["word"]))
+
+    a = [key(w) for w in fw_words]
+    b = [key(w) for w in es_words]
+    pairs = []
+    for blk in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+        for k in range(blk.size):
+            if a[blk.a + k]:
+                pairs.append((fw_words[blk.a + k], es_words[blk.b + k]))
+    return pairs
+
+
+def clip_width(clips):
+    """Width of the clip-name column: 22, or the longest file name."""
+    return max([22] + [len(c["file"]) for c in clips])
+
+
+def compare_words(clips, fw, es, max_time=0.1, min_share=0.95, max_median=0.02, max_prob=0.05):
+    """Prints the per-clip and corpus agreement of word times and
+    probabilities; returns True when the corpus meets the thresholds."""
+    import statistics
+
+    w = clip_width(clips)
+    print()
+    hdr = f"{'clip':<{w}} {'fw':>5} {'es':>5} {'both':>5} {'<=0.1s':>7} {'med_s':>6} {'p95_s':>6} {'dprob':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    diffs, pdiffs, n_fw, n_es = [], [], 0, 0
+    for c in clips:
+        fw_w, es_w = clip_words(fw[c["stem"]]), clip_words(es[c["stem"]])
+        n_fw += len(fw_w)
+        n_es += len(es_w)
+        pairs = match_words(fw_w, es_w)
+        d = [abs(f[k] - e[k]) for f, e in pairs for k in ("start", "end")]
+        p = [abs(f["probability"] - e["probability"]) for f, e in pairs]
+        diffs += d
+        pdiffs += p
+        if d:
+            share = sum(x <= max_time + 1e-9 for x in d) / len(d)
+            q = sorted(d)[min(len(d) - 1, int(0.95 * len(d)))]
+            print(f"{c['file']:<{w}} {len(fw_w):>5} {len(es_w):>5} {len(pairs):>5} {100 * share:6.1f}% "
+                  f"{statistics.median(d):6.3f} {q:6.3f} {statistics.median(p):6.3f}")
+        else:
+            print(f"{c['file']:<{w}} {len(fw_w):>5} {len(es_w):>5} {0:>5}")
+    print("-" * len(hdr))
+    if not diffs:
+        print("FAIL: no words in common")
+        return False
+    share = sum(x <= max_time + 1e-9 for x in diffs) / len(diffs)
+    med = statistics.median(diffs)
+    pshare = sum(x <= max_prob + 1e-9 for x in pdiffs) / len(pdiffs)
+    print(f"corpus: {n_fw} faster-whisper words, {n_es} earshot words, {len(pdiffs)} in common; "
+          f"start/end within {max_time} s: {100 * share:.1f}%; median |diff| {med:.3f} s; "
+          f"mean |diff| {statistics.fmean(diffs):.3f} s; max {max(diffs):.2f} s")
+    print(f"        probability within {max_prob}: {100 * pshare:.1f}%; median |diff| "
+          f"{statistics.median(pdiffs):.4f}; max {max(pdiffs):.3f}")
+    ok = share >= min_share and med <= max_median and pshare >= min_share
+    verdict = "OK" if ok else "FAIL"
+    print(f"{verdict}: word times within {max_time} s for {100 * share:.1f}% (need >= {100 * min_share:.0f}%), "
+          f"median {med:.3f} s (need <= {max_median}), probabilities within {max_prob} for "
+          f"{100 * pshare:.1f}% (need >= {100 * min_share:.0f}%)")
+    return ok
+
+
 # ---- report --------------------------------------------------------------------
 
 def fmt_wer(pair):
@@ -250,6 +332,7 @@ def main():
     ap.add_argument("--show-text", action="store_true")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--words", action="store_true")
     a = ap.parse_args()
 
     clips = read_manifest(a.manifest)
@@ -273,8 +356,9 @@ def main():
         fw8, fw8_load, fw8_time, fw8_passes = run_faster_whisper(a.model_dir, "int8", clips, None, a.repeat)
 
     # ---- per-clip table
+    w = clip_width(clips)
     print()
-    hdr = f"{'clip':<22} {'format':<19} {'dur_s':>6}"
+    hdr = f"{'clip':<{w}} {'format':<19} {'dur_s':>6}"
     if es is not None:
         hdr += f" {'es~fw':>8} {'es~ref':>8}"
     hdr += f" {'fw~ref':>8}"
@@ -292,7 +376,7 @@ def main():
 
     for c in clips:
         fw_text = fw[c["stem"]]["text"]
-        line = f"{c['file']:<22} {c['format']:<19} {c['duration_s']:6.1f}"
+        line = f"{c['file']:<{w}} {c['format']:<19} {c['duration_s']:6.1f}"
         if es is not None:
             es_text = es[c["stem"]].get("text", "")
             line += f" {fmt_wer(add('es_fw', wer(fw_text, es_text))):>8}"
@@ -310,7 +394,7 @@ def main():
             if es is not None:
                 print(f"    es : {es[c['stem']].get('text', '')}")
     print("-" * len(hdr))
-    line = f"{'corpus':<22} {'':<19} {audio_s:6.1f}"
+    line = f"{'corpus':<{w}} {'':<19} {audio_s:6.1f}"
     if es is not None:
         line += f" {fmt_wer(tot['es_fw']):>8} {fmt_wer(tot['es_ref']):>8}"
     line += f" {fmt_wer(tot['fw_ref']):>8}"
@@ -354,13 +438,40 @@ def main():
                   f"  ({(fw8_time + fw8_load) / es_wall:.2f}x counting faster-whisper's model load too)")
     print(f"\ntranscripts: {a.out_dir}/{{faster-whisper{',earshot' if es is not None else ''}}}/<clip>.json")
 
+    status = 0
     if es is not None:
         corpus = ratio(tot["es_fw"])
         if corpus > a.max_wer:
             print(f"\nFAIL: corpus WER earshot vs faster-whisper {corpus:.4f} > --max-wer {a.max_wer}")
-            return 1
-        print(f"\nOK: corpus WER earshot vs faster-whisper {corpus:.4f} <= --max-wer {a.max_wer}")
-    return 0
+            status = 1
+        else:
+            print(f"\nOK: corpus WER earshot vs faster-whisper {corpus:.4f} <= --max-wer {a.max_wer}")
+
+    if a.words and es is not None:
+        # A second pass of both engines with word timestamps on (which also
+        # moves each window's seek to the last word, so the text is checked
+        # again too).
+        print("\n==> word timestamps (faster-whisper word_timestamps=True, earshot --word-timestamps)")
+        t0 = time.perf_counter()
+        esw, esw_wall, _ = run_earshot(a.earshot_bin, a.model, clips, os.path.join(a.out_dir, "earshot-words"),
+                                       a.models_dir, 1, words=True)
+        fw_words_dir = os.path.join(a.out_dir, "faster-whisper-words")
+        os.makedirs(fw_words_dir, exist_ok=True)
+        fww, _, fww_time, _ = run_faster_whisper(a.model_dir, "float32", clips, fw_words_dir, 1, words=True)
+        wtot = [0, 0]
+        for c in clips:
+            e, n = wer(fww[c["stem"]]["text"], esw[c["stem"]].get("text", ""))
+            wtot[0] += e
+            wtot[1] += n
+        wcorpus = ratio(wtot)
+        print(f"text with word timestamps: corpus WER earshot vs faster-whisper {wcorpus:.4f}; "
+              f"earshot {esw_wall:.1f} s, faster-whisper {fww_time:.1f} s ({time.perf_counter() - t0:.0f} s in all)")
+        if wcorpus > a.max_wer:
+            print(f"FAIL: corpus WER with word timestamps {wcorpus:.4f} > --max-wer {a.max_wer}")
+            status = 1
+        if not compare_words(clips, fww, esw):
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

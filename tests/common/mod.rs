@@ -329,9 +329,18 @@ pub fn status_of(records: &BTreeMap<String, Value>, id: &str) -> String {
 /// Validates documents against one of the published JSON Schemas with the
 /// `jsonschema` Python package (a real validator, not ours).
 pub fn validate_with_schema(schema: &str, docs: &[Value]) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("queue-adapter/schema")
-        .join(schema);
+    validate_with_schema_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("queue-adapter/schema")
+            .join(schema),
+        docs,
+    )
+}
+
+/// [`validate_with_schema`] for a schema anywhere in the repository
+/// (`managed/schema/transcribe-output.schema.json`).
+pub fn validate_with_schema_file(schema_path: &Path, docs: &[Value]) {
+    let schema = schema_path.display();
     let script = "import json,sys,jsonschema\n\
         s=json.load(open(sys.argv[1]))\n\
         jsonschema.Draft202012Validator.check_schema(s)\n\
@@ -341,7 +350,7 @@ pub fn validate_with_schema(schema: &str, docs: &[Value]) {
         sys.exit(1 if bad else 0)";
     let mut child = Command::new(python())
         .args(["-c", script])
-        .arg(&schema_path)
+        .arg(schema_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

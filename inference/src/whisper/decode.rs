@@ -22,6 +22,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::model::WhisperModel;
+use super::timing;
 use super::tokenizer::WhisperTokenizer;
 use crate::error::InferenceError;
 use crate::mel::{LogMel, MelExtractor, HOP_LENGTH, N_FRAMES};
@@ -73,6 +74,17 @@ pub struct TranscribeOptions {
     /// side by side (0 disables). Trades reference-exact window boundaries
     /// for latency on long files.
     pub split_min_region_s: f64,
+    /// Time every word from the alignment heads' cross-attention (one
+    /// forced decoder pass per window; see [`super::timing`]).
+    pub word_timestamps: bool,
+    /// With word timestamps: these punctuation marks, standing alone before
+    /// a word, join the following word.
+    pub prepend_punctuations: String,
+    /// With word timestamps: these punctuation marks join the previous word.
+    pub append_punctuations: String,
+    /// With word timestamps: skip silent stretches longer than this many
+    /// seconds around segments that look hallucinated.
+    pub hallucination_silence_threshold: Option<f32>,
 }
 
 impl Default for TranscribeOptions {
@@ -95,6 +107,10 @@ impl Default for TranscribeOptions {
             sample_len: 224,
             seed: 0,
             split_min_region_s: 60.0,
+            word_timestamps: false,
+            prepend_punctuations: "\"'“¿([{-".into(),
+            append_punctuations: "\"'.。,，!！?？:：”)]}、".into(),
+            hallucination_silence_threshold: None,
         }
     }
 }
@@ -111,6 +127,20 @@ pub struct Segment {
     pub avg_logprob: f64,
     pub compression_ratio: f64,
     pub no_speech_prob: f64,
+    /// Word timings, when asked for (`word_timestamps`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
+}
+
+/// One word with its time span in the recording (seconds, 0.01 s
+/// resolution) and its mean token probability. `word` keeps Whisper's
+/// leading space, as the reference implementation does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    pub probability: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,6 +179,40 @@ struct Stream {
     /// Per-stream sampler, so a stream's result never depends on which
     /// other streams shared its batches.
     rng: StdRng,
+    /// End of the last timed word (seconds), for word timing's pause rule.
+    last_speech: f64,
+}
+
+/// One decoded window cut into segments, before it is committed to its
+/// stream (word timing may still move its seek or drop segments).
+struct Window {
+    pieces: Vec<Piece>,
+    seek_before: usize,
+    next_seek: usize,
+    single_ts_ending: bool,
+    /// Mel frames of real audio in the window.
+    size: usize,
+}
+
+struct Piece {
+    start: f64,
+    end: f64,
+    tokens: Vec<u32>,
+    words: Vec<Word>,
+}
+
+impl Window {
+    /// End of the last word, else of the last segment (faster-whisper's
+    /// `get_end`).
+    fn end(&self) -> Option<f64> {
+        self.pieces
+            .iter()
+            .rev()
+            .flat_map(|p| p.words.iter().rev())
+            .map(|w| w.end)
+            .next()
+            .or_else(|| self.pieces.last().map(|p| p.end))
+    }
 }
 
 /// zlib compression ratio of the text, as the reference computes it to spot
@@ -325,6 +389,9 @@ pub struct Whisper {
     /// `suppress_tokens` from the model's own generation config.
     pub config_suppress: Vec<u32>,
     pub name: String,
+    /// `(decoder layer, head)` pairs whose cross-attention word timing
+    /// aligns on.
+    pub alignment_heads: Vec<(usize, usize)>,
 }
 
 struct Job {
@@ -405,6 +472,7 @@ impl Whisper {
                     segments: Vec::new(),
                     language: lang_fixed,
                     rng: StdRng::seed_from_u64(opts.seed),
+                    last_speech: start.min(end) as f64 * FRAME_S,
                 });
             }
         }
@@ -525,7 +593,8 @@ impl Whisper {
             streams[i].rng = rng;
         }
 
-        for ((r, &i), d) in active.iter().enumerate().zip(decoded) {
+        let mut windows: Vec<Option<Window>> = Vec::with_capacity(active.len());
+        for (r, (&i, d)) in active.iter().zip(&decoded).enumerate() {
             let s = &mut streams[i];
             let size = sizes[r];
             if let Some(ns) = opts.no_speech_threshold {
@@ -537,12 +606,225 @@ impl Whisper {
                 }
                 if skip {
                     s.seek += size;
+                    windows.push(None);
                     continue;
                 }
             }
-            self.add_segments(s, &d, size, opts)?;
+            windows.push(Some(self.split_window(s, d, size)));
+        }
+        if opts.word_timestamps {
+            let t2 = std::time::Instant::now();
+            self.time_words(&audio, streams, active, &mut windows, opts)?;
+            tracing::debug!(
+                batch = active.len(),
+                align_ms = t2.elapsed().as_millis() as u64,
+                "whisper word timing"
+            );
+        }
+        for ((&i, d), w) in active.iter().zip(&decoded).zip(windows) {
+            let Some(mut w) = w else { continue };
+            let s = &mut streams[i];
+            if opts.word_timestamps {
+                let time_offset = w.seek_before as f64 * FRAME_S;
+                if !w.single_ts_ending {
+                    if let Some(end) = w.end() {
+                        if end > time_offset {
+                            w.next_seek = (end / FRAME_S).round() as usize;
+                        }
+                    }
+                }
+                if let Some(threshold) = opts.hallucination_silence_threshold {
+                    let spans: Vec<timing::SegmentSpan> = w
+                        .pieces
+                        .iter()
+                        .map(|p| timing::SegmentSpan {
+                            start: p.start,
+                            end: p.end,
+                            text_tokens: 0,
+                            words: p.words.clone(),
+                        })
+                        .collect();
+                    let times = timing::WindowTimes {
+                        time_offset,
+                        duration: w.size as f64 * FRAME_S,
+                        seek: w.seek_before,
+                        content_duration: s.content_frames as f64 * FRAME_S,
+                        content_frames: s.content_frames,
+                    };
+                    match timing::hallucination_skip(&spans, times, threshold as f64, s.last_speech)
+                    {
+                        timing::SilenceSkip::Keep => {}
+                        timing::SilenceSkip::DropWindow { seek } => {
+                            s.seek = seek.max(w.seek_before + 1);
+                            continue;
+                        }
+                        timing::SilenceSkip::Truncate { from, seek } => {
+                            w.pieces.truncate(from);
+                            w.next_seek = seek;
+                        }
+                    }
+                }
+                if let Some(end) = w.end() {
+                    s.last_speech = end;
+                }
+            }
+            self.commit_window(s, w, d, opts)?;
         }
         Ok(())
+    }
+
+    /// Word timing for a round's windows: one forced decoder pass over all
+    /// of them together, then the alignment rules per window (see
+    /// [`timing`]). Fills each piece's words and snaps its edges to them.
+    fn time_words(
+        &self,
+        audio: &Tensor,
+        streams: &[Stream],
+        active: &[usize],
+        windows: &mut [Option<Window>],
+        opts: &TranscribeOptions,
+    ) -> Result<()> {
+        let tok = &self.tokenizer;
+        let mut rows: Vec<AlignRow> = Vec::new();
+        for (r, w) in windows.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let text: Vec<u32> = w
+                .pieces
+                .iter()
+                .flat_map(|p| p.tokens.iter().copied().filter(|&t| t < tok.eot))
+                .collect();
+            // Fewer than two mel frames is no encoder frame to align on.
+            if text.is_empty() || w.size / INPUT_STRIDE == 0 {
+                continue;
+            }
+            let s = &streams[active[r]];
+            let mut start = vec![tok.sot];
+            if tok.multilingual {
+                start.push(
+                    s.language
+                        .unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)),
+                );
+                start.push(match opts.task {
+                    Task::Transcribe => tok.transcribe,
+                    Task::Translate => tok.translate,
+                });
+            }
+            rows.push(AlignRow {
+                row: r,
+                start,
+                text,
+                frames: w.size / INPUT_STRIDE,
+            });
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let aligned = self.align(audio, &rows)?;
+        for (row, (path, probs)) in rows.iter().zip(aligned) {
+            let Some(w) = windows[row.row].as_mut() else {
+                continue;
+            };
+            let s = &streams[active[row.row]];
+            let language = s
+                .language
+                .and_then(|t| tok.language_code(t))
+                .or(opts.language.as_deref())
+                .unwrap_or("en");
+            let words = timing::split_word_tokens(
+                &row.text,
+                |t| tok.decode(t),
+                timing::splits_on_characters(language),
+            )?;
+            let timed = timing::timed_words(words, &path, &probs);
+            let mut spans: Vec<timing::SegmentSpan> = w
+                .pieces
+                .iter()
+                .map(|p| timing::SegmentSpan {
+                    start: p.start,
+                    end: p.end,
+                    text_tokens: p.tokens.iter().filter(|&&t| t < tok.eot).count(),
+                    words: Vec::new(),
+                })
+                .collect();
+            timing::place_words(
+                timed,
+                &mut spans,
+                w.seek_before as f64 * FRAME_S,
+                &opts.prepend_punctuations,
+                &opts.append_punctuations,
+                s.last_speech,
+            );
+            for (p, span) in w.pieces.iter_mut().zip(spans) {
+                p.start = span.start;
+                p.end = span.end;
+                p.words = span.words;
+            }
+        }
+        Ok(())
+    }
+
+    /// The forced pass: for each row, the DTW path over its alignment
+    /// matrix and the probability of each text token.
+    fn align(&self, audio: &Tensor, rows: &[AlignRow]) -> Result<Vec<AlignPath>> {
+        let tok = &self.tokenizer;
+        let idx = Tensor::from_vec(
+            rows.iter().map(|r| r.row as u32).collect::<Vec<_>>(),
+            rows.len(),
+            audio.device(),
+        )?;
+        let audio = audio.index_select(&idx, 0)?;
+        let mut state = self.model.start(&audio)?;
+        let prompts: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|r| {
+                let mut p = r.start.clone();
+                p.push(tok.no_timestamps);
+                p.extend_from_slice(&r.text);
+                p.push(tok.eot);
+                p
+            })
+            .collect();
+        let (hidden, scores) =
+            self.model
+                .prefill_aligned(&mut state, &prompts, &self.alignment_heads)?;
+        let (_, heads, t_max, stride) = scores.dims4()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (b, r) in rows.iter().enumerate() {
+            let n_text = r.text.len();
+            let sot_len = r.start.len();
+            // Token probabilities over the text vocabulary, as CTranslate2
+            // and the reference compute them.
+            let picks: Vec<(usize, usize)> = (0..n_text).map(|k| (b, sot_len + k)).collect();
+            let logits = self
+                .model
+                .logits(&WhisperModel::pick(&hidden, &picks)?)?
+                .to_vec2::<f32>()?;
+            let eot = tok.eot as usize;
+            let probs: Vec<f32> = logits
+                .iter()
+                .zip(&r.text)
+                .map(|(l, &t)| {
+                    let lse = log_sum_exp(&l[..eot.min(l.len())]);
+                    (l[t as usize] - lse).exp()
+                })
+                .collect();
+            let rows_used = prompts[b].len();
+            let frames = r.frames.min(stride);
+            let sc = scores
+                .narrow(0, b, 1)?
+                .narrow(2, 0, rows_used.min(t_max))?
+                .narrow(3, 0, frames)?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let m = timing::alignment_matrix(&sc, heads, rows_used, frames, frames);
+            // Rows from <|notimestamps|> (predicting the first text token)
+            // to the last text token (predicting end-of-text).
+            let text_rows = n_text + 1;
+            let sub = &m[sot_len * frames..(sot_len + text_rows) * frames];
+            out.push((timing::dtw(sub, text_rows, frames), probs));
+        }
+        Ok(out)
     }
 
     fn build_prompt(&self, s: &Stream, row: usize, opts: &TranscribeOptions) -> Job {
@@ -751,15 +1033,9 @@ impl Whisper {
             .collect())
     }
 
-    /// Split a decoded window into segments and advance the stream's seek,
-    /// exactly as the reference does.
-    fn add_segments(
-        &self,
-        s: &mut Stream,
-        d: &Decoded,
-        segment_size: usize,
-        opts: &TranscribeOptions,
-    ) -> Result<()> {
+    /// Split a decoded window into segments and find where the stream
+    /// seeks next, exactly as the reference does.
+    fn split_window(&self, s: &Stream, d: &Decoded, segment_size: usize) -> Window {
         let tb = self.tokenizer.timestamp_begin;
         let tokens = &d.tokens;
         let time_offset = s.seek as f64 * FRAME_S;
@@ -770,8 +1046,14 @@ impl Whisper {
         let consecutive: Vec<usize> = (1..tokens.len())
             .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
             .collect();
-        let mut pieces: Vec<(f64, f64, Vec<u32>)> = Vec::new();
-        let seek_before = s.seek;
+        let piece = |start: f64, end: f64, toks: &[u32]| Piece {
+            start,
+            end,
+            tokens: toks.to_vec(),
+            words: Vec::new(),
+        };
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut seek = s.seek;
         if !consecutive.is_empty() {
             let mut slices = consecutive.clone();
             if single_ts_ending {
@@ -782,14 +1064,14 @@ impl Whisper {
                 let sl = &tokens[last..cur];
                 let start = (sl[0].saturating_sub(tb)) as f64 * TIME_PRECISION;
                 let end = (sl[sl.len() - 1].saturating_sub(tb)) as f64 * TIME_PRECISION;
-                pieces.push((time_offset + start, time_offset + end, sl.to_vec()));
+                pieces.push(piece(time_offset + start, time_offset + end, sl));
                 last = cur;
             }
             if single_ts_ending {
-                s.seek += segment_size;
+                seek += segment_size;
             } else {
                 let last_ts = tokens[last - 1].saturating_sub(tb) as usize;
-                s.seek += last_ts * INPUT_STRIDE;
+                seek += last_ts * INPUT_STRIDE;
             }
         } else {
             let mut duration = segment_size as f64 * FRAME_S;
@@ -798,34 +1080,55 @@ impl Whisper {
                     duration = (last - tb) as f64 * TIME_PRECISION;
                 }
             }
-            pieces.push((time_offset, time_offset + duration, tokens.clone()));
-            s.seek += segment_size;
+            pieces.push(piece(time_offset, time_offset + duration, tokens));
+            seek += segment_size;
         }
+        Window {
+            pieces,
+            seek_before: s.seek,
+            next_seek: seek,
+            single_ts_ending,
+            size: segment_size,
+        }
+    }
+
+    /// Append a window's segments to its stream and advance the seek.
+    fn commit_window(
+        &self,
+        s: &mut Stream,
+        w: Window,
+        d: &Decoded,
+        opts: &TranscribeOptions,
+    ) -> Result<()> {
         // Never stall: a window that produced no progress moves on a window.
-        if s.seek <= seek_before {
-            s.seek = seek_before + segment_size;
-        }
+        s.seek = if w.next_seek <= w.seek_before {
+            w.seek_before + w.size
+        } else {
+            w.next_seek
+        };
         let duration = s.content_frames as f64 * FRAME_S;
-        for (start, end, toks) in pieces {
-            let text = self.tokenizer.decode(&toks)?;
-            if start == end || text.trim().is_empty() {
+        for p in w.pieces {
+            let text = self.tokenizer.decode(&p.tokens)?;
+            if p.start == p.end || text.trim().is_empty() {
                 continue;
             }
-            s.all_tokens.extend_from_slice(&toks);
+            s.all_tokens.extend_from_slice(&p.tokens);
             let id = s.segments.len();
+            // A random or confused model can emit timestamps past the end
+            // of the audio; keep segments inside it.
+            let start = p.start.min(duration);
             s.segments.push(Segment {
                 id,
-                seek: seek_before,
-                // A random or confused model can emit timestamps past the
-                // end of the audio; keep segments inside it.
-                start: round3(start.min(duration)),
-                end: round3(end.min(duration).max(start.min(duration))),
+                seek: w.seek_before,
+                start: round3(start),
+                end: round3(p.end.min(duration).max(start)),
                 text,
-                tokens: toks,
+                tokens: p.tokens,
                 temperature: d.temperature,
                 avg_logprob: d.avg_logprob,
                 compression_ratio: d.compression_ratio,
                 no_speech_prob: d.no_speech_prob,
+                words: p.words,
             });
         }
         if !opts.condition_on_previous_text || d.temperature > opts.prompt_reset_on_temperature {
@@ -834,6 +1137,18 @@ impl Whisper {
         Ok(())
     }
 }
+
+/// A window to align: its encoder row, start sequence, text tokens and
+/// real encoder frames.
+struct AlignRow {
+    row: usize,
+    start: Vec<u32>,
+    text: Vec<u32>,
+    frames: usize,
+}
+
+/// A DTW path over `(text row, frame)` and the text tokens' probabilities.
+type AlignPath = (Vec<(usize, usize)>, Vec<f32>);
 
 /// Where each input's regions start, in mel frames. An input gets more
 /// than one region only when the batch has rows to spare and its regions

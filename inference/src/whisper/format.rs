@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::decode::Transcript;
+use super::decode::{Transcript, Word};
 use crate::error::InferenceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,17 @@ impl OutputFormat {
     }
 }
 
+/// How [`render_with`] lays out a transcript beyond the format itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// SRT and VTT only: cut each segment into cues of at most this many
+    /// words, each cue timed from its first word's start to its last
+    /// word's end (karaoke-style captions). Needs word timings
+    /// (`TranscribeOptions::word_timestamps`); segments without words keep
+    /// one cue each. `None` (and `Some(0)`) is one cue per segment.
+    pub max_words_per_cue: Option<usize>,
+}
+
 #[derive(Serialize)]
 struct CompactSegment<'a> {
     id: usize,
@@ -50,6 +61,12 @@ struct CompactSegment<'a> {
     text: &'a str,
     avg_logprob: f64,
     no_speech_prob: f64,
+    #[serde(skip_serializing_if = "no_words")]
+    words: &'a [Word],
+}
+
+fn no_words(w: &&[Word]) -> bool {
+    w.is_empty()
 }
 
 #[derive(Serialize)]
@@ -58,6 +75,25 @@ struct CompactTranscript<'a> {
     language: &'a str,
     duration: f64,
     segments: Vec<CompactSegment<'a>>,
+}
+
+/// One entry of the top-level `words` array of `verbose_json`, as OpenAI's
+/// API returns it with `timestamp_granularities[]=word`: the word trimmed.
+#[derive(Serialize)]
+struct ApiWord<'a> {
+    word: &'a str,
+    start: f64,
+    end: f64,
+}
+
+/// `verbose_json`: the whole transcript, plus the flat `words` array when
+/// any segment has word timings.
+#[derive(Serialize)]
+struct VerboseTranscript<'a> {
+    #[serde(flatten)]
+    transcript: &'a Transcript,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    words: Vec<ApiWord<'a>>,
 }
 
 /// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT).
@@ -72,7 +108,60 @@ fn timestamp(t: f64, sep: char) -> String {
     )
 }
 
+/// One caption cue: start, end, text.
+#[derive(Debug, Clone, PartialEq)]
+struct Cue {
+    start: f64,
+    end: f64,
+    text: String,
+}
+
+/// The caption cues of a transcript: one per segment, or, with
+/// `max_words_per_cue` and word timings, runs of at most that many words.
+fn cues(t: &Transcript, opts: &RenderOptions) -> Vec<Cue> {
+    let per_cue = opts.max_words_per_cue.filter(|&n| n > 0);
+    let mut out = Vec::new();
+    for s in &t.segments {
+        match per_cue {
+            Some(n) if !s.words.is_empty() => {
+                for run in s.words.chunks(n) {
+                    // Words carry their own leading spaces (none in
+                    // languages written without them): concatenate.
+                    let text: String = run.iter().map(|w| w.word.as_str()).collect();
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                        continue;
+                    };
+                    out.push(Cue {
+                        start: first.start,
+                        end: last.end.max(first.start),
+                        text: text.to_owned(),
+                    });
+                }
+            }
+            _ => out.push(Cue {
+                start: s.start,
+                end: s.end,
+                text: s.text.trim().to_owned(),
+            }),
+        }
+    }
+    out
+}
+
+/// Renders a transcript with the default [`RenderOptions`].
 pub fn render(t: &Transcript, format: OutputFormat) -> String {
+    render_with(t, format, &RenderOptions::default())
+}
+
+/// Renders a transcript. Word timings, when the transcript has them, go
+/// into `json` (per segment), `verbose_json` (per segment, and as the
+/// top-level `words` array OpenAI's API returns) and, with
+/// [`RenderOptions::max_words_per_cue`], into word-level SRT/VTT cues.
+pub fn render_with(t: &Transcript, format: OutputFormat, opts: &RenderOptions) -> String {
     match format {
         OutputFormat::Text => format!("{}\n", t.text),
         OutputFormat::Json => {
@@ -90,33 +179,49 @@ pub fn render(t: &Transcript, format: OutputFormat) -> String {
                         text: &s.text,
                         avg_logprob: s.avg_logprob,
                         no_speech_prob: s.no_speech_prob,
+                        words: &s.words,
                     })
                     .collect(),
             };
             serde_json::to_string_pretty(&c).unwrap_or_default() + "\n"
         }
-        OutputFormat::VerboseJson => serde_json::to_string_pretty(t).unwrap_or_default() + "\n",
+        OutputFormat::VerboseJson => {
+            let v = VerboseTranscript {
+                transcript: t,
+                words: t
+                    .segments
+                    .iter()
+                    .flat_map(|s| &s.words)
+                    .map(|w| ApiWord {
+                        word: w.word.trim(),
+                        start: w.start,
+                        end: w.end,
+                    })
+                    .collect(),
+            };
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
         OutputFormat::Srt => {
             let mut out = String::new();
-            for (i, s) in t.segments.iter().enumerate() {
+            for (i, c) in cues(t, opts).iter().enumerate() {
                 out.push_str(&format!(
                     "{}\n{} --> {}\n{}\n\n",
                     i + 1,
-                    timestamp(s.start, ','),
-                    timestamp(s.end, ','),
-                    s.text.trim()
+                    timestamp(c.start, ','),
+                    timestamp(c.end, ','),
+                    c.text
                 ));
             }
             out
         }
         OutputFormat::Vtt => {
             let mut out = String::from("WEBVTT\n\n");
-            for s in &t.segments {
+            for c in cues(t, opts) {
                 out.push_str(&format!(
                     "{} --> {}\n{}\n\n",
-                    timestamp(s.start, '.'),
-                    timestamp(s.end, '.'),
-                    s.text.trim()
+                    timestamp(c.start, '.'),
+                    timestamp(c.end, '.'),
+                    c.text
                 ));
             }
             out
@@ -146,6 +251,7 @@ mod tests {
                     avg_logprob: -0.2,
                     compression_ratio: 1.0,
                     no_speech_prob: 0.01,
+                    words: vec![],
                 },
                 Segment {
                     id: 1,
@@ -158,6 +264,7 @@ mod tests {
                     avg_logprob: -0.3,
                     compression_ratio: 1.0,
                     no_speech_prob: 0.02,
+                    words: vec![],
                 },
             ],
         }
@@ -184,6 +291,158 @@ mod tests {
             assert!(!s[k].is_null(), "missing {k}");
         }
         assert!(s.get("tokens").is_none());
+    }
+
+    fn w(word: &str, start: f64, end: f64) -> Word {
+        Word {
+            word: word.into(),
+            start,
+            end,
+            probability: 0.9,
+        }
+    }
+
+    /// [`sample`] with word timings: 2 words, then 5 words.
+    fn with_words() -> Transcript {
+        let mut t = sample();
+        t.segments[0].words = vec![w(" Hello", 0.0, 0.6), w(" there.", 0.7, 1.5)];
+        t.segments[1].text = " General Kenobi, you are bold.".into();
+        t.segments[1].words = vec![
+            w(" General", 3723.25, 3723.7),
+            w(" Kenobi,", 3723.8, 3724.3),
+            w(" you", 3724.4, 3724.5),
+            w(" are", 3724.5, 3724.9),
+            w(" bold.", 3725.0, 3725.5),
+        ];
+        t
+    }
+
+    fn cue_opts(n: usize) -> RenderOptions {
+        RenderOptions {
+            max_words_per_cue: Some(n),
+        }
+    }
+
+    #[test]
+    fn render_is_render_with_the_defaults() {
+        for f in ["text", "json", "verbose_json", "srt", "vtt"] {
+            let f: OutputFormat = f.parse().unwrap();
+            let t = with_words();
+            assert_eq!(render(&t, f), render_with(&t, f, &RenderOptions::default()));
+        }
+    }
+
+    #[test]
+    fn word_cues_split_segments_and_take_word_times() {
+        let t = with_words();
+        let srt = render_with(&t, OutputFormat::Srt, &cue_opts(2));
+        let blocks: Vec<&str> = srt.trim_end().split("\n\n").collect();
+        // 2 words → 1 cue; 5 words → 2 + 2 + 1.
+        assert_eq!(
+            blocks,
+            [
+                "1\n00:00:00,000 --> 00:00:01,500\nHello there.",
+                "2\n01:02:03,250 --> 01:02:04,300\nGeneral Kenobi,",
+                "3\n01:02:04,400 --> 01:02:04,900\nyou are",
+                "4\n01:02:05,000 --> 01:02:05,500\nbold.",
+            ]
+        );
+        let vtt = render_with(&t, OutputFormat::Vtt, &cue_opts(3));
+        assert_eq!(
+            vtt,
+            "WEBVTT\n\n\
+             00:00:00.000 --> 00:00:01.500\nHello there.\n\n\
+             01:02:03.250 --> 01:02:04.500\nGeneral Kenobi, you\n\n\
+             01:02:04.500 --> 01:02:05.500\nare bold.\n\n"
+        );
+        // One word per cue: as many cues as words, in order.
+        let one = render_with(&t, OutputFormat::Srt, &cue_opts(1));
+        let n = one.trim_end().split("\n\n").count();
+        assert_eq!(n, 7);
+        assert!(one.contains("\n5\n01:02:04,400 --> 01:02:04,500\nyou\n"));
+    }
+
+    #[test]
+    fn word_cues_keep_segment_cues_without_words() {
+        // No words anywhere: the option changes nothing.
+        for n in [1, 2, 100] {
+            for f in [OutputFormat::Srt, OutputFormat::Vtt] {
+                assert_eq!(
+                    render_with(&sample(), f, &cue_opts(n)),
+                    render(&sample(), f)
+                );
+            }
+        }
+        // Words on one segment only: the other keeps its segment cue.
+        let mut t = with_words();
+        t.segments[0].words.clear();
+        let srt = render_with(&t, OutputFormat::Srt, &cue_opts(5));
+        assert_eq!(
+            srt,
+            "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n\
+             2\n01:02:03,250 --> 01:02:05,500\nGeneral Kenobi, you are bold.\n\n"
+        );
+        // 0 means off, never a panic.
+        assert_eq!(
+            render_with(&with_words(), OutputFormat::Srt, &cue_opts(0)),
+            render(&with_words(), OutputFormat::Srt)
+        );
+    }
+
+    #[test]
+    fn word_cues_concatenate_words_without_leading_spaces() {
+        // Languages written without spaces: words carry none, cues add none.
+        let mut t = sample();
+        t.segments.truncate(1);
+        t.segments[0].text = "你好世界".into();
+        t.segments[0].words = vec![w("你好", 0.0, 0.5), w("世界", 0.5, 1.0)];
+        let srt = render_with(&t, OutputFormat::Srt, &cue_opts(2));
+        assert_eq!(srt, "1\n00:00:00,000 --> 00:00:01,000\n你好世界\n\n");
+        // A blank word alone in a cue makes no empty cue.
+        t.segments[0].words.push(w(" ", 1.0, 1.1));
+        let srt = render_with(&t, OutputFormat::Srt, &cue_opts(2));
+        assert_eq!(srt.trim_end().split("\n\n").count(), 1, "{srt}");
+    }
+
+    #[test]
+    fn json_carries_words_only_when_present() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&with_words(), OutputFormat::Json)).unwrap();
+        let words = v["segments"][1]["words"].as_array().unwrap();
+        assert_eq!(words.len(), 5);
+        assert_eq!(words[1]["word"], " Kenobi,");
+        assert_eq!(words[1]["start"], 3723.8);
+        assert_eq!(words[1]["end"], 3724.3);
+        assert_eq!(words[1]["probability"], 0.9);
+        assert!(v.get("words").is_none(), "compact json has no flat list");
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&sample(), OutputFormat::Json)).unwrap();
+        assert!(v["segments"][0].get("words").is_none());
+    }
+
+    #[test]
+    fn verbose_json_has_openais_flat_words_array() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&with_words(), OutputFormat::VerboseJson)).unwrap();
+        let words = v["words"].as_array().unwrap();
+        assert_eq!(words.len(), 7);
+        assert_eq!(
+            words[2],
+            serde_json::json!({"word": "General", "start": 3723.25, "end": 3723.7})
+        );
+        // Per-segment words keep Whisper's shape (leading space, probability).
+        assert_eq!(v["segments"][0]["words"][1]["word"], " there.");
+        assert_eq!(v["segments"][0]["words"][1]["probability"], 0.9);
+        // The rest of the transcript is unchanged by the flattening.
+        assert_eq!(v["text"], "Hello there. General Kenobi.");
+        assert_eq!(v["segments"][1]["tokens"], serde_json::json!([]));
+        let back: Transcript = serde_json::from_value(v).unwrap();
+        assert_eq!(back, with_words());
+        // No words: no `words` key at all.
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&sample(), OutputFormat::VerboseJson)).unwrap();
+        assert!(v.get("words").is_none());
+        assert!(v["segments"][0].get("words").is_none());
     }
 
     #[test]

@@ -6,13 +6,14 @@ pub mod decode;
 pub mod format;
 pub mod gelu;
 pub mod model;
+pub mod timing;
 pub mod tokenizer;
 
 use std::time::Instant;
 
 use candle_core::Device;
 
-pub use decode::{Segment, Task, TranscribeOptions, Transcript, Whisper};
+pub use decode::{Segment, Task, TranscribeOptions, Transcript, Whisper, Word};
 pub use model::WhisperModel;
 pub use tokenizer::WhisperTokenizer;
 
@@ -53,12 +54,36 @@ impl Whisper {
         config_suppress.extend(config.suppress_tokens.iter().copied());
         config_suppress.sort_unstable();
         config_suppress.dedup();
+        // The model's own list, else the catalog's, else the upper half of
+        // the decoder (the reference's fallback).
+        let fits = |heads: &[(usize, usize)]| {
+            heads
+                .iter()
+                .all(|&(l, h)| l < config.decoder_layers && h < config.decoder_attention_heads)
+        };
+        let given = &imported.generation.alignment_heads;
+        if !fits(given) {
+            tracing::warn!(
+                model = name,
+                "alignment_heads in the model's config lie outside its decoder; ignoring them"
+            );
+        }
+        let alignment_heads = if !given.is_empty() && fits(given) {
+            given.clone()
+        } else {
+            timing::builtin_alignment_heads(name)
+                .filter(|h| fits(h))
+                .unwrap_or_else(|| {
+                    timing::upper_half_heads(config.decoder_layers, config.decoder_attention_heads)
+                })
+        };
         Ok(Self {
             model,
             tokenizer,
             mel,
             config_suppress,
             name: name.to_string(),
+            alignment_heads,
         })
     }
 }

@@ -228,6 +228,30 @@ impl DecoderState {
     }
 }
 
+/// Cross-attention scores kept for word timing, one slot per requested
+/// `(layer, head)`.
+struct Capture<'a> {
+    heads: &'a [(usize, usize)],
+    scores: Vec<Option<Tensor>>,
+}
+
+impl Capture<'_> {
+    /// Scores of this layer's requested heads: `q·kᵀ/√d` in f32 (half
+    /// precision would blur the softmax over 1500 frames).
+    fn record(&mut self, layer: usize, q: &Tensor, k: &Tensor) -> Result<()> {
+        for (slot, &(l, h)) in self.scores.iter_mut().zip(self.heads) {
+            if l != layer {
+                continue;
+            }
+            let qh = q.narrow(1, h, 1)?.to_dtype(DType::F32)?;
+            let kh = k.narrow(1, h, 1)?.to_dtype(DType::F32)?;
+            let scale = 1.0 / (qh.dim(D::Minus1)? as f64).sqrt();
+            *slot = Some((qh * scale)?.matmul(&kh.t()?.contiguous()?)?);
+        }
+        Ok(())
+    }
+}
+
 /// How decoder self-attention is masked in one pass.
 #[derive(Clone, Copy)]
 enum Attend<'a> {
@@ -388,6 +412,49 @@ impl WhisperModel {
     /// Run each row's prompt (right-padded to the longest) through the
     /// decoder; returns hidden states `[b, t_max, d]`.
     pub fn prefill(&self, state: &mut DecoderState, prompts: &[Vec<u32>]) -> Result<Tensor> {
+        self.prefill_inner(state, prompts, None)
+    }
+
+    /// [`Self::prefill`] that also returns the given `(layer, head)` pairs'
+    /// cross-attention scores before the softmax (QKᵀ/√d, in f32) as
+    /// `[b, heads, t_max, audio_frames]`: what word timing aligns on.
+    pub fn prefill_aligned(
+        &self,
+        state: &mut DecoderState,
+        prompts: &[Vec<u32>],
+        heads: &[(usize, usize)],
+    ) -> Result<(Tensor, Tensor)> {
+        for &(l, h) in heads {
+            if l >= self.dec_blocks.len() || h >= self.config.decoder_attention_heads {
+                return Err(InferenceError::Model(format!(
+                    "alignment head ({l}, {h}) outside the decoder's {} layers × {} heads",
+                    self.dec_blocks.len(),
+                    self.config.decoder_attention_heads
+                )));
+            }
+        }
+        if heads.is_empty() {
+            return Err(InferenceError::Model("no alignment heads".into()));
+        }
+        let mut capture = Capture {
+            heads,
+            scores: vec![None; heads.len()],
+        };
+        let hidden = self.prefill_inner(state, prompts, Some(&mut capture))?;
+        let scores = capture
+            .scores
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| InferenceError::Model("an alignment head was not captured".into()))?;
+        Ok((hidden, Tensor::cat(&scores, 1)?))
+    }
+
+    fn prefill_inner(
+        &self,
+        state: &mut DecoderState,
+        prompts: &[Vec<u32>],
+        capture: Option<&mut Capture<'_>>,
+    ) -> Result<Tensor> {
         let b = prompts.len();
         if b != state.batch_size() {
             return Err(InferenceError::Model(format!(
@@ -427,7 +494,7 @@ impl WhisperModel {
         state.prompt_lens = prompts.iter().map(Vec::len).collect();
         state.prefill_len = t;
         state.steps = 0;
-        self.run_blocks(state, x, Attend::Prefill(&mask))
+        self.run_blocks(state, x, Attend::Prefill(&mask), capture)
     }
 
     /// One token per row; returns hidden states `[b, d]`.
@@ -449,7 +516,7 @@ impl WhisperModel {
             prompt_lens: state.prompt_lens.clone(),
             prefill_len: state.prefill_len,
         };
-        let h = self.run_blocks(state, x, Attend::Step(&rows))?;
+        let h = self.run_blocks(state, x, Attend::Step(&rows), None)?;
         state.steps += 1;
         Ok(h.squeeze(1)?)
     }
@@ -459,6 +526,7 @@ impl WhisperModel {
         state: &mut DecoderState,
         mut x: Tensor,
         attend: Attend<'_>,
+        mut capture: Option<&mut Capture<'_>>,
     ) -> Result<Tensor> {
         let d = self.config.d_model;
         let rows = match attend {
@@ -505,6 +573,9 @@ impl WhisperModel {
             let h = b.ln_x.forward(&x)?;
             let q = split_heads(&b.xq.forward(&h)?, b.n_head)?;
             let (ck, cv) = &state.cross_kv[i];
+            if let Some(c) = capture.as_deref_mut() {
+                c.record(i, &q, ck)?;
+            }
             let fused = match rows {
                 Some(_) => decode_attention(&q, ck, cv, None)?,
                 None => None,
