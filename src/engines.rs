@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use earshot_inference::device::{self, DeviceKind};
+use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::summarize::{summarize_many, Summary};
 use earshot_inference::llm::Llm;
@@ -59,6 +59,10 @@ pub struct EngineArgs {
     /// Milliseconds an idle engine waits for more requests to fill a batch.
     #[arg(long, env = "EARSHOT_BATCH_WAIT_MS", default_value_t = 20)]
     pub batch_wait_ms: u64,
+    /// Whisper weights: int8 (CPU), float32, float16 (CUDA), or default
+    /// (float16 on CUDA, float32 on the CPU).
+    #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
+    pub compute_type: ComputeType,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -72,6 +76,7 @@ impl EngineArgs {
     pub fn load(&self) -> Result<Engines> {
         let engines = Engines::load(
             &self.whisper_models,
+            self.compute_type,
             &self.llm,
             !self.no_summarizer,
             self.max_batch(),
@@ -126,6 +131,7 @@ impl Engines {
     /// Loads every listed Whisper model and, when `with_llm`, the LLM.
     pub fn load(
         whisper_models: &[String],
+        compute: ComputeType,
         llm_args: &LlmArgs,
         with_llm: bool,
         max_batch: usize,
@@ -136,7 +142,7 @@ impl Engines {
         let mut whisper = Vec::new();
         for name in whisper_models {
             let t = Instant::now();
-            let w = Whisper::load(name, &dev)
+            let w = Whisper::load_with(name, &dev, compute)
                 .with_context(|| format!("loading Whisper model {name:?}"))?;
             load_seconds.insert(name.clone(), t.elapsed().as_secs_f64());
             whisper.push((name.clone(), w));

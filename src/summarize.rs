@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use earshot_inference::device::{self, DeviceKind};
+use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::llm::summarize::{split_text, summarize_many, SummaryOptions};
 use earshot_inference::llm::{
     generate_all, ChatMessage, EngineOptions, GenRequest, Llm, SamplingParams,
@@ -223,6 +223,9 @@ pub struct ProcessArgs {
     /// Time every word: with --format json, each segment carries `words`.
     #[arg(long)]
     word_timestamps: bool,
+    /// Whisper weights: int8 (CPU), float32, float16 (CUDA), or default.
+    #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
+    compute_type: ComputeType,
     #[command(flatten)]
     llm: LlmArgs,
 }
@@ -232,7 +235,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     let kind: DeviceKind = args.llm.device.parse()?;
     let dev = device::open(kind, 0)?;
     let t = Instant::now();
-    let whisper = Whisper::load(&args.whisper_model, &dev)
+    let whisper = Whisper::load_with(&args.whisper_model, &dev, args.compute_type)
         .with_context(|| format!("loading Whisper model {:?}", args.whisper_model))?;
     let whisper_load_s = t.elapsed().as_secs_f64();
     let (llm, llm_load_s) = args.llm.load()?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use earshot_inference::audio::{self, DecodeLimits};
-use earshot_inference::device::{self, DeviceKind};
+use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::whisper::format::RenderOptions;
 use earshot_inference::whisper::{Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -36,6 +36,10 @@ pub struct Args {
     /// cpu or cuda.
     #[arg(long, env = "EARSHOT_DEVICE", default_value = "cpu")]
     device: String,
+    /// Whisper weights: int8 (CPU), float32, float16 (CUDA), or default
+    /// (float16 on CUDA, float32 on the CPU).
+    #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
+    compute_type: ComputeType,
     /// Write `<name>.<format>` files here instead of printing.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -133,7 +137,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let kind: DeviceKind = args.device.parse()?;
     let dev = device::open(kind, 0)?;
     let t_load = Instant::now();
-    let whisper = Whisper::load(&args.model, &dev)
+    let whisper = Whisper::load_with(&args.model, &dev, args.compute_type)
         .with_context(|| format!("loading model {:?}", args.model))?;
     tracing::debug!(ms = t_load.elapsed().as_millis() as u64, "model ready");
 

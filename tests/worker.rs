@@ -8,7 +8,7 @@
 //! happens to the worker (kill -9, SIGTERM); bad inputs end as failure
 //! records without hurting the rest of their batch; transient failures are
 //! retried and then dead-lettered; heartbeats keep a long job with one
-//! worker.
+//! worker; Opus (Ogg, WebM) and video inputs are jobs like WAV ones.
 
 mod common;
 
@@ -579,5 +579,63 @@ fn word_timestamps_through_the_job_contract() {
     validate_with_schema(
         "result.schema.json",
         &records.values().cloned().collect::<Vec<_>>(),
+    );
+}
+
+/// Opus in Ogg and WebM and a video's sound are jobs like any other (the
+/// worker decodes through the same `audio` module as `transcribe` and the
+/// HTTP endpoint); a corrupt OpusHead and a silent video fail alone, as bad
+/// audio, in the same batch.
+#[test]
+fn opus_and_video_jobs_on_the_local_queue() {
+    let rig = Rig::local();
+    let clips = fixture_manifest();
+    let clip = |format: &str| {
+        let c = clips
+            .iter()
+            .find(|c| c.format == format)
+            .unwrap_or_else(|| panic!("no {format} clip in the manifest"));
+        (fixtures_dir().join(&c.file), c.text.clone())
+    };
+    let good = [
+        clip("ogg-opus"),
+        clip("webm-opus-stereo"),
+        clip("webm-vp8-opus"),
+    ];
+    let mut files: Vec<PathBuf> = good.iter().map(|(f, _)| f.clone()).collect();
+    files.push(fixtures_dir().join("corrupt-head.opus"));
+    files.push(fixtures_dir().join("video-no-audio.mp4"));
+    let ids = rig.submit(&files, "transcribe", &[]);
+    let stats = rig.drain(&["--no-summarizer", "--max-batch", "8"], "work.log");
+    let records = rig.records();
+    for (i, id) in ids.iter().enumerate() {
+        let rec = &records[&format!("{id}.json")];
+        if let Some((_, text)) = good.get(i) {
+            assert_eq!(rec["status"], "succeeded", "{}: {rec}", files[i].display());
+            let got = rec["transcript"]["text"].as_str().unwrap_or_default();
+            // The passage's first words, whatever the punctuation.
+            let first: Vec<String> = text
+                .split_whitespace()
+                .take(3)
+                .map(|w| {
+                    w.trim_matches(|c: char| !c.is_alphanumeric())
+                        .to_lowercase()
+                })
+                .collect();
+            let got_l = got.to_lowercase();
+            assert!(
+                first.iter().all(|w| got_l.contains(w.as_str())),
+                "{}: {got:?} lacks {first:?}",
+                files[i].display()
+            );
+        } else {
+            assert_eq!(rec["status"], "failed", "{rec}");
+            assert_eq!(rec["error"]["kind"], "bad_audio", "{rec}");
+        }
+    }
+    assert_eq!(
+        (stats["succeeded"].as_u64(), stats["failed"].as_u64()),
+        (Some(3), Some(2)),
+        "{stats}"
     );
 }

@@ -1,5 +1,7 @@
-//! Audio in: any container/codec symphonia knows, from a file or from bytes, to
-//! 16 kHz mono `f32` — the only shape Whisper accepts.
+//! Audio in: any container/codec symphonia knows, plus Opus in Ogg, WebM and
+//! Matroska (libopus; see `opus.rs` for why those containers are read
+//! here), from a file or from bytes, to 16 kHz mono `f32` — the only shape
+//! Whisper accepts.
 //!
 //! Decoding is streaming and bounded: nothing is pre-allocated from a header's
 //! claimed length (a WAV can claim 4 GB and hold 40 bytes), and decoding stops
@@ -18,6 +20,10 @@ use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
+mod matroska;
+mod ogg;
+mod opus;
+
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: u32 = 16_000;
 
@@ -28,9 +34,11 @@ pub enum AudioError {
     Empty,
     #[error("not a recognised audio container: {0}")]
     Unrecognized(String),
-    #[error("unsupported codec {codec}: earshot decodes PCM WAV, FLAC, MP3, Vorbis, AAC and ALAC")]
+    #[error(
+        "unsupported codec {codec}: earshot decodes PCM WAV, FLAC, MP3, Vorbis, Opus, AAC and ALAC"
+    )]
     UnsupportedCodec { codec: String },
-    #[error("the container holds no audio track")]
+    #[error("the container holds no audio track (a video without sound?)")]
     NoAudioTrack,
     #[error("audio stream is corrupt or truncated: {0}")]
     Corrupt(String),
@@ -136,11 +144,41 @@ fn decode_source(
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<DecodedAudio, AudioError> {
+    // Opus in Ogg and Matroska/WebM is read here (symphonia has no Opus
+    // decoder); Vorbis, FLAC, AAC... in those containers go on to symphonia.
+    let mut magic = [0u8; 9];
+    let n = read_up_to(&mut *source, &mut magic).map_err(|e| AudioError::Corrupt(e.to_string()))?;
+    let magic = &magic[..n];
+    let rewind = |s: &mut Box<dyn MediaSource>| {
+        s.seek(SeekFrom::Start(0))
+            .map(|_| ())
+            .map_err(|e| AudioError::Corrupt(e.to_string()))
+    };
+    rewind(&mut source)?;
+    if magic.starts_with(b"OggS") {
+        if let Some(d) = ogg::decode(&mut *source, limits)? {
+            return Ok(d);
+        }
+        rewind(&mut source)?;
+    } else if magic.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        if let Some(d) = matroska::decode(&mut *source, limits)? {
+            return Ok(d);
+        }
+        rewind(&mut source)?;
+    } else if magic.starts_with(b"#!AMR") {
+        // AMR-NB/WB storage format (RFC 4867 §5): no maintained Rust
+        // decoder was found; see the README.
+        let wb = magic.starts_with(b"#!AMR-WB");
+        return Err(AudioError::UnsupportedCodec {
+            codec: if wb { "amr-wb" } else { "amr" }.into(),
+        });
+    }
     // symphonia 0.5's MP4 reader parses edit lists but does not apply them, so
     // AAC's encoder priming (1024 samples from most encoders) would shift
     // all audio late by ~23 ms at 44.1 kHz, and the frame padding would
     // lengthen it. Read the edit here and trim after decoding.
     let mp4_edit = mp4_audio_edit(&mut *source);
+    let mp4_entry = mp4_sound_entry(&mut *source);
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| AudioError::Corrupt(e.to_string()))?;
@@ -166,11 +204,24 @@ fn decode_source(
             other => AudioError::Unrecognized(other.to_string()),
         })?;
     let mut format = probed.format;
-    let track = format
+    let Some(track) = format
         .tracks()
         .iter()
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or(AudioError::NoAudioTrack)?;
+    else {
+        // symphonia gives sample entries it does not know no codec; a 3GP
+        // voice memo holds AMR, which deserves its name in the error.
+        return Err(match mp4_entry {
+            Some(e) => AudioError::UnsupportedCodec {
+                codec: match &e {
+                    b"samr" => "amr".into(),
+                    b"sawb" => "amr-wb".into(),
+                    other => String::from_utf8_lossy(other).trim().to_string(),
+                },
+            },
+            None => AudioError::NoAudioTrack,
+        });
+    };
     let track_id = track.id;
     let params = track.codec_params.clone();
     let codec_name = symphonia::default::get_codecs()
@@ -295,6 +346,20 @@ fn decode_source(
         codec: codec_name,
         truncated,
     })
+}
+
+/// Reads up to `buf.len()` bytes; fewer only at the end of the source.
+fn read_up_to<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// The presentation window of an MP4 audio track, from its edit list
@@ -448,6 +513,48 @@ fn mp4_audio_edit<R: Read + Seek + ?Sized>(r: &mut R) -> Option<Mp4Edit> {
             duration: (duration > 0).then_some(duration),
             movie_timescale,
         });
+    }
+    None
+}
+
+/// The sample entry type (`mp4a`, `samr`, ...) of the first sound track of
+/// an MP4/MOV/3GP file; `None` when it has none or is not MP4.
+fn mp4_sound_entry<R: Read + Seek + ?Sized>(r: &mut R) -> Option<[u8; 4]> {
+    let head = read_at::<_, 8>(r, 0)?;
+    if &head[4..8] != b"ftyp" {
+        return None;
+    }
+    let len = r.seek(SeekFrom::End(0)).ok()?;
+    let top = mp4_children(r, 0, len);
+    let moov = top.iter().find(|b| &b.kind == b"moov")?;
+    for trak in mp4_children(r, moov.body, moov.end)
+        .iter()
+        .filter(|b| &b.kind == b"trak")
+    {
+        let kids = mp4_children(r, trak.body, trak.end);
+        let Some(mdia) = kids.iter().find(|b| &b.kind == b"mdia") else {
+            continue;
+        };
+        let mdia_kids = mp4_children(r, mdia.body, mdia.end);
+        let is_sound = mdia_kids
+            .iter()
+            .find(|b| &b.kind == b"hdlr")
+            .and_then(|h| read_at::<_, 4>(r, h.body + 8))
+            .is_some_and(|t| &t == b"soun");
+        if !is_sound {
+            continue;
+        }
+        let child = |r: &mut R, parent: &Mp4Box, kind: &[u8; 4]| {
+            mp4_children(r, parent.body, parent.end)
+                .into_iter()
+                .find(|b| &b.kind == kind)
+        };
+        let minf = mdia_kids.iter().find(|b| &b.kind == b"minf")?;
+        let stbl = child(r, minf, b"stbl")?;
+        let stsd = child(r, &stbl, b"stsd")?;
+        // stsd: version/flags (4), entry count (4), then the first entry's
+        // size (4) and type (4).
+        return read_at::<_, 4>(r, stsd.body + 12);
     }
     None
 }

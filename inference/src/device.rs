@@ -62,6 +62,56 @@ pub fn probe(device: &Device) -> Result<(), InferenceError> {
     }
 }
 
+/// How Whisper's weights are held and multiplied, by faster-whisper's
+/// names. `Default` picks per device: float16 on CUDA, float32 on the CPU
+/// (int8 is opt-in there until it is measured to keep the accuracy bar on
+/// every model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputeType {
+    #[default]
+    Default,
+    /// Q8_0 weights for the decoder's linear layers and the logits (CPU
+    /// only).
+    Int8,
+    Float32,
+    /// Half precision (CUDA only: the CPU has no fast f16 matmul).
+    Float16,
+}
+
+impl std::str::FromStr for ComputeType {
+    type Err = InferenceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" | "auto" => Ok(Self::Default),
+            "int8" | "int8_float32" => Ok(Self::Int8),
+            "float32" | "f32" => Ok(Self::Float32),
+            "float16" | "f16" => Ok(Self::Float16),
+            other => Err(InferenceError::BadOption(format!(
+                "unknown compute type {other:?} (default, int8, float32, float16)"
+            ))),
+        }
+    }
+}
+
+impl ComputeType {
+    /// The weights' dtype on `device`, and whether to quantize to int8;
+    /// a type the device cannot run is a typed error.
+    pub fn resolve(self, device: &Device) -> Result<(DType, bool), InferenceError> {
+        match (self, device.is_cuda()) {
+            (Self::Default, _) => Ok((compute_dtype(device), false)),
+            (Self::Float32, _) => Ok((DType::F32, false)),
+            (Self::Float16, true) => Ok((DType::F16, false)),
+            (Self::Float16, false) => Err(InferenceError::BadOption(
+                "compute type float16 needs CUDA; use float32 or int8 on the CPU".into(),
+            )),
+            (Self::Int8, false) => Ok((DType::F32, true)),
+            (Self::Int8, true) => Err(InferenceError::BadOption(
+                "compute type int8 runs on the CPU; use float16 on CUDA".into(),
+            )),
+        }
+    }
+}
+
 /// The compute dtype for a device: f16 on GPUs (tensor cores), f32 on CPU
 /// (no fast f16 matmul there).
 pub fn compute_dtype(device: &Device) -> DType {

@@ -19,6 +19,8 @@ pub enum InferenceError {
     Device(String),
     #[error(transparent)]
     Models(std::sync::Arc<earshot_models::ModelError>),
+    #[error(transparent)]
+    Vad(std::sync::Arc<crate::vad::VadError>),
 }
 
 impl InferenceError {
@@ -43,5 +45,15 @@ impl From<AudioError> for InferenceError {
 impl From<earshot_models::ModelError> for InferenceError {
     fn from(e: earshot_models::ModelError) -> Self {
         Self::Models(std::sync::Arc::new(e))
+    }
+}
+
+impl From<crate::vad::VadError> for InferenceError {
+    fn from(e: crate::vad::VadError) -> Self {
+        match e {
+            // A bad `threshold` is the client's fault, like any other option.
+            crate::vad::VadError::BadOption(m) => Self::BadOption(format!("vad: {m}")),
+            e => Self::Vad(std::sync::Arc::new(e)),
+        }
     }
 }

@@ -8,8 +8,10 @@ pub mod device;
 pub mod error;
 pub mod llm;
 pub mod mel;
+pub mod q8;
 #[doc(hidden)]
 pub mod testing;
+pub mod vad;
 pub mod whisper;
 
 pub use error::InferenceError;

@@ -522,3 +522,88 @@ pub fn real_llm_path(name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("LLM {name} is not installed ({e}); run scripts/fetch-models"));
     resolved.gguf
 }
+
+/// The VAD comparison set (`inference/tests/vad_reference.rs` and the `vad`
+/// example behind `scripts/compare-vad`), as 16 kHz mono: every clip in
+/// `dir/manifest.tsv`, the edge-case recordings `sample.wav`,
+/// `silence-10s.wav`, `telephone-8k.wav` and `ten-minutes.wav` when `dir`
+/// has them, and generated clips: `long-silences` (three manifest clips
+/// with 2, 25, 40 and 10 s of digital silence or -60 dBFS noise around
+/// them), `white-noise` (60 s), `speech-in-noise` (a clip at 5 dB SNR) and
+/// `tones` (30 s of changing chords).
+pub fn vad_clips(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    use crate::audio::{load_file, DecodeLimits};
+    let load = |f: &str| {
+        load_file(&dir.join(f), DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("cannot decode {}: {e}", dir.join(f).display()))
+    };
+    let manifest = dir.join("manifest.tsv");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "file")
+        .expect("manifest.tsv has a file column");
+    let mut clips: Vec<(String, Vec<f32>)> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f = l.split('\t').nth(col).expect("file column").to_string();
+            let s = load(&f);
+            (f, s)
+        })
+        .collect();
+    assert!(
+        clips.len() >= 3,
+        "{} lists fewer than 3 clips",
+        manifest.display()
+    );
+    for f in [
+        "sample.wav",
+        "silence-10s.wav",
+        "telephone-8k.wav",
+        "ten-minutes.wav",
+    ] {
+        if dir.join(f).is_file() {
+            clips.push((f.to_string(), load(f)));
+        }
+    }
+
+    const SR: usize = 16_000;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut noise = move |amp: f32| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        amp * ((state >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+    };
+    let (a, b, c) = (clips[0].1.clone(), clips[1].1.clone(), clips[2].1.clone());
+    let mut long = vec![0f32; 2 * SR];
+    long.extend_from_slice(&a);
+    long.extend(std::iter::repeat_n(0.0, 25 * SR));
+    long.extend_from_slice(&b);
+    long.extend((0..40 * SR).map(|_| noise(1e-3)));
+    long.extend_from_slice(&c);
+    long.extend(std::iter::repeat_n(0.0, 10 * SR));
+    let white: Vec<f32> = (0..60 * SR).map(|_| noise(0.25)).collect();
+    let rms = (c.iter().map(|x| x * x).sum::<f32>() / c.len().max(1) as f32).sqrt();
+    // Uniform noise in ±A has RMS A/√3; 5 dB SNR.
+    let amp = rms / 10f32.powf(5.0 / 20.0) * 3f32.sqrt();
+    let noisy: Vec<f32> = c.iter().map(|x| x + noise(amp)).collect();
+    let tones: Vec<f32> = (0..30 * SR)
+        .map(|i| {
+            let t = i as f32 / SR as f32;
+            let root = [220.0, 261.6, 329.6, 392.0][(t as usize) % 4];
+            0.1 * [1.0f32, 1.25, 1.5]
+                .iter()
+                .map(|r| (2.0 * std::f32::consts::PI * root * r * t).sin())
+                .sum::<f32>()
+        })
+        .collect();
+    clips.push(("long-silences".into(), long));
+    clips.push(("white-noise".into(), white));
+    clips.push(("speech-in-noise".into(), noisy));
+    clips.push(("tones".into(), tones));
+    clips
+}

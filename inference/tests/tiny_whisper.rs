@@ -283,3 +283,41 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
         r.unwrap();
     }
 }
+
+/// `--compute-type int8`: Q8_0 weights for every linear layer and the
+/// logits. The logits stay close to f32's (int8 rounding, not a different
+/// network), and transcription runs end to end.
+#[test]
+fn int8_weights_track_float32() {
+    let (_d, w32) = tiny();
+    let (_d2, mut w8) = tiny();
+    w8.model.quantize_int8(true).unwrap();
+    let seq: Vec<u32> = vec![51, 55, 3, 17, 42, 8];
+    let logits = |w: &Whisper| {
+        let audio = w.model.encode(&mel_batch(1)).unwrap();
+        let mut s = w.model.start(&audio).unwrap();
+        let h = w.model.prefill(&mut s, std::slice::from_ref(&seq)).unwrap();
+        let picks: Vec<(usize, usize)> = (0..seq.len()).map(|p| (0, p)).collect();
+        w.model
+            .logits(&WhisperModel::pick(&h, &picks).unwrap())
+            .unwrap()
+    };
+    let (a, b) = (logits(&w32), logits(&w8));
+    let scale = max_abs(&a);
+    let d = max_diff(&a, &b);
+    assert!(d > 0.0, "int8 changed nothing: was the model quantized?");
+    assert!(
+        d < 0.05 * scale,
+        "int8 logits differ by {d} (scale {scale})"
+    );
+    let t = w8
+        .transcribe(
+            &signal(3.0, 1),
+            &TranscribeOptions {
+                sample_len: 16,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!((t.duration - 3.0).abs() < 1e-9);
+}

@@ -11,6 +11,8 @@
 //!   tensors;
 //! - [`whisper`]: the common result type and the safetensors loader;
 //! - [`llm`]: the summarizer GGUF models by name and where they come from;
+//! - [`vad`]: the Silero VAD model file (`silero-vad-v6/`, from the
+//!   faster-whisper wheel);
 //! - [`checksum`]: SHA-256 verification of downloaded files.
 //!
 //! ```no_run
@@ -28,6 +30,7 @@ mod error;
 pub mod hub;
 pub mod llm;
 pub mod resolve;
+pub mod vad;
 pub mod whisper;
 
 pub use catalog::{CatalogEntry, CATALOG};
@@ -41,5 +44,9 @@ pub use llm::{
 pub use resolve::{
     classify_folder, load_whisper_tensors, models_dir, resolve_whisper, resolve_whisper_with,
     HubFormat, ModelSource, ResolveOptions, ResolvedWhisper, WhisperFormat,
+};
+pub use vad::{
+    resolve_silero_vad, resolve_silero_vad_with, SILERO_VAD_FILE, SILERO_VAD_FOLDER,
+    SILERO_VAD_SHA256,
 };
 pub use whisper::{default_dtype, GenerationConfig, ImportedWhisper};

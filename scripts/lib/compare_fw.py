@@ -187,6 +187,9 @@ def find_earshot_output(out_dir, clip):
     return None
 
 
+COMPUTE_TYPE = "float32"
+
+
 def run_earshot(binary, model, clips, out_dir, models_dir, repeat=1, words=False):
     """One earshot process over all clips, `repeat` times. Returns (results of
     the first run, fastest run's wall seconds, all wall seconds)."""
@@ -208,6 +211,8 @@ def run_earshot_once(binary, model, clips, out_dir, models_dir, words=False):
            "--format", "verbose_json" if words else "json", "--output", out_dir]
     if words:
         cmd.append("--word-timestamps")
+    if COMPUTE_TYPE != "float32":
+        cmd += ["--compute-type", COMPUTE_TYPE]
     env = dict(os.environ, RAYON_NUM_THREADS="2", EARSHOT_THREADS="2")
     if models_dir:
         env["EARSHOT_MODELS_DIR"] = models_dir
@@ -333,7 +338,10 @@ def main():
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--words", action="store_true")
+    ap.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
     a = ap.parse_args()
+    global COMPUTE_TYPE
+    COMPUTE_TYPE = a.compute_type
 
     clips = read_manifest(a.manifest)
     if a.limit:
@@ -350,7 +358,7 @@ def main():
 
     fw_dir = os.path.join(a.out_dir, "faster-whisper")
     os.makedirs(fw_dir, exist_ok=True)
-    fw, fw_load, fw_time, fw_passes = run_faster_whisper(a.model_dir, "float32", clips, fw_dir, a.repeat)
+    fw, fw_load, fw_time, fw_passes = run_faster_whisper(a.model_dir, a.compute_type, clips, fw_dir, a.repeat)
     fw8 = None
     if a.speed:
         fw8, fw8_load, fw8_time, fw8_passes = run_faster_whisper(a.model_dir, "int8", clips, None, a.repeat)
@@ -457,7 +465,7 @@ def main():
                                        a.models_dir, 1, words=True)
         fw_words_dir = os.path.join(a.out_dir, "faster-whisper-words")
         os.makedirs(fw_words_dir, exist_ok=True)
-        fww, _, fww_time, _ = run_faster_whisper(a.model_dir, "float32", clips, fw_words_dir, 1, words=True)
+        fww, _, fww_time, _ = run_faster_whisper(a.model_dir, a.compute_type, clips, fw_words_dir, 1, words=True)
         wtot = [0, 0]
         for c in clips:
             e, n = wer(fww[c["stem"]]["text"], esw[c["stem"]].get("text", ""))

@@ -15,7 +15,6 @@ mod attn;
 pub mod config;
 pub mod engine;
 pub mod model;
-mod q8;
 pub mod sampling;
 pub mod summarize;
 pub mod template;

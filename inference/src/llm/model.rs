@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::attn;
 use super::config::{Activation, LlmConfig, RopeStyle};
-use super::q8::Q8Matrix;
 use crate::error::InferenceError;
+use crate::q8::Q8Matrix;
 
 type Result<T> = std::result::Result<T, InferenceError>;
 

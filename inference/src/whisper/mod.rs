@@ -17,6 +17,7 @@ pub use decode::{Segment, Task, TranscribeOptions, Transcript, Whisper, Word};
 pub use model::WhisperModel;
 pub use tokenizer::WhisperTokenizer;
 
+use crate::device::ComputeType;
 use crate::error::InferenceError;
 use crate::mel::MelExtractor;
 
@@ -24,14 +25,35 @@ impl Whisper {
     /// Load a model by catalog name or folder path (see `earshot_models`
     /// for the resolution order) onto a device.
     pub fn load(spec: &str, device: &Device) -> Result<Self, InferenceError> {
+        Self::load_with(spec, device, ComputeType::Default)
+    }
+
+    /// [`Self::load`] with the weights held as `compute` says (int8
+    /// quantizes the decoder's linear layers and the logits matrix at load
+    /// time).
+    pub fn load_with(
+        spec: &str,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Result<Self, InferenceError> {
         let t0 = Instant::now();
+        let (dtype, int8) = compute.resolve(device)?;
         let resolved = earshot_models::resolve_whisper(spec)?;
-        let dtype = crate::device::compute_dtype(device);
         let imported = earshot_models::load_whisper_tensors(&resolved, dtype, device)?;
-        let whisper = Self::from_parts(&resolved.name, imported, &resolved.tokenizer, device)?;
+        let mut whisper =
+            Self::from_parts_with(&resolved.name, imported, &resolved.tokenizer, device, dtype)?;
+        if int8 {
+            // The decoder and the logits: a decode step multiplies a few
+            // rows by each matrix, where int8 quarters the weight bytes
+            // read. The encoder's 1500-row products stay with candle's
+            // f32 gemm.
+            whisper.model.quantize_int8(false)?;
+        }
         tracing::info!(
             model = %resolved.name,
             dir = %resolved.dir.display(),
+            compute = ?compute,
+            int8,
             load_ms = t0.elapsed().as_millis() as u64,
             "whisper model loaded"
         );
@@ -46,6 +68,16 @@ impl Whisper {
         device: &Device,
     ) -> Result<Self, InferenceError> {
         let dtype = crate::device::compute_dtype(device);
+        Self::from_parts_with(name, imported, tokenizer_json, device, dtype)
+    }
+
+    fn from_parts_with(
+        name: &str,
+        imported: earshot_models::ImportedWhisper,
+        tokenizer_json: &std::path::Path,
+        device: &Device,
+        dtype: candle_core::DType,
+    ) -> Result<Self, InferenceError> {
         let config = imported.config.clone();
         let tokenizer = WhisperTokenizer::from_file(tokenizer_json, config.vocab_size)?;
         let mel = MelExtractor::new(config.num_mel_bins);

@@ -13,6 +13,7 @@
 //!   checkpoints were trained with.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear};
@@ -21,6 +22,7 @@ use candle_transformers::models::whisper::Config;
 use super::attn::{decode_attention, RowMask};
 use super::gelu::gelu_erf;
 use crate::error::InferenceError;
+use crate::q8::Q8Matrix;
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
@@ -126,13 +128,79 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resul
     Ok(w.matmul(v)?)
 }
 
+/// A linear projection: dense (candle's matmul, any device and dtype), or
+/// Q8_0 weights on the CPU for `--compute-type int8` (the kernel the LLM
+/// uses: int8 weights and activations, f32 accumulation per block).
+enum Proj {
+    Dense(Linear),
+    Q8 {
+        w: Arc<Q8Matrix>,
+        bias: Option<Tensor>,
+    },
+}
+
+impl From<Linear> for Proj {
+    fn from(l: Linear) -> Self {
+        Proj::Dense(l)
+    }
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Proj::Dense(l) => Ok(l.forward(x)?),
+            Proj::Q8 { w, bias } => {
+                let mut shape = x.dims().to_vec();
+                let k = shape.last().copied().unwrap_or(0);
+                if k != w.k {
+                    return Err(InferenceError::Model(format!(
+                        "int8 projection expects width {}, got {k}",
+                        w.k
+                    )));
+                }
+                let m = x.elem_count() / k.max(1);
+                let v = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let out = w.matmul(&v, m);
+                if let Some(last) = shape.last_mut() {
+                    *last = w.n;
+                }
+                let y = Tensor::from_vec(out, shape, x.device())?;
+                Ok(match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                })
+            }
+        }
+    }
+
+    /// To Q8_0, when the width allows it (a multiple of 32; every Whisper
+    /// size is). Otherwise it stays dense.
+    fn quantize(&mut self) -> Result<()> {
+        if let Proj::Dense(l) = self {
+            let (n, k) = l.weight().dims2()?;
+            let v = l
+                .weight()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if let Some(q) = Q8Matrix::quantize(&v, n, k) {
+                *self = Proj::Q8 {
+                    w: Arc::new(q),
+                    bias: l.bias().cloned(),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
 struct EncoderBlock {
     ln1: LayerNorm,
-    qkv: Linear,
-    out: Linear,
+    qkv: Proj,
+    out: Proj,
     ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Proj,
+    fc2: Proj,
     n_head: usize,
 }
 
@@ -171,15 +239,15 @@ impl EncoderBlock {
 
 struct DecoderBlock {
     ln1: LayerNorm,
-    qkv: Linear,
-    out: Linear,
+    qkv: Proj,
+    out: Proj,
     ln_x: LayerNorm,
-    xq: Linear,
-    xkv: Linear,
-    xout: Linear,
+    xq: Proj,
+    xkv: Proj,
+    xout: Proj,
     ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Proj,
+    fc2: Proj,
     n_head: usize,
 }
 
@@ -274,6 +342,8 @@ pub struct WhisperModel {
     dec_pos: Tensor,
     dec_blocks: Vec<DecoderBlock>,
     dec_ln: LayerNorm,
+    /// The token-embedding matrix in Q8_0 for the logits, with int8.
+    logits_q8: Option<Arc<Q8Matrix>>,
 }
 
 fn sinusoids(length: usize, channels: usize, device: &Device, dtype: DType) -> Result<Tensor> {
@@ -325,11 +395,11 @@ impl WhisperModel {
                 let p = format!("model.encoder.layers.{i}");
                 Ok(EncoderBlock {
                     ln1: w.layer_norm(&format!("{p}.self_attn_layer_norm"))?,
-                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?,
-                    out: w.linear(&format!("{p}.self_attn.out_proj"))?,
+                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?.into(),
+                    out: w.linear(&format!("{p}.self_attn.out_proj"))?.into(),
                     ln2: w.layer_norm(&format!("{p}.final_layer_norm"))?,
-                    fc1: w.linear(&format!("{p}.fc1"))?,
-                    fc2: w.linear(&format!("{p}.fc2"))?,
+                    fc1: w.linear(&format!("{p}.fc1"))?.into(),
+                    fc2: w.linear(&format!("{p}.fc2"))?.into(),
                     n_head: config.encoder_attention_heads,
                 })
             })
@@ -339,15 +409,15 @@ impl WhisperModel {
                 let p = format!("model.decoder.layers.{i}");
                 Ok(DecoderBlock {
                     ln1: w.layer_norm(&format!("{p}.self_attn_layer_norm"))?,
-                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?,
-                    out: w.linear(&format!("{p}.self_attn.out_proj"))?,
+                    qkv: w.fused_qkv(&format!("{p}.self_attn"), d)?.into(),
+                    out: w.linear(&format!("{p}.self_attn.out_proj"))?.into(),
                     ln_x: w.layer_norm(&format!("{p}.encoder_attn_layer_norm"))?,
-                    xq: w.linear(&format!("{p}.encoder_attn.q_proj"))?,
-                    xkv: w.fused_kv(&format!("{p}.encoder_attn"), d)?,
-                    xout: w.linear(&format!("{p}.encoder_attn.out_proj"))?,
+                    xq: w.linear(&format!("{p}.encoder_attn.q_proj"))?.into(),
+                    xkv: w.fused_kv(&format!("{p}.encoder_attn"), d)?.into(),
+                    xout: w.linear(&format!("{p}.encoder_attn.out_proj"))?.into(),
                     ln2: w.layer_norm(&format!("{p}.final_layer_norm"))?,
-                    fc1: w.linear(&format!("{p}.fc1"))?,
-                    fc2: w.linear(&format!("{p}.fc2"))?,
+                    fc1: w.linear(&format!("{p}.fc1"))?.into(),
+                    fc2: w.linear(&format!("{p}.fc2"))?.into(),
                     n_head: config.decoder_attention_heads,
                 })
             })
@@ -362,6 +432,7 @@ impl WhisperModel {
             dec_pos: w.get("model.decoder.embed_positions.weight")?,
             dec_blocks,
             dec_ln: w.layer_norm("model.decoder.layer_norm")?,
+            logits_q8: None,
             config,
             device: device.clone(),
             dtype,
@@ -592,8 +663,54 @@ impl WhisperModel {
         Ok(self.dec_ln.forward(&x)?)
     }
 
+    /// Switch the linear layers (the decoder's always, the encoder's too
+    /// when `encoder`) and the logits matrix to Q8_0 int8 weights. CPU f32
+    /// models only.
+    pub fn quantize_int8(&mut self, encoder: bool) -> Result<()> {
+        if !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Err(InferenceError::BadOption(
+                "int8 runs on the CPU (use float16 on CUDA)".into(),
+            ));
+        }
+        for b in &mut self.dec_blocks {
+            for p in [
+                &mut b.qkv,
+                &mut b.out,
+                &mut b.xq,
+                &mut b.xkv,
+                &mut b.xout,
+                &mut b.fc1,
+                &mut b.fc2,
+            ] {
+                p.quantize()?;
+            }
+        }
+        if encoder {
+            for b in &mut self.enc_blocks {
+                for p in [&mut b.qkv, &mut b.out, &mut b.fc1, &mut b.fc2] {
+                    p.quantize()?;
+                }
+            }
+        }
+        let e = self.tok_emb.embeddings();
+        let (n, k) = e.dims2()?;
+        let v = e.flatten_all()?.to_vec1::<f32>()?;
+        self.logits_q8 = Q8Matrix::quantize(&v, n, k).map(Arc::new);
+        Ok(())
+    }
+
     /// Vocabulary logits for hidden states `[n, d]` → `[n, vocab]` (f32).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        if let Some(q) = &self.logits_q8 {
+            let (n, d) = hidden.dims2()?;
+            let v = hidden
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if d == q.k {
+                return Ok(Tensor::from_vec(q.matmul(&v, n), (n, q.n), &self.device)?);
+            }
+        }
         let w = self.tok_emb.embeddings();
         Ok(hidden.matmul(&w.t()?)?.to_dtype(DType::F32)?)
     }

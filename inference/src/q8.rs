@@ -1,4 +1,6 @@
-//! A Q8_0 matrix product for CPU decoding of several sequences at once.
+//! A Q8_0 matrix product for CPU decoding of several sequences at once,
+//! shared by both engines: the LLM's GGUF Q8_0 weights, and Whisper's
+//! weights quantized at load time for `--compute-type int8`.
 //!
 //! candle's quantized CPU matmul computes each (activation row, weight row)
 //! dot product separately; for a handful of rows (a decode step of a batch)
@@ -44,17 +46,33 @@ impl Q8Matrix {
             scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
             qs.extend(b[2..].iter().map(|&x| x as i8));
         }
+        Some(Self::from_blocks(n, k, scales, qs))
+    }
+
+    fn from_blocks(n: usize, k: usize, scales: Vec<f32>, qs: Vec<i8>) -> Self {
         let corr = qs
             .chunks_exact(QK)
             .map(|b| -128 * b.iter().map(|&x| x as i32).sum::<i32>())
             .collect();
-        Some(Self {
+        Self {
             n,
             k,
             scales,
             qs,
             corr,
-        })
+        }
+    }
+
+    /// Quantizes an f32 weight matrix `[n, k]` (row-major) to Q8_0, as
+    /// ggml's `quantize_row_q8_0` does: per 32 values, scale = max|x|/127
+    /// (rounded to f16), values rounded to int8. `None` when `k` is not a
+    /// multiple of 32 or the length is not `n * k`.
+    pub fn quantize(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !k.is_multiple_of(QK) || w.len() != n * k {
+            return None;
+        }
+        let (qs, scales) = quantize_rows(w, n, k);
+        Some(Self::from_blocks(n, k, scales, qs))
     }
 
     /// Dequantized rows (embedding lookup), `[ids.len(), k]` flattened.
@@ -374,6 +392,31 @@ mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Module, Tensor};
+
+    #[test]
+    fn quantize_matches_ggml_and_stays_close_to_f32() {
+        let (n, k) = (40, 96);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
+        let theirs = Q8Matrix::from_q8_0_bytes(&q.data().unwrap(), n, k).unwrap();
+        let mine = Q8Matrix::quantize(&w, n, k).unwrap();
+        assert_eq!(mine.qs, theirs.qs);
+        assert_eq!(mine.scales, theirs.scales);
+        // Against the f32 product: within int8 rounding.
+        let x: Vec<f32> = (0..3 * k).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
+        let got = mine.matmul(&x, 3);
+        for r in 0..3 {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|i| x[r * k + i] * w[j * k + i]).sum();
+                assert!((got[r * n + j] - want).abs() < 0.05 * (1.0 + want.abs()));
+            }
+        }
+        assert!(Q8Matrix::quantize(&w, n, k + 1).is_none());
+        assert!(Q8Matrix::quantize(&w[..n * 40], n, 40).is_none());
+    }
 
     #[test]
     fn matches_candle_q8_0_for_every_row_count() {
