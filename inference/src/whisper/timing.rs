@@ -183,9 +183,7 @@ pub fn dtw(matrix: &[f32], rows: usize, cols: usize) -> Vec<(usize, usize)> {
             trace[i * w + j] = t;
         }
     }
-    for j in 0..=cols {
-        trace[j] = 2;
-    }
+    trace[..=cols].fill(2);
     for i in 0..=rows {
         trace[i * w] = 1;
     }
