@@ -177,8 +177,13 @@ fn decode_source(
     // AAC's encoder priming (1024 samples from most encoders) would shift
     // all audio late by ~23 ms at 44.1 kHz, and the frame padding would
     // lengthen it. Read the edit here and trim after decoding.
-    let mp4_edit = mp4_audio_edit(&mut *source);
-    let mp4_entry = mp4_sound_entry(&mut *source);
+    let mp4_track = mp4_first_sound_track(&mut *source);
+    let mp4_edit = mp4_track
+        .as_ref()
+        .and_then(|t| mp4_track_edit(&mut *source, t));
+    let mp4_entry = mp4_track
+        .as_ref()
+        .and_then(|t| mp4_track_entry(&mut *source, t));
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| AudioError::Corrupt(e.to_string()))?;
@@ -448,115 +453,106 @@ fn mp4_timescale<R: Read + Seek + ?Sized>(r: &mut R, b: &Mp4Box) -> Option<u32> 
     (ts > 0).then_some(ts)
 }
 
-/// The edit of the first sound track of an MP4/M4A, when it is the simple
-/// kind encoders write (one edit, normal rate). Anything else, or any
-/// parse problem: `None`, and the audio is left as decoded. Only box
-/// headers and a few fields are read, never whole boxes.
-fn mp4_audio_edit<R: Read + Seek + ?Sized>(r: &mut R) -> Option<Mp4Edit> {
+/// The first sound track of an MP4/MOV/3GP file, as the children of the
+/// movie box, of the track box and of its media box. `None` when it has
+/// none or is not MP4. Only box headers and a few fields are read.
+struct Mp4SoundTrack {
+    moov: Vec<Mp4Box>,
+    trak: Vec<Mp4Box>,
+    mdia: Vec<Mp4Box>,
+}
+
+fn mp4_first_sound_track<R: Read + Seek + ?Sized>(r: &mut R) -> Option<Mp4SoundTrack> {
     let head = read_at::<_, 8>(r, 0)?;
     if &head[4..8] != b"ftyp" {
         return None;
     }
     let len = r.seek(SeekFrom::End(0)).ok()?;
     let top = mp4_children(r, 0, len);
-    let moov = top.iter().find(|b| &b.kind == b"moov")?;
-    let moov_children = mp4_children(r, moov.body, moov.end);
-    let mvhd = moov_children.iter().find(|b| &b.kind == b"mvhd")?;
-    let movie_timescale = mp4_timescale(r, mvhd)?;
-    for trak in moov_children.iter().filter(|b| &b.kind == b"trak") {
-        let kids = mp4_children(r, trak.body, trak.end);
-        let Some(mdia) = kids.iter().find(|b| &b.kind == b"mdia") else {
+    let moov_box = top.iter().find(|b| &b.kind == b"moov")?;
+    let moov = mp4_children(r, moov_box.body, moov_box.end);
+    for trak_box in moov.iter().filter(|b| &b.kind == b"trak") {
+        let trak = mp4_children(r, trak_box.body, trak_box.end);
+        let Some(mdia_box) = trak.iter().find(|b| &b.kind == b"mdia") else {
             continue;
         };
-        let mdia_kids = mp4_children(r, mdia.body, mdia.end);
-        let is_sound = mdia_kids
+        let mdia = mp4_children(r, mdia_box.body, mdia_box.end);
+        let is_sound = mdia
             .iter()
             .find(|b| &b.kind == b"hdlr")
             .and_then(|h| read_at::<_, 4>(r, h.body + 8))
             .is_some_and(|t| &t == b"soun");
-        if !is_sound {
-            continue;
+        if is_sound {
+            return Some(Mp4SoundTrack { moov, trak, mdia });
         }
-        let media_timescale = mp4_timescale(r, mdia_kids.iter().find(|b| &b.kind == b"mdhd")?)?;
-        let edts = kids.iter().find(|b| &b.kind == b"edts")?;
-        let elst = mp4_children(r, edts.body, edts.end)
-            .into_iter()
-            .find(|b| &b.kind == b"elst")?;
-        let vf = read_at::<_, 8>(r, elst.body)?;
-        let version = vf[0];
-        let count = u32::from_be_bytes([vf[4], vf[5], vf[6], vf[7]]);
-        if count != 1 {
-            tracing::debug!(count, "mp4 edit list with {count} entries: not applied");
-            return None;
-        }
-        let (duration, media_time, rate) = if version == 1 {
-            let e = read_at::<_, 20>(r, elst.body + 8)?;
-            (
-                u64::from_be_bytes(e[0..8].try_into().ok()?),
-                i64::from_be_bytes(e[8..16].try_into().ok()?),
-                i16::from_be_bytes([e[16], e[17]]),
-            )
-        } else {
-            let e = read_at::<_, 12>(r, elst.body + 8)?;
-            (
-                u32::from_be_bytes(e[0..4].try_into().ok()?) as u64,
-                i32::from_be_bytes(e[4..8].try_into().ok()?) as i64,
-                i16::from_be_bytes([e[8], e[9]]),
-            )
-        };
-        if media_time < 0 || rate != 1 {
-            return None;
-        }
-        return Some(Mp4Edit {
-            media_time: media_time as u64,
-            media_timescale,
-            duration: (duration > 0).then_some(duration),
-            movie_timescale,
-        });
     }
     None
 }
 
-/// The sample entry type (`mp4a`, `samr`, ...) of the first sound track of
-/// an MP4/MOV/3GP file; `None` when it has none or is not MP4.
-fn mp4_sound_entry<R: Read + Seek + ?Sized>(r: &mut R) -> Option<[u8; 4]> {
-    let head = read_at::<_, 8>(r, 0)?;
-    if &head[4..8] != b"ftyp" {
+/// The edit of the first sound track of an MP4/M4A, when it is the simple
+/// kind encoders write (one edit, normal rate). Anything else, or any
+/// parse problem: `None`, and the audio is left as decoded.
+#[cfg(test)]
+fn mp4_audio_edit<R: Read + Seek + ?Sized>(r: &mut R) -> Option<Mp4Edit> {
+    let track = mp4_first_sound_track(r)?;
+    mp4_track_edit(r, &track)
+}
+
+/// [`mp4_audio_edit`] for a track already found.
+fn mp4_track_edit<R: Read + Seek + ?Sized>(r: &mut R, t: &Mp4SoundTrack) -> Option<Mp4Edit> {
+    let mvhd = t.moov.iter().find(|b| &b.kind == b"mvhd")?;
+    let movie_timescale = mp4_timescale(r, mvhd)?;
+    let media_timescale = mp4_timescale(r, t.mdia.iter().find(|b| &b.kind == b"mdhd")?)?;
+    let edts = t.trak.iter().find(|b| &b.kind == b"edts")?;
+    let elst = mp4_children(r, edts.body, edts.end)
+        .into_iter()
+        .find(|b| &b.kind == b"elst")?;
+    let vf = read_at::<_, 8>(r, elst.body)?;
+    let version = vf[0];
+    let count = u32::from_be_bytes([vf[4], vf[5], vf[6], vf[7]]);
+    if count != 1 {
+        tracing::debug!(count, "mp4 edit list with {count} entries: not applied");
         return None;
     }
-    let len = r.seek(SeekFrom::End(0)).ok()?;
-    let top = mp4_children(r, 0, len);
-    let moov = top.iter().find(|b| &b.kind == b"moov")?;
-    for trak in mp4_children(r, moov.body, moov.end)
-        .iter()
-        .filter(|b| &b.kind == b"trak")
-    {
-        let kids = mp4_children(r, trak.body, trak.end);
-        let Some(mdia) = kids.iter().find(|b| &b.kind == b"mdia") else {
-            continue;
-        };
-        let mdia_kids = mp4_children(r, mdia.body, mdia.end);
-        let is_sound = mdia_kids
-            .iter()
-            .find(|b| &b.kind == b"hdlr")
-            .and_then(|h| read_at::<_, 4>(r, h.body + 8))
-            .is_some_and(|t| &t == b"soun");
-        if !is_sound {
-            continue;
-        }
-        let child = |r: &mut R, parent: &Mp4Box, kind: &[u8; 4]| {
-            mp4_children(r, parent.body, parent.end)
-                .into_iter()
-                .find(|b| &b.kind == kind)
-        };
-        let minf = mdia_kids.iter().find(|b| &b.kind == b"minf")?;
-        let stbl = child(r, minf, b"stbl")?;
-        let stsd = child(r, &stbl, b"stsd")?;
-        // stsd: version/flags (4), entry count (4), then the first entry's
-        // size (4) and type (4).
-        return read_at::<_, 4>(r, stsd.body + 12);
+    let (duration, media_time, rate) = if version == 1 {
+        let e = read_at::<_, 20>(r, elst.body + 8)?;
+        (
+            u64::from_be_bytes(e[0..8].try_into().ok()?),
+            i64::from_be_bytes(e[8..16].try_into().ok()?),
+            i16::from_be_bytes([e[16], e[17]]),
+        )
+    } else {
+        let e = read_at::<_, 12>(r, elst.body + 8)?;
+        (
+            u32::from_be_bytes(e[0..4].try_into().ok()?) as u64,
+            i32::from_be_bytes(e[4..8].try_into().ok()?) as i64,
+            i16::from_be_bytes([e[8], e[9]]),
+        )
+    };
+    if media_time < 0 || rate != 1 {
+        return None;
     }
-    None
+    Some(Mp4Edit {
+        media_time: media_time as u64,
+        media_timescale,
+        duration: (duration > 0).then_some(duration),
+        movie_timescale,
+    })
+}
+
+/// The sample entry type (`mp4a`, `samr`, ...) of a sound track.
+fn mp4_track_entry<R: Read + Seek + ?Sized>(r: &mut R, t: &Mp4SoundTrack) -> Option<[u8; 4]> {
+    let child = |r: &mut R, parent: &Mp4Box, kind: &[u8; 4]| {
+        mp4_children(r, parent.body, parent.end)
+            .into_iter()
+            .find(|b| &b.kind == kind)
+    };
+    let minf = t.mdia.iter().find(|b| &b.kind == b"minf")?;
+    let stbl = child(r, minf, b"stbl")?;
+    let stsd = child(r, &stbl, b"stsd")?;
+    // stsd: version/flags (4), entry count (4), then the first entry's size
+    // (4) and type (4).
+    read_at::<_, 4>(r, stsd.body + 12)
 }
 
 fn codec_label(codec: symphonia::core::codecs::CodecType) -> String {

@@ -697,21 +697,9 @@ impl Whisper {
             if text.is_empty() || w.size / INPUT_STRIDE == 0 {
                 continue;
             }
-            let s = &streams[active[r]];
-            let mut start = vec![tok.sot];
-            if tok.multilingual {
-                start.push(
-                    s.language
-                        .unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)),
-                );
-                start.push(match opts.task {
-                    Task::Transcribe => tok.transcribe,
-                    Task::Translate => tok.translate,
-                });
-            }
             rows.push(AlignRow {
                 row: r,
-                start,
+                start: self.start_sequence(&streams[active[r]], opts),
                 text,
                 frames: w.size / INPUT_STRIDE,
             });
@@ -827,6 +815,24 @@ impl Whisper {
         Ok(out)
     }
 
+    /// `<|startoftranscript|>`, then on multilingual models the stream's
+    /// language and the task: what every decoder pass starts with.
+    fn start_sequence(&self, s: &Stream, opts: &TranscribeOptions) -> Vec<u32> {
+        let tok = &self.tokenizer;
+        let mut start = vec![tok.sot];
+        if tok.multilingual {
+            start.push(
+                s.language
+                    .unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)),
+            );
+            start.push(match opts.task {
+                Task::Transcribe => tok.transcribe,
+                Task::Translate => tok.translate,
+            });
+        }
+        start
+    }
+
     fn build_prompt(&self, s: &Stream, row: usize, opts: &TranscribeOptions) -> Job {
         let tok = &self.tokenizer;
         let mut prompt = Vec::new();
@@ -837,17 +843,7 @@ impl Whisper {
             prompt.extend_from_slice(&prev[prev.len().saturating_sub(keep)..]);
         }
         let sot_index = prompt.len();
-        prompt.push(tok.sot);
-        if tok.multilingual {
-            prompt.push(
-                s.language
-                    .unwrap_or_else(|| tok.language_token("en").unwrap_or(tok.sot + 1)),
-            );
-            prompt.push(match opts.task {
-                Task::Transcribe => tok.transcribe,
-                Task::Translate => tok.translate,
-            });
-        }
+        prompt.extend(self.start_sequence(s, opts));
         if opts.without_timestamps {
             prompt.push(tok.no_timestamps);
         }
