@@ -214,15 +214,7 @@ fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
 
 /// POSTs a file to /v1/audio/transcriptions with curl; returns (status, body).
 fn curl_transcribe(base: &str, file: &Path) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-F"])
-        .arg(format!("file=@{}", file.display()))
-        .arg(format!("{base}/v1/audio/transcriptions"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl_form(base, file, &[])
 }
 
 #[test]

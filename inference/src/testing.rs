@@ -98,6 +98,20 @@ pub fn repo_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Python with the test environment's packages (faster-whisper,
+/// onnxruntime, numpy): `$EARSHOT_PYTHON`, else `<repo>/.venv`, else
+/// `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("EARSHOT_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = repo_dir().join(".venv").join("bin").join("python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
 /// The speech fixtures folder (`$EARSHOT_FIXTURES_DIR`, else
 /// `<repo>/target/fixtures`), generated once per process by
 /// `scripts/make-fixtures` when its manifest is missing. Panics with the

@@ -15,23 +15,12 @@ use std::process::Command;
 
 use earshot_inference::audio::{self, DecodeLimits, SAMPLE_RATE};
 use earshot_inference::mel::{MelExtractor, HOP_LENGTH, TAIL_PADDING};
-use earshot_inference::testing::{fixtures_dir, repo_dir};
+use earshot_inference::testing::{fixtures_dir, python, repo_dir};
 
 /// Largest allowed |ours - reference| of any feature value.
 const MAX_ABS: f32 = 2e-3;
 /// Largest allowed mean |ours - reference|.
 const MEAN_ABS: f64 = 5e-5;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("EARSHOT_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let venv = repo_dir().join(".venv").join("bin").join("python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
 
 /// Checked once per test: the interpreter runs and imports numpy.
 fn require_numpy(py: &Path) {

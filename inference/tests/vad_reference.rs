@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use earshot_inference::testing::{fixtures_dir, repo_dir, vad_clips};
+use earshot_inference::testing::{fixtures_dir, python, repo_dir, vad_clips};
 use earshot_inference::vad::{speech_timestamps_from_probs, SileroVad, SpeechSpan, VadOptions};
 
 const MAX_PROB_DIFF: f32 = 1e-4;
@@ -46,17 +46,6 @@ const OPTION_SETS: &[(&str, &str)] = &[
         r#"{"max_speech_duration_s": 5, "min_silence_duration_ms": 500, "speech_pad_ms": 100, "threshold": 0.45}"#,
     ),
 ];
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("EARSHOT_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let venv = repo_dir().join(".venv").join("bin").join("python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
 
 fn run_python(args: &[&std::ffi::OsStr]) -> String {
     let py = python();
