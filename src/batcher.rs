@@ -99,6 +99,8 @@ pub struct SpeechJob {
     pub temperature: f32,
     /// Time every word (the transcript's segments carry `words`).
     pub word_timestamps: bool,
+    /// Transcribe only the speech (Silero VAD).
+    pub vad: bool,
 }
 
 /// One summary.
@@ -152,6 +154,10 @@ pub struct BatchStats {
     /// milli-seconds their batches took.
     pub summary_tokens: AtomicU64,
     pub summary_busy_ms: AtomicU64,
+    /// Test hook (the worker's `EARSHOT_TEST_STALL_MS`, never set in
+    /// production): the next speech batch sleeps this long on the engine
+    /// thread, as a stuck engine would.
+    pub test_stall_ms: AtomicU64,
 }
 
 impl BatchStats {
@@ -486,6 +492,11 @@ fn speech_loop(
         }
         let n = batch.len();
         tracing::info!(jobs = n, "batch started");
+        let stall = stats.test_stall_ms.swap(0, Ordering::AcqRel);
+        if stall > 0 {
+            tracing::warn!(ms = stall, "test hook: stalling the speech engine");
+            std::thread::sleep(Duration::from_millis(stall));
+        }
         let t = Instant::now();
         let reqs: Vec<SpeechRequest<'_>> = batch
             .iter()
@@ -496,6 +507,7 @@ fn speech_loop(
                 prompt: q.req.prompt.as_deref(),
                 temperature: q.req.temperature,
                 word_timestamps: q.req.word_timestamps,
+                vad: q.req.vad,
             })
             .collect();
         let results = guarded(n, "speech", || engine.transcribe_many(&reqs));

@@ -446,6 +446,7 @@ fn transcribe(
             prompt: None,
             temperature: 0.0,
             word_timestamps: false,
+            vad: false,
         })
         .collect();
     let t = Instant::now();

@@ -12,7 +12,7 @@ use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::summarize::{summarize_many, Summary};
 use earshot_inference::llm::Llm;
-use earshot_inference::whisper::{TranscribeOptions, Transcript, Whisper};
+use earshot_inference::whisper::{Pipeline, TranscribeOptions, Transcript, Whisper};
 
 use crate::summarize::LlmArgs;
 
@@ -27,6 +27,9 @@ pub struct SpeechRequest<'a> {
     pub temperature: f32,
     /// Time every word (one extra forced decoder pass per window).
     pub word_timestamps: bool,
+    /// Transcribe only the speech Silero VAD finds (implied by the
+    /// batched pipeline).
+    pub vad: bool,
 }
 
 /// One summarization request inside a batch.
@@ -63,6 +66,12 @@ pub struct EngineArgs {
     /// (float16 on CUDA, float32 on the CPU).
     #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
     pub compute_type: ComputeType,
+    /// How recordings are cut and decoded: `batched` (Silero VAD windows
+    /// of at most 30 s, decoded side by side; faster-whisper's
+    /// BatchedInferencePipeline) or `sequential` (the reference's 30 s
+    /// windows, each conditioned on the text before it).
+    #[arg(long, env = "EARSHOT_PIPELINE", default_value = "sequential")]
+    pub pipeline: Pipeline,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -81,6 +90,8 @@ impl EngineArgs {
             !self.no_summarizer,
             self.max_batch(),
         )?;
+        let mut engines = engines;
+        engines.speech.pipeline = self.pipeline;
         tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
         Ok(engines)
     }
@@ -117,6 +128,8 @@ pub struct SpeechEngine {
     whisper: Vec<(String, Whisper)>,
     /// Audio windows per Whisper batch.
     pub max_batch: usize,
+    /// How recordings are cut and decoded.
+    pub pipeline: Pipeline,
 }
 
 /// The LLM and its settings.
@@ -163,6 +176,7 @@ impl Engines {
             speech: SpeechEngine {
                 whisper,
                 max_batch: max_batch.max(1),
+                pipeline: Pipeline::default(),
             },
             llm,
             load_seconds,
@@ -200,8 +214,8 @@ impl SpeechEngine {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
         // (model index, language, prompt, temperature bits, word
-        // timestamps) → request indices.
-        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32, bool);
+        // timestamps, vad) → request indices.
+        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32, bool, bool);
         let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
@@ -212,18 +226,21 @@ impl SpeechEngine {
                         r.prompt,
                         r.temperature.to_bits(),
                         r.word_timestamps,
+                        r.vad,
                     ))
                     .or_default()
                     .push(i),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        for ((m, language, prompt, t, word_timestamps), idx) in groups {
+        for ((m, language, prompt, t, word_timestamps, vad), idx) in groups {
             let mut opts = TranscribeOptions {
                 language: language.map(str::to_owned),
                 initial_prompt: prompt.map(str::to_owned),
                 max_batch: self.max_batch,
                 word_timestamps,
+                vad,
+                pipeline: self.pipeline,
                 ..Default::default()
             };
             let t = f32::from_bits(t);

@@ -142,6 +142,9 @@ pub struct SubmitArgs {
     /// srt and vtt renderings: at most N words per cue, timed by its words.
     #[arg(long, value_name = "N")]
     max_words_per_cue: Option<usize>,
+    /// Transcribe only the speech (Silero VAD; the job option `vad`).
+    #[arg(long)]
+    vad: bool,
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
@@ -183,6 +186,7 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             job.options.max_summary_tokens = args.max_summary_tokens;
             job.options.word_timestamps = args.word_timestamps;
             job.options.max_words_per_cue = args.max_words_per_cue;
+            job.options.vad = args.vad;
             job.validate()?;
             let (body, attrs) = job.to_message();
             queue

@@ -10,6 +10,7 @@ mod formats;
 mod jobs;
 mod plan;
 mod probes;
+mod requests;
 mod routing;
 mod server;
 mod summarize;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -22,7 +23,6 @@ use earshot_inference::error::InferenceError;
 use earshot_inference::llm::engine::FinishReason;
 use earshot_inference::llm::{ChatMessage, SamplingParams};
 use earshot_inference::whisper::format::{OutputFormat, RenderOptions};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,10 @@ use crate::batcher::{BatchError, Batchers, GenEvent, SpeechJob, SummaryJob};
 use crate::engines::EngineArgs;
 use crate::formats::{self, needs_words, Format};
 use crate::probes::{self, Probes};
+use crate::requests::{
+    json_body, read_form, AudioForm, ChatRequest, ContentField, RequestError, StopField,
+    SummarizeRequest,
+};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -45,6 +49,13 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
+    /// File of accepted API keys, one per line or comma-separated (blank
+    /// lines and `#` comments ignored), read once at start, in addition to `--api-key`:
+    /// mount a Kubernetes Secret here rather than passing keys in the
+    /// environment. A file without any key is an error (it would silently
+    /// turn authentication off).
+    #[arg(long, env = "EARSHOT_API_KEY_FILE")]
+    api_key_file: Option<std::path::PathBuf>,
     /// Largest request body, bytes (413 above).
     #[arg(long, env = "EARSHOT_MAX_BODY_BYTES", default_value_t = 100 << 20)]
     max_body_bytes: usize,
@@ -84,15 +95,21 @@ struct AppState {
 type Shared = Arc<AppState>;
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let mut api_keys: Vec<Vec<u8>> = args
+        .api_keys
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    if let Some(path) = &args.api_key_file {
+        let from_file = read_api_key_file(path)?;
+        tracing::info!(path = %path.display(), keys = from_file.len(), "API keys read");
+        api_keys.extend(from_file);
+    }
     let batchers = args.engines.start(args.queue_capacity)?;
     let probes = Probes::new(Some(batchers.clone()), CancellationToken::new())?;
     let state = Arc::new(AppState {
         batchers,
-        api_keys: args
-            .api_keys
-            .iter()
-            .map(|k| k.as_bytes().to_vec())
-            .collect(),
+        api_keys,
         max_audio_seconds: args.max_audio_seconds,
         default_max_tokens: args.engines.llm.max_tokens,
         probes,
@@ -147,7 +164,15 @@ async fn serve(args: ServeArgs, state: Shared) -> Result<ExitCode> {
     }
     if let Some(w) = worker {
         // The worker bounds its own drain by the same grace period.
-        w.await.context("worker task")??;
+        match w.await.context("worker task")? {
+            // The engine the HTTP routes share is stuck too: exit for a
+            // restart (the worker already stopped the server).
+            Err(e) if e.is::<crate::worker::EngineStalled>() => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(crate::worker::EXIT_ENGINE_STALLED));
+            }
+            r => r?,
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -205,6 +230,17 @@ impl ApiError {
     pub(crate) fn param(mut self, p: &'static str) -> Self {
         self.param = Some(p);
         self
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        ApiError {
+            status: e.status,
+            message: e.message,
+            param: e.param,
+            retry_after: None,
+        }
     }
 }
 
@@ -266,6 +302,35 @@ impl From<InferenceError> for ApiError {
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
+}
+
+/// The keys in an `--api-key-file`: one per line (or comma-separated, as
+/// `EARSHOT_API_KEYS` takes them), trimmed; blank lines and lines starting
+/// with `#` skipped. Errors name the file, never a key.
+fn read_api_key_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the API key file {}", path.display()))?;
+    let keys: Vec<Vec<u8>> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "the API key file {} holds no key (one per line; # starts a comment)",
+        path.display()
+    );
+    Ok(keys)
+}
+
+/// A body that is not multipart at all (wrong Content-Type, no boundary):
+/// the same JSON error body as every other 4xx, not axum's plain text.
+fn multipart_rejection(e: MultipartRejection) -> ApiError {
+    ApiError::new(e.status(), e.body_text()).param("file")
 }
 
 /// Bearer API keys, compared in constant time.
@@ -383,91 +448,6 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// The multipart fields of a transcription request.
-#[derive(Default)]
-struct AudioForm {
-    file: Option<(Vec<u8>, Option<String>)>,
-    /// The uploaded file's name without its extension (Transcribe's
-    /// `jobName` for `response_format=transcribe`).
-    file_stem: Option<String>,
-    model: Option<String>,
-    language: Option<String>,
-    prompt: Option<String>,
-    temperature: f32,
-    response_format: Option<String>,
-    granularities: Vec<String>,
-    max_words_per_cue: Option<usize>,
-    max_tokens: Option<usize>,
-}
-
-async fn read_form(mut mp: Multipart) -> Result<AudioForm, ApiError> {
-    let mut f = AudioForm::default();
-    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
-        if name == "file" {
-            let ext = field
-                .file_name()
-                .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()));
-            f.file_stem = field.file_name().map(|n| {
-                let n = n.rsplit(['/', '\\']).next().unwrap_or(n);
-                n.rsplit_once('.').map_or(n, |(stem, _)| stem).to_owned()
-            });
-            let bytes = field.bytes().await.map_err(multipart_error)?;
-            f.file = Some((bytes.to_vec(), ext));
-            continue;
-        }
-        let text = field.text().await.map_err(multipart_error)?;
-        match name.as_str() {
-            "model" => f.model = Some(text),
-            "language" => f.language = Some(text).filter(|l| !l.is_empty()),
-            "prompt" => f.prompt = Some(text).filter(|p| !p.is_empty()),
-            "temperature" => {
-                f.temperature = text
-                    .parse()
-                    .ok()
-                    .filter(|t: &f32| (0.0..=1.0).contains(t))
-                    .ok_or_else(|| {
-                        ApiError::bad("temperature must be a number from 0 to 1")
-                            .param("temperature")
-                    })?
-            }
-            "response_format" => f.response_format = Some(text),
-            "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
-            "max_words_per_cue" => {
-                f.max_words_per_cue = Some(
-                    text.trim()
-                        .parse()
-                        .ok()
-                        .filter(|&n: &usize| n > 0)
-                        .ok_or_else(|| {
-                            ApiError::bad("max_words_per_cue must be a positive integer")
-                                .param("max_words_per_cue")
-                        })?,
-                )
-            }
-            "max_tokens" => {
-                f.max_tokens = Some(text.parse().map_err(|_| {
-                    ApiError::bad("max_tokens must be a positive integer").param("max_tokens")
-                })?)
-            }
-            _ => {} // Unknown fields are ignored, as OpenAI does.
-        }
-    }
-    Ok(f)
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    let status = e.status();
-    ApiError::new(
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            status
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        format!("reading the multipart body: {}", e.body_text()),
-    )
-}
-
 /// Decodes the uploaded file and transcribes it through the batcher.
 async fn transcribe_form(
     state: &Shared,
@@ -509,6 +489,7 @@ async fn transcribe_form(
                 prompt: form.prompt.clone(),
                 temperature: form.temperature,
                 word_timestamps,
+                vad: form.vad,
             },
             false,
         )
@@ -581,7 +562,11 @@ fn wanted(
     })
 }
 
-async fn transcriptions(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
+async fn transcriptions(
+    State(state): State<Shared>,
+    mp: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mp = mp.map_err(multipart_rejection)?;
     let mut form = read_form(mp).await?;
     let want = wanted(
         form.response_format.as_deref(),
@@ -592,54 +577,6 @@ async fn transcriptions(State(state): State<Shared>, mp: Multipart) -> Result<Re
     let job_name = form.file_stem.as_deref().unwrap_or("transcription");
     let body = formats::render(&t, want.format, job_name, &want.render);
     Ok(([(header::CONTENT_TYPE, want.format.content_type())], body).into_response())
-}
-
-#[derive(Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    model: Option<String>,
-    messages: Vec<ChatMessageIn>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    max_completion_tokens: Option<usize>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    stop: Option<StopField>,
-    #[serde(default)]
-    n: Option<usize>,
-}
-
-#[derive(Deserialize)]
-struct ChatMessageIn {
-    role: String,
-    content: ContentField,
-}
-
-/// OpenAI allows a string or an array of `{"type": "text", "text": ...}`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ContentField {
-    Text(String),
-    Parts(Vec<Value>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StopField {
-    One(String),
-    Many(Vec<String>),
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
 async fn chat_completions(
@@ -777,16 +714,6 @@ fn uuid_like() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-#[derive(Deserialize)]
-struct SummarizeRequest {
-    /// The transcript: plain text or earshot's transcript JSON.
-    text: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<usize>,
-}
-
 async fn summarize(
     State(state): State<Shared>,
     body: axum::body::Bytes,
@@ -818,7 +745,11 @@ async fn summarize(
     .into_response())
 }
 
-async fn process(State(state): State<Shared>, mp: Multipart) -> Result<Response, ApiError> {
+async fn process(
+    State(state): State<Shared>,
+    mp: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mp = mp.map_err(multipart_rejection)?;
     let mut form = read_form(mp).await?;
     let t = transcribe_form(&state, &mut form, false).await?;
     let segments: Vec<String> = t
@@ -853,6 +784,30 @@ async fn process(State(state): State<Shared>, mp: Multipart) -> Result<Response,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_key_file_skips_comments_and_blanks_and_refuses_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys");
+        std::fs::write(
+            &f,
+            "# rotated 2026-11\n\n  key-one  \nkey-two, key-three\n#key-old\n",
+        )
+        .unwrap();
+        let keys = read_api_key_file(&f).unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                b"key-one".to_vec(),
+                b"key-two".to_vec(),
+                b"key-three".to_vec()
+            ]
+        );
+        std::fs::write(&f, "# nothing here\n\n").unwrap();
+        let err = read_api_key_file(&f).unwrap_err().to_string();
+        assert!(err.contains("holds no key"), "{err}");
+        assert!(read_api_key_file(&dir.path().join("missing")).is_err());
+    }
 
     fn g(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -227,6 +227,8 @@ pub struct ProcessArgs {
     #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
     compute_type: ComputeType,
     #[command(flatten)]
+    pipeline: crate::transcribe::PipelineArgs,
+    #[command(flatten)]
     llm: LlmArgs,
 }
 
@@ -247,6 +249,8 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
         word_timestamps: args.word_timestamps,
         ..Default::default()
     };
+    let mut opts = opts;
+    args.pipeline.apply(&mut opts)?;
     let t = Instant::now();
     let refs: Vec<&[f32]> = inputs.iter().map(|(_, s)| s.as_slice()).collect();
     let transcripts = whisper.transcribe_batch(&refs, &opts, None);

@@ -9,8 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use earshot_inference::audio::{self, DecodeLimits};
 use earshot_inference::device::{self, ComputeType, DeviceKind};
+use earshot_inference::vad::VadOptions;
 use earshot_inference::whisper::format::RenderOptions;
-use earshot_inference::whisper::{Task, TranscribeOptions, Whisper};
+use earshot_inference::whisper::{Pipeline, Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::formats::{self, needs_words, Format};
@@ -75,6 +76,44 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Which pipeline and whether to skip non-speech: shared by `transcribe`
+/// and `process`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct PipelineArgs {
+    /// Transcribe only the speech Silero VAD finds (faster-whisper's
+    /// vad_filter): silence and music are skipped, times stay on the
+    /// recording's timeline. Needs the VAD model (scripts/fetch-models).
+    #[arg(long)]
+    vad: bool,
+    /// VAD settings as faster-whisper's vad_parameters, in JSON, e.g.
+    /// '{"threshold": 0.6, "min_silence_duration_ms": 500}' (implies --vad).
+    #[arg(long, value_name = "JSON")]
+    vad_parameters: Option<String>,
+    /// `batched`: VAD windows of at most 30 s of speech, each decoded on
+    /// its own and all side by side (faster-whisper's
+    /// BatchedInferencePipeline). `sequential`: the reference's 30 s
+    /// windows, each conditioned on the text before it.
+    #[arg(long, env = "EARSHOT_PIPELINE", default_value = "sequential")]
+    pipeline: Pipeline,
+}
+
+impl PipelineArgs {
+    /// Sets `vad`, `vad_parameters` and `pipeline` on `opts`.
+    pub(crate) fn apply(&self, opts: &mut TranscribeOptions) -> Result<()> {
+        opts.pipeline = self.pipeline;
+        opts.vad = self.vad || self.vad_parameters.is_some();
+        if let Some(json) = &self.vad_parameters {
+            let v: VadOptions =
+                serde_json::from_str(json).with_context(|| format!("--vad-parameters {json:?}"))?;
+            v.validate().context("--vad-parameters")?;
+            opts.vad_parameters = Some(v);
+        }
+        Ok(())
+    }
 }
 
 /// What `--format`, `--word-timestamps`, `--max-words-per-cue` and
@@ -158,6 +197,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };
+    let mut opts = opts;
+    args.pipeline.apply(&mut opts)?;
 
     let total_audio: f64 = inputs.iter().map(|(_, s)| s.len() as f64 / 16_000.0).sum();
     let show = !args.no_progress && total_audio > 60.0;

@@ -20,6 +20,19 @@
 //! return every job that has not reached the engine (visibility 0), let the
 //! running batch finish within `--shutdown-grace`, release whatever is left
 //! when the grace runs out, exit 0.
+//!
+//! Hung jobs (`--job-timeout`): a job that has not finished that long
+//! after its receipt is released as a transient failure (backoff, and the
+//! receive counts toward the queue's dead-lettering). Where it was stuck
+//! decides what else happens. In the fetch or decode, or still queued for
+//! an engine: nothing more (an abandoned blocking decode only holds one
+//! thread of tokio's blocking pool). Inside an engine batch: the engine is
+//! stuck, and a Rust thread cannot be killed, nor can the memory or the
+//! device state it holds be trusted or reclaimed, so the worker hands every
+//! job back at once and exits with status [`EXIT_ENGINE_STALLED`] for its
+//! supervisor (Kubernetes, systemd) to start a fresh process. Loading a
+//! second engine next to the stuck one would double the memory and leave a
+//! wedged GPU context in place.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -98,6 +111,18 @@ pub struct WorkerOptions {
     /// benchmarks, tests).
     #[arg(long)]
     exit_when_empty: bool,
+    /// Most seconds one job may take from receipt to result. After it the
+    /// job is released as a transient failure; if an engine was running
+    /// it, the engine is stuck and the worker exits with status 75 for its
+    /// supervisor to restart it. Default: no limit.
+    #[arg(long, env = "EARSHOT_JOB_TIMEOUT")]
+    job_timeout: Option<f64>,
+    /// Folders jobs may name local paths in (comma-separated), besides the
+    /// local queue's folder and a local `--results`: any other local input
+    /// or result path (`..`, elsewhere, a symbolic link that leads out) is
+    /// a `bad_message` failure. An SQS worker without it takes any path.
+    #[arg(long, env = "EARSHOT_LOCAL_ROOTS", value_delimiter = ',')]
+    local_root: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
@@ -118,6 +143,16 @@ pub struct WorkerContext {
     /// Cancelled on SIGTERM (by the caller).
     pub stop: CancellationToken,
 }
+
+/// Exit status of a worker whose engine got stuck on a job past
+/// `--job-timeout` (EX_TEMPFAIL: restart me).
+pub const EXIT_ENGINE_STALLED: u8 = 75;
+
+/// `work` returns this when an engine got stuck: the process must exit
+/// (with [`EXIT_ENGINE_STALLED`]) for a fresh one to take over.
+#[derive(Debug, thiserror::Error)]
+#[error("an engine ran a job past --job-timeout and is considered stuck: exiting for a restart")]
+pub struct EngineStalled;
 
 /// Largest transcript accepted by a summarize job.
 const MAX_TRANSCRIPT_BYTES: u64 = 16 << 20;
@@ -155,8 +190,12 @@ pub fn run(mut args: WorkArgs) -> Result<ExitCode> {
         if let Some((addr, probes)) = probes {
             crate::probes::serve(addr, probes).await?;
         }
+        // Installed before the first receive: a SIGTERM that arrived
+        // between a receive and the handler's installation would otherwise
+        // kill the process with its jobs still leased.
+        let signals = signal_listener();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.await;
             tracing::info!("shutdown requested: no new jobs; finishing running ones");
             stop.cancel();
         });
@@ -165,7 +204,14 @@ pub fn run(mut args: WorkArgs) -> Result<ExitCode> {
     // The engine threads may still be inside a batch whose jobs were
     // released; leaving main ends them.
     rt.shutdown_background();
-    result.map(|()| ExitCode::SUCCESS)
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.is::<EngineStalled>() => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_ENGINE_STALLED))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a job did not succeed.
@@ -175,6 +221,9 @@ enum Failure {
     Permanent { kind: &'static str, message: String },
     /// Release the message with backoff.
     Transient(String),
+    /// `--job-timeout` ran out while an engine ran the job: release it
+    /// with backoff, and restart the worker (the engine is stuck).
+    Stalled(String),
 }
 
 impl From<QueueError> for Failure {
@@ -267,6 +316,8 @@ struct Stats {
     failed: u64,
     retried: u64,
     returned: u64,
+    /// Jobs released because they ran past `--job-timeout`.
+    timed_out: u64,
     /// Younger than `--min-job-age`, handed back unprocessed.
     handed_back: u64,
     /// Stages run per backend (`speech:local`, `summary:bedrock`, …).
@@ -286,6 +337,14 @@ struct Shared {
     retry_delay: Duration,
     max_audio_seconds: f64,
     max_audio_bytes: u64,
+    /// `--job-timeout`.
+    job_timeout: Option<Duration>,
+    /// Set when an engine got stuck on a job: drain without grace, exit 75.
+    engine_stalled: std::sync::atomic::AtomicBool,
+    /// The host process's stop token: a stuck engine stops the whole
+    /// process (`serve --worker` shares the engine with the HTTP routes).
+    host_stop: CancellationToken,
+    test_stall: Option<TestStall>,
     worker_id: String,
     /// receipt → message id, for release at shutdown.
     inflight: Mutex<HashMap<String, String>>,
@@ -366,15 +425,39 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
         local_hourly_usd,
         "backends"
     );
+    // Local paths in jobs stay inside the queue's folders.
+    let mut store = args.queue.store();
+    let local_queue = args.queue.queue_url.is_none();
+    if local_queue || !args.local_root.is_empty() {
+        let mut roots = args.local_root.clone();
+        if local_queue {
+            roots.push(args.queue.local_queue.clone());
+        }
+        if let Some(Location::Local(r)) = args.queue.results()? {
+            roots.push(r);
+        }
+        store = store
+            .confined_to(&roots)
+            .context("preparing the local folders")?;
+        tracing::info!(roots = ?store.local_roots(), "local paths confined");
+    }
     let shared = Arc::new(Shared {
         queue,
-        store: args.queue.store(),
+        store,
         notify,
         default_results: args.queue.results()?,
         visibility: Duration::from_secs(args.visibility_timeout.max(1)),
         retry_delay: Duration::from_secs(args.retry_delay),
         max_audio_seconds: ctx.max_audio_seconds,
         max_audio_bytes: args.max_audio_bytes,
+        job_timeout: match args.job_timeout {
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => anyhow::bail!("--job-timeout must be a positive number of seconds, not {s}"),
+            None => None,
+        },
+        engine_stalled: std::sync::atomic::AtomicBool::new(false),
+        host_stop: ctx.stop.clone(),
+        test_stall: TestStall::from_env(),
         worker_id: worker_id(),
         inflight: Mutex::new(HashMap::new()),
         shadows: std::sync::atomic::AtomicUsize::new(0),
@@ -392,16 +475,25 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
         queue = %shared.queue.describe(),
         max_batch,
         max_in_flight,
+        job_timeout_s = ?shared.job_timeout.map(|d| d.as_secs_f64()),
         visibility_s = shared.visibility.as_secs(),
         worker = %shared.worker_id,
         "worker ready"
     );
     receive_loop(&shared, args, max_in_flight).await;
 
-    // Drain: running jobs finish within the grace period; the rest go back.
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs_f64(ctx.shutdown_grace.max(0.0));
+    // Drain: running jobs finish within the grace period; the rest go back
+    // (at once when an engine is stuck: nothing running will finish).
+    let grace = if shared.engine_stalled.load(Ordering::Acquire) {
+        0.0
+    } else {
+        ctx.shutdown_grace.max(0.0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(grace);
     while shared.inflight_count() > 0 || shared.shadows.load(Ordering::Acquire) > 0 {
+        if shared.engine_stalled.load(Ordering::Acquire) {
+            break;
+        }
         let notified = shared.idle.notified();
         tokio::select! {
             _ = notified => {}
@@ -453,6 +545,9 @@ pub async fn work(args: &WorkerOptions, ctx: WorkerContext, max_batch: usize) ->
         // Not println!: a closed stdout must not turn a clean stop into a panic.
         let _ = writeln!(std::io::stdout(), "{v}");
     }
+    if shared.engine_stalled.load(Ordering::Acquire) {
+        return Err(EngineStalled.into());
+    }
     Ok(())
 }
 
@@ -467,19 +562,30 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 }
 
 pub(crate) async fn wait_for_signal() {
+    signal_listener().await
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (inside a runtime) and
+/// returns a future that ends at the first of them. Later signals (a storm
+/// of them) are absorbed by the same handlers: the drain already running
+/// is not cut short.
+pub(crate) fn signal_listener() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -628,6 +734,11 @@ enum End {
     Record(Box<ResultRecord>, Location, Option<Box<ShadowWork>>),
     /// Transient failure: release with backoff.
     Retry(String),
+    /// Ran past `--job-timeout` (in `stage`): release with backoff.
+    TimedOut(&'static str, String),
+    /// An engine ran it past `--job-timeout`: release with backoff, then
+    /// stop the worker for a restart.
+    Stalled(String),
     /// Shutdown before the engine took it: release at once.
     Return,
 }
@@ -639,7 +750,24 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
         d.receipt.clone(),
         d.message_id.clone(),
     ));
-    let end = process(&shared, &d).await;
+    let deadline = shared.job_timeout.map(|t| tokio::time::Instant::now() + t);
+    let end = JOB_DEADLINE
+        .scope(deadline, async {
+            let limit = async {
+                match deadline {
+                    // The engine waits end at the deadline themselves (they
+                    // must tell a stuck engine from a queued job); this
+                    // catches the rest (managed backends).
+                    Some(d) => tokio::time::sleep_until(d + Duration::from_secs(1)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = process(&shared, &d) => end,
+                _ = limit => End::TimedOut("job", "ran past --job-timeout".into()),
+            }
+        })
+        .await;
     heartbeat.abort();
     let q = &shared.queue;
     match end {
@@ -681,6 +809,24 @@ async fn run_job(shared: Arc<Shared>, d: Delivery, _slot: OwnedSemaphorePermit) 
             }
         }
         End::Retry(reason) => retry(&shared, &d, &reason).await,
+        End::TimedOut(stage, reason) => {
+            metrics::counter!("earshot_worker_job_timeouts_total", "stage" => stage).increment(1);
+            tracing::warn!(message_id = %d.message_id, attempt = d.receive_count, stage, "job timed out (--job-timeout): released for a retry");
+            shared.stat(|s| s.timed_out += 1);
+            retry(&shared, &d, &reason).await;
+        }
+        End::Stalled(reason) => {
+            metrics::counter!("earshot_worker_job_timeouts_total", "stage" => "engine")
+                .increment(1);
+            tracing::error!(message_id = %d.message_id, attempt = d.receive_count, reason, "job timed out inside an engine batch (--job-timeout): the engine is stuck; handing every job back and exiting for a restart");
+            shared.stat(|s| s.timed_out += 1);
+            // Released with its backoff first: the drain that follows hands
+            // back everything else at once.
+            retry(&shared, &d, &reason).await;
+            shared.engine_stalled.store(true, Ordering::Release);
+            shared.stopping.cancel();
+            shared.host_stop.cancel();
+        }
         End::Return => {
             if let Err(e) = q.release(&d.receipt, Duration::ZERO).await {
                 tracing::warn!(message_id = %d.message_id, error = %e, "release failed; the lease will run out instead");
@@ -802,17 +948,60 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
         },
     };
     let base = record(shared, d, &job.job_id, Some(job.task));
+    if let Err(e) = shared.store.check_local(&result_loc) {
+        // A result path it may not write: record the refusal where the
+        // worker's own results go, under the job id.
+        tracing::warn!(job_id = %job.job_id, error = %e, "result location refused");
+        return match &shared.default_results {
+            Some(prefix) => End::Record(
+                failed(base, e.kind(), e.to_string()),
+                prefix.join(&ResultRecord::key_for(&job.job_id)),
+                None,
+            ),
+            None => End::Retry(format!(
+                "{e} (no --results to record it; the DLQ will take it)"
+            )),
+        };
+    }
     let t0 = Instant::now();
-    let input = match fetch_input(shared, &job).await {
-        Ok(i) => i,
-        Err(Failure::Permanent { kind, message }) => {
+    let fetch = async {
+        if let Some(stall) = shared.test_stall.as_ref().filter(|t| t.applies(d, "fetch")) {
+            tracing::warn!(message_id = %d.message_id, ms = stall.ms, "test hook: stalling the fetch");
+            tokio::time::sleep(Duration::from_millis(stall.ms)).await;
+        }
+        fetch_input(shared, &job).await
+    };
+    let fetched = match job_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, fetch).await,
+        None => Ok(fetch.await),
+    };
+    let input = match fetched {
+        Ok(Ok(i)) => i,
+        Ok(Err(Failure::Permanent { kind, message })) => {
             return End::Record(failed(base, kind, message), result_loc, None)
         }
-        Err(Failure::Transient(m)) => return End::Retry(m),
+        Ok(Err(Failure::Transient(m))) => return End::Retry(m),
+        Ok(Err(Failure::Stalled(m))) => return End::Stalled(m),
+        Err(_) => {
+            return End::TimedOut(
+                "fetch",
+                "fetching and decoding the input ran past --job-timeout".into(),
+            )
+        }
     };
     let fetch_s = t0.elapsed().as_secs_f64();
     if shared.stopping.is_cancelled() {
         return End::Return;
+    }
+    if let (Some(stall), Some(b)) = (
+        shared
+            .test_stall
+            .as_ref()
+            .filter(|t| t.applies(d, "engine")),
+        &shared.batchers,
+    ) {
+        // The next speech batch (this job's) stalls on the engine thread.
+        b.stats.test_stall_ms.store(stall.ms, Ordering::Release);
     }
     let mut rec = base;
     rec.timings.insert("fetch".into(), fetch_s);
@@ -823,21 +1012,100 @@ async fn process(shared: &Arc<Shared>, d: &Delivery) -> End {
             End::Record(failed(rec, kind, message), result_loc, None)
         }
         Err(Failure::Transient(m)) => End::Retry(m),
+        Err(Failure::Stalled(m)) => End::Stalled(m),
+    }
+}
+
+tokio::task_local! {
+    /// When the running job's `--job-timeout` runs out (None: no limit).
+    static JOB_DEADLINE: Option<tokio::time::Instant>;
+}
+
+fn job_deadline() -> Option<tokio::time::Instant> {
+    JOB_DEADLINE.try_with(|d| *d).ok().flatten()
+}
+
+/// Sleeps until the job's deadline (for ever without one).
+async fn job_expired(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
 /// Waits for a batcher's result; at shutdown, takes the request back if no
-/// batch has started it (`None`: hand the job back to the queue).
-async fn wait_ticket<T>(shared: &Shared, mut ticket: Ticket<T>) -> Option<Result<T, BatchError>> {
+/// batch has started it (`None`: hand the job back to the queue). At the
+/// job's deadline: a request still queued is taken back (a transient
+/// failure; the engine is busy, not stuck); one a batch is running means
+/// the engine is stuck ([`Failure::Stalled`]).
+async fn wait_ticket<T>(
+    shared: &Shared,
+    mut ticket: Ticket<T>,
+    engine: &'static str,
+) -> Option<Result<T, Failure>> {
+    let deadline = job_deadline();
+    let expired = |ticket: &Ticket<T>| {
+        Some(Err(if ticket.withdraw() {
+            Failure::Transient(format!(
+                "--job-timeout ran out while the job waited for the {engine} engine"
+            ))
+        } else {
+            Failure::Stalled(format!(
+                "the {engine} engine ran this job past --job-timeout"
+            ))
+        }))
+    };
     tokio::select! {
-        r = ticket.result() => Some(r),
+        r = ticket.result() => Some(r.map_err(Failure::from)),
+        _ = job_expired(deadline) => expired(&ticket),
         _ = shared.stopping.cancelled() => {
             if ticket.withdraw() {
                 return None;
             }
             // Running: let it finish; the grace deadline bounds the wait.
-            Some(ticket.result().await)
+            tokio::select! {
+                r = ticket.result() => Some(r.map_err(Failure::from)),
+                _ = job_expired(deadline) => expired(&ticket),
+            }
         }
+    }
+}
+
+/// Test-only hook, never set in production: `EARSHOT_TEST_STALL_MS` makes
+/// the worker stall a job that long, in the speech engine's batch
+/// (`EARSHOT_TEST_STALL_STAGE=engine`, the default: a stuck engine) or
+/// before its fetch (`fetch`), on the job's first
+/// `EARSHOT_TEST_STALL_ATTEMPTS` deliveries (default: every one). Read
+/// once, at worker start; `tests/faults.rs` drives `--job-timeout` with it.
+struct TestStall {
+    ms: u64,
+    stage: String,
+    attempts: u32,
+}
+
+impl TestStall {
+    fn from_env() -> Option<TestStall> {
+        let ms: u64 = std::env::var("EARSHOT_TEST_STALL_MS").ok()?.parse().ok()?;
+        let stage = std::env::var("EARSHOT_TEST_STALL_STAGE").unwrap_or_else(|_| "engine".into());
+        let attempts = std::env::var("EARSHOT_TEST_STALL_ATTEMPTS")
+            .ok()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(u32::MAX);
+        tracing::warn!(
+            ms,
+            stage,
+            attempts,
+            "EARSHOT_TEST_STALL_MS is set: jobs will be stalled (test hook)"
+        );
+        Some(TestStall {
+            ms,
+            stage,
+            attempts,
+        })
+    }
+
+    fn applies(&self, d: &Delivery, stage: &str) -> bool {
+        self.stage == stage && d.receive_count <= self.attempts
     }
 }
 
@@ -1095,11 +1363,12 @@ async fn run_speech(
                     prompt: o.prompt.clone(),
                     temperature: 0.0,
                     word_timestamps: o.wants_words(),
+                    vad: o.vad,
                 },
                 true,
             )
             .await?;
-        let Some(r) = wait_ticket(shared, ticket).await else {
+        let Some(r) = wait_ticket(shared, ticket, "speech").await else {
             return Ok(None);
         };
         let tr = r?;
@@ -1183,7 +1452,7 @@ async fn run_summary(
                 true,
             )
             .await?;
-        let Some(r) = wait_ticket(shared, ticket).await else {
+        let Some(r) = wait_ticket(shared, ticket, "LLM").await else {
             return Ok(None);
         };
         let s = r?;
@@ -1398,7 +1667,7 @@ mod tests {
     fn failures_are_classified_for_retry_or_record() {
         let perm = |f: Failure| match f {
             Failure::Permanent { kind, .. } => kind,
-            Failure::Transient(m) => panic!("transient: {m}"),
+            Failure::Transient(m) | Failure::Stalled(m) => panic!("transient: {m}"),
         };
         assert_eq!(
             perm(InferenceError::from(AudioError::Empty).into()),

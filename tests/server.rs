@@ -3,6 +3,7 @@
 //! and parsed by `prometheus_client` (both from the test virtual
 //! environment `scripts/test` builds).
 
+mod common;
 mod serve;
 
 use std::path::Path;
@@ -369,4 +370,35 @@ fn word_timestamps_over_http() {
         assert_eq!(e["error"]["param"], param, "{body}");
         assert_eq!(e["error"]["type"], "invalid_request_error", "{body}");
     }
+}
+
+/// `vad=true` (and faster-whisper's name, `vad_filter`): speech 20 s into
+/// silence keeps its place; a bad value is a 400 naming the field.
+#[test]
+fn vad_over_http() {
+    let server = Server::start(&["--no-summarizer"]);
+    let speech =
+        earshot_inference::audio::load_file(&fixtures_dir().join("sample.wav"), Default::default())
+            .unwrap();
+    let mut samples = vec![0f32; 20 * 16_000];
+    samples.extend_from_slice(&speech);
+    let dir = tempfile::tempdir().unwrap();
+    let padded = dir.path().join("padded.wav");
+    common::write_wav(&padded, &samples);
+    for field in ["vad=true", "vad_filter=true"] {
+        let (code, body) = curl_form(
+            &server.base,
+            &padded,
+            &[field, "response_format=verbose_json"],
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let first = &v["segments"][0];
+        assert!(first["start"].as_f64().unwrap() >= 19.5, "{field}: {first}");
+        assert!(v["text"].as_str().unwrap().split_whitespace().count() >= 10);
+    }
+    let (code, body) = curl_form(&server.base, &padded, &["vad=maybe"]);
+    assert_eq!(code, 400, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["param"], "vad", "{body}");
 }

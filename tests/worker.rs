@@ -639,3 +639,45 @@ fn opus_and_video_jobs_on_the_local_queue() {
         "{stats}"
     );
 }
+
+/// The job option `vad`: speech moved 20 s into silence is transcribed
+/// where it is, as it is without the silence, and nothing is made up in
+/// the silence.
+#[test]
+fn vad_job_option_keeps_the_timeline() {
+    let rig = Rig::local();
+    let sample = fixtures_dir().join("sample.wav");
+    let speech = earshot_inference::audio::load_file(&sample, Default::default()).unwrap();
+    let mut samples = vec![0f32; 20 * 16_000];
+    samples.extend_from_slice(&speech);
+    let padded = rig.tmp.path().join("padded.wav");
+    write_wav(&padded, &samples);
+    let vad = rig.submit(
+        std::slice::from_ref(&padded),
+        "transcribe",
+        &["--vad", "--formats", "json"],
+    );
+    let plain = rig.submit(std::slice::from_ref(&sample), "transcribe", &[]);
+    let stats = rig.drain(&["--no-summarizer"], "work.log");
+    assert_eq!(stats["succeeded"], 2, "{stats}");
+    let records = rig.records();
+    let rec = &records[&format!("{}.json", vad[0])];
+    let segs = rec["transcript"]["segments"].as_array().unwrap();
+    assert!(!segs.is_empty(), "{rec}");
+    assert!(
+        segs[0]["start"].as_f64().unwrap() >= 19.5,
+        "first segment starts in the silence: {}",
+        segs[0]
+    );
+    let text = rec["transcript"]["text"].as_str().unwrap();
+    let reference = records[&format!("{}.json", plain[0])]["transcript"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reference.split_whitespace().count() >= 10, "{reference:?}");
+    let w = wer(&reference, text);
+    assert!(
+        w <= 0.15,
+        "WER {w} against the plain run: {text:?} vs {reference:?}"
+    );
+}

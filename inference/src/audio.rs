@@ -27,6 +27,38 @@ mod opus;
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: u32 = 16_000;
 
+/// Lowest source sample rate accepted. Nothing real records below 1 kHz
+/// (telephony is 8 kHz); a "1 Hz" header is hostile, and would turn each
+/// stored sample into a second of audio to transcribe.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest source sample rate accepted: the top of what recorders produce.
+/// Audio is held at its source rate until resampled, so the rate multiplies
+/// the memory a duration limit allows; a 768 kHz "bomb" would hold 48×
+/// the samples of the same duration at 16 kHz.
+pub const MAX_SAMPLE_RATE: u32 = 192_000;
+
+fn check_rate(rate: u32) -> Result<u32, AudioError> {
+    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(AudioError::BadSampleRate(rate))
+    }
+}
+
+/// Runs a third-party reader or decoder call, turning a panic inside it
+/// (symphonia asserts on some absurd headers, e.g. a 0 Hz WAV) into a typed
+/// error: one hostile upload must not take down the worker or the server.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, AudioError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        AudioError::Corrupt(format!("the {what} rejected the stream: {msg}"))
+    })
+}
+
 /// Why a piece of audio could not be turned into samples.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
@@ -44,7 +76,9 @@ pub enum AudioError {
     Corrupt(String),
     #[error("audio is longer than the {limit_s:.0} s limit")]
     TooLong { limit_s: f64 },
-    #[error("invalid sample rate {0}")]
+    #[error(
+        "invalid sample rate {0} Hz: earshot takes {MIN_SAMPLE_RATE} Hz to {MAX_SAMPLE_RATE} Hz"
+    )]
     BadSampleRate(u32),
     #[error("resampling failed: {0}")]
     Resample(String),
@@ -155,6 +189,16 @@ fn decode_source(
             .map_err(|e| AudioError::Corrupt(e.to_string()))
     };
     rewind(&mut source)?;
+    if magic.starts_with(b"RIFF") {
+        // The WAV reader asserts (panics) on a 0 Hz rate; name it instead.
+        let mut head = [0u8; 512];
+        let n =
+            read_up_to(&mut *source, &mut head).map_err(|e| AudioError::Corrupt(e.to_string()))?;
+        if let Some(rate) = wav_header_rate(&head[..n]) {
+            check_rate(rate)?;
+        }
+        rewind(&mut source)?;
+    }
     if magic.starts_with(b"OggS") {
         if let Some(d) = ogg::decode(&mut *source, limits)? {
             return Ok(d);
@@ -192,8 +236,8 @@ fn decode_source(
     if let Some(ext) = extension {
         hint.with_extension(ext);
     }
-    let probed = symphonia::default::get_probe()
-        .format(
+    let probed = guarded("container reader", || {
+        symphonia::default::get_probe().format(
             &hint,
             mss,
             &FormatOptions {
@@ -202,12 +246,13 @@ fn decode_source(
             },
             &MetadataOptions::default(),
         )
-        .map_err(|e| match e {
-            SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                AudioError::Corrupt("stream ends inside its header".into())
-            }
-            other => AudioError::Unrecognized(other.to_string()),
-        })?;
+    })?
+    .map_err(|e| match e {
+        SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioError::Corrupt("stream ends inside its header".into())
+        }
+        other => AudioError::Unrecognized(other.to_string()),
+    })?;
     let mut format = probed.format;
     let Some(track) = format
         .tracks()
@@ -233,19 +278,23 @@ fn decode_source(
         .get_codec(params.codec)
         .map(|d| d.short_name.to_string())
         .unwrap_or_else(|| codec_label(params.codec));
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|_| AudioError::UnsupportedCodec {
-            codec: codec_name.clone(),
-        })?;
+    let mut decoder = guarded("decoder", || {
+        symphonia::default::get_codecs().make(&params, &DecoderOptions::default())
+    })?
+    .map_err(|_| AudioError::UnsupportedCodec {
+        codec: codec_name.clone(),
+    })?;
 
     let mut sample_rate = params.sample_rate.unwrap_or(0);
+    if sample_rate != 0 {
+        check_rate(sample_rate)?;
+    }
     let mut mono: Vec<f32> = Vec::new();
     let mut buf: Option<SampleBuffer<f32>> = None;
     let mut truncated = false;
     let mut max_samples: Option<usize> = None;
     loop {
-        let packet = match format.next_packet() {
+        let packet = match guarded("container reader", || format.next_packet())? {
             Ok(p) => p,
             Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 // Normal end of stream for most demuxers; an early end for a
@@ -269,7 +318,7 @@ fn decode_source(
         if packet.track_id() != track_id {
             continue;
         }
-        let decoded = match decoder.decode(&packet) {
+        let decoded = match guarded("decoder", || decoder.decode(&packet))? {
             Ok(d) => d,
             // A damaged packet: skip it like every player does.
             Err(SymError::DecodeError(msg)) => {
@@ -290,7 +339,7 @@ fn decode_source(
         };
         let spec = *decoded.spec();
         if sample_rate == 0 {
-            sample_rate = spec.rate;
+            sample_rate = check_rate(spec.rate)?;
         }
         if max_samples.is_none() {
             max_samples = limits
@@ -351,6 +400,23 @@ fn decode_source(
         codec: codec_name,
         truncated,
     })
+}
+
+/// The sample rate of a WAV's `fmt ` chunk, when it is within `head`.
+fn wav_header_rate(head: &[u8]) -> Option<u32> {
+    if head.len() < 12 || &head[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12usize;
+    while pos + 8 <= head.len() {
+        let len = u32::from_le_bytes(head[pos + 4..pos + 8].try_into().ok()?) as usize;
+        if &head[pos..pos + 4] == b"fmt " {
+            let rate = head.get(pos + 12..pos + 16)?;
+            return Some(u32::from_le_bytes(rate.try_into().ok()?));
+        }
+        pos = pos.checked_add(8)?.checked_add(len + (len & 1))?;
+    }
+    None
 }
 
 /// Reads up to `buf.len()` bytes; fewer only at the end of the source.

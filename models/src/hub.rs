@@ -17,8 +17,8 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::checksum;
 use crate::ModelError;
 
-/// How to reach the hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach the hub. `Debug` shows whether a token is set, never it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HubSettings {
     /// Hugging Face cache folder (the one holding `models--*` folders).
     pub cache_dir: PathBuf,
@@ -33,6 +33,19 @@ pub struct HubSettings {
     /// Folder for "this blob was verified" stamps, so multi-gigabyte files
     /// are hashed once rather than on every start. `None` hashes every time.
     pub verified_stamps: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HubSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubSettings")
+            .field("cache_dir", &self.cache_dir)
+            .field("offline", &self.offline)
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("progress", &self.progress)
+            .field("verified_stamps", &self.verified_stamps)
+            .finish()
+    }
 }
 
 /// Returns the Hugging Face hub cache folder the way `huggingface_hub` does:

@@ -103,7 +103,9 @@ pub struct ResolveOptions {
 
 impl ResolveOptions {
     /// Options from the environment: [`MODELS_DIR_ENV`], [`HUB_FORMAT_ENV`],
-    /// `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`.
+    /// `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`,
+    /// else the file `HF_TOKEN_PATH` names (as `huggingface_hub` reads it),
+    /// so a Kubernetes Secret can be mounted as a file instead of an env var.
     pub fn from_env() -> Self {
         Self::from_env_with(&|k| std::env::var_os(k))
     }
@@ -128,12 +130,25 @@ impl ResolveOptions {
                 cache_dir: hub::hf_cache_dir_with(env),
                 offline: hub::env_flag(env("HF_HUB_OFFLINE")),
                 endpoint: string("HF_ENDPOINT"),
-                token: string("HF_TOKEN"),
+                token: string("HF_TOKEN").or_else(|| token_from_file(env)),
                 progress: std::io::stderr().is_terminal(),
                 verified_stamps: Some(models_dir.join(".verified")),
             },
             models_dir,
             hub_format,
+        }
+    }
+}
+
+/// The token in the file `HF_TOKEN_PATH` names (trimmed; `None` when unset,
+/// empty or unreadable). Only the path is ever logged, never the contents.
+fn token_from_file(env: EnvLookup<'_>) -> Option<String> {
+    let path = hub::non_empty(env, "HF_TOKEN_PATH")?;
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t.trim().to_string()).filter(|t| !t.is_empty()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "HF_TOKEN_PATH: cannot read the token file");
+            None
         }
     }
 }
@@ -617,6 +632,34 @@ mod tests {
         let o = ResolveOptions::from_env_with(&env(&[("HOME", "/h"), (HUB_FORMAT_ENV, "zip")]));
         assert!(!o.hub.offline);
         assert_eq!(o.hub_format, HubFormat::Safetensors);
+    }
+
+    #[test]
+    fn hf_token_from_a_file_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  hf_fromfile\n").unwrap();
+        let path = file.to_str().unwrap();
+        let o = ResolveOptions::from_env_with(&env(&[("HOME", "/h"), ("HF_TOKEN_PATH", path)]));
+        assert_eq!(o.hub.token.as_deref(), Some("hf_fromfile"));
+        let o = ResolveOptions::from_env_with(&env(&[
+            ("HOME", "/h"),
+            ("HF_TOKEN_PATH", path),
+            ("HF_TOKEN", "hf_fromenv"),
+        ]));
+        assert_eq!(o.hub.token.as_deref(), Some("hf_fromenv"));
+        let o = ResolveOptions::from_env_with(&env(&[
+            ("HOME", "/h"),
+            ("HF_TOKEN_PATH", "/nonexistent/token"),
+        ]));
+        assert_eq!(o.hub.token, None);
+        // Debug output (logged options, panics) never shows the token.
+        let o = ResolveOptions::from_env_with(&env(&[("HOME", "/h"), ("HF_TOKEN", "hf_secret")]));
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hf_secret") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

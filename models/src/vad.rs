@@ -20,10 +20,12 @@ pub const SILERO_VAD_FILE: &str = "silero_vad_v6.onnx";
 pub const SILERO_VAD_SHA256: &str =
     "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2";
 
-/// The Silero VAD file from the models dir of the environment (see
+/// The Silero VAD file named by `EARSHOT_VAD_MODEL` (a file or folder),
+/// else from the models dir of the environment (see
 /// [`ResolveOptions::from_env`]).
 pub fn resolve_silero_vad() -> Result<PathBuf, ModelError> {
-    resolve_silero_vad_with(None, &ResolveOptions::from_env())
+    let spec = std::env::var("EARSHOT_VAD_MODEL").ok();
+    resolve_silero_vad_with(spec.as_deref(), &ResolveOptions::from_env())
 }
 
 /// The Silero VAD file: `spec` when given (an `.onnx` file, or a folder

@@ -17,6 +17,12 @@ pub enum QueueError {
     /// An input is over a configured limit.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A local path outside the folders this worker may read and write
+    /// (the local queue's folder, `--results`, `--local-root`): through
+    /// `..`, an absolute path elsewhere, or a symbolic link that leads out.
+    /// Retrying cannot fix it.
+    #[error("{0}")]
+    PathEscape(String),
     /// A receipt no longer names a message we hold (it was acknowledged, or
     /// its lease ran out and it went to another consumer).
     #[error("stale receipt: {0}")]
@@ -46,14 +52,19 @@ impl QueueError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            QueueError::BadMessage(_) | QueueError::NotFound(_) | QueueError::TooLarge(_)
+            QueueError::BadMessage(_)
+                | QueueError::NotFound(_)
+                | QueueError::TooLarge(_)
+                | QueueError::PathEscape(_)
         )
     }
 
     /// Short machine-readable kind for failure records.
     pub fn kind(&self) -> &'static str {
         match self {
-            QueueError::BadMessage(_) => "bad_message",
+            // The job names a place it may not: the message is at fault
+            // (and the record schema's kinds stay as published).
+            QueueError::BadMessage(_) | QueueError::PathEscape(_) => "bad_message",
             QueueError::NotFound(_) => "not_found",
             QueueError::TooLarge(_) => "too_large",
             QueueError::StaleReceipt(_) => "stale_receipt",

@@ -102,6 +102,11 @@ pub struct JobOptions {
     /// cue timed by its words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_words_per_cue: Option<usize>,
+    /// Transcribe only the speech Silero VAD finds (faster-whisper's
+    /// `vad_filter`): silence and music are skipped, times stay on the
+    /// recording's timeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vad: bool,
 }
 
 impl JobOptions {

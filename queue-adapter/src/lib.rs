@@ -33,6 +33,34 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Seconds one SQS or S3 call attempt may take before it is abandoned
+/// (and retried by the SDK, then by the worker): `EARSHOT_AWS_TIMEOUT`,
+/// default [`DEFAULT_AWS_TIMEOUT_S`].
+pub const AWS_TIMEOUT_ENV: &str = "EARSHOT_AWS_TIMEOUT";
+/// Above SQS's longest long poll (20 s) with room to spare; an S3 upload
+/// of a result record takes milli-seconds. Raise it for `submit` of very
+/// large files over slow links (the upload is one attempt).
+pub const DEFAULT_AWS_TIMEOUT_S: f64 = 60.0;
+
+/// The timeouts of the SQS and S3 clients. The SDK's default has only a
+/// connect timeout, so a server that accepts a connection and never
+/// answers (a half-open connection, a stuck proxy) would hold a worker's
+/// receive, heartbeat or result write for ever; with an attempt timeout
+/// the call fails, and the usual transient-failure path takes over.
+/// Response bodies (S3 downloads) are guarded separately by the SDK's
+/// stalled-stream protection.
+pub fn service_timeouts() -> aws_config::timeout::TimeoutConfig {
+    let attempt = std::env::var(AWS_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(DEFAULT_AWS_TIMEOUT_S);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .operation_attempt_timeout(std::time::Duration::from_secs_f64(attempt))
+        .build()
+}
+
 /// Now, as RFC 3339 (UTC).
 pub fn now_rfc3339() -> String {
     aws_smithy_types::DateTime::from(std::time::SystemTime::now())

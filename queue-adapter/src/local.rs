@@ -61,10 +61,42 @@ impl LocalQueue {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| QueueError::io(format!("creating {}", dir.join(sub).display()), e))?;
         }
-        Ok(LocalQueue {
+        let q = LocalQueue {
             dir,
             max_receives: max_receives.max(1),
-        })
+        };
+        q.sweep_temporaries()?;
+        Ok(q)
+    }
+
+    /// Removes the temporaries of atomic writes that a crash (`kill -9`,
+    /// power loss) left behind (`.<name>.<nonce>.tmp`). In `messages/` and
+    /// `dead/` every write happens under the queue's lock, so holding it
+    /// makes any temporary found there abandoned. Results and inputs are
+    /// written without the lock (by workers and `submit` in other
+    /// processes), so there only temporaries untouched for
+    /// [`STALE_TEMPORARY`] go. Returns how many were removed.
+    pub fn sweep_temporaries(&self) -> Result<usize> {
+        let _guard = self.lock()?;
+        let mut removed = 0;
+        for sub in ["messages", "dead"] {
+            removed += sweep_dir(&self.dir.join(sub), None)?;
+        }
+        removed += sweep_dir(&self.dir.join("results"), Some(STALE_TEMPORARY))?;
+        let inputs = self.dir.join("inputs");
+        removed += sweep_dir(&inputs, Some(STALE_TEMPORARY))?;
+        if let Ok(rd) = std::fs::read_dir(&inputs) {
+            for e in rd.flatten() {
+                // Job folders only: a symbolic link is not followed.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    removed += sweep_dir(&e.path(), Some(STALE_TEMPORARY))?;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, dir = %self.dir.display(), "removed temporaries left by a crash");
+        }
+        Ok(removed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -165,6 +197,9 @@ impl LocalQueue {
     }
 
     fn put(&self, body: &str, attributes: &[(String, String)]) -> Result<String> {
+        // Under the lock like every other write here, so that a sweep in
+        // another process never takes this write's temporary.
+        let _guard = self.lock()?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         let nanos = SystemTime::now()
@@ -203,6 +238,54 @@ impl LocalQueue {
         }
         Ok(d)
     }
+}
+
+/// How old a temporary in `results/` or `inputs/` must be before a sweep
+/// takes it for abandoned (an atomic write of a record takes milliseconds,
+/// of an uploaded input seconds).
+pub const STALE_TEMPORARY: Duration = Duration::from_secs(600);
+
+/// Whether a file name is one of [`write_atomic_sync`]'s temporaries.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Removes the temporaries in `dir` (older than `min_age`, when given).
+fn sweep_dir(dir: &Path, min_age: Option<Duration>) -> Result<usize> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(QueueError::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !is_temporary(&name) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if let Some(age) = min_age {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= age);
+            if !old {
+                continue;
+            }
+        }
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => removed += 1,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(QueueError::io(
+                    format!("removing {}", e.path().display()),
+                    err,
+                ))
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn list_json(dir: &Path) -> Result<Vec<String>> {
@@ -311,6 +394,58 @@ mod tests {
 
     const NOW: Duration = Duration::ZERO;
     const LEASE: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn temporaries_left_by_a_crash_are_swept_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::open(dir.path(), 5).unwrap();
+        q.send("kept", &[]).await.unwrap();
+        // What a kill -9 between the write and the rename leaves behind.
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("results")).unwrap();
+        std::fs::create_dir_all(d.join("inputs/job-1")).unwrap();
+        let crash = [
+            d.join("messages/.0001-x.json.abc.tmp"),
+            d.join("dead/.0002-y.json.def.tmp"),
+            d.join("results/.job-1.json.old.tmp"),
+            d.join("inputs/job-1/.clip.wav.old.tmp"),
+        ];
+        // Writes possibly still running in another process (fresh).
+        let fresh = [
+            d.join("results/.job-2.json.new.tmp"),
+            d.join("inputs/job-1/.other.wav.new.tmp"),
+        ];
+        for p in crash.iter().chain(&fresh) {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let long_ago = SystemTime::now() - STALE_TEMPORARY - Duration::from_secs(60);
+        for p in &crash[2..] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        // Not temporaries: left alone.
+        std::fs::write(d.join("results/job-3.json"), b"{}").unwrap();
+        std::fs::write(d.join("inputs/job-1/clip.wav"), b"RIFF").unwrap();
+
+        let q = LocalQueue::open(d, 5).unwrap();
+        for p in &crash {
+            assert!(!p.exists(), "{} swept", p.display());
+        }
+        for p in &fresh {
+            assert!(p.exists(), "{} (fresh) kept", p.display());
+        }
+        assert!(d.join("results/job-3.json").exists());
+        assert!(d.join("inputs/job-1/clip.wav").exists());
+        // The queue itself is intact.
+        let got = q.receive(10, NOW, LEASE).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "kept");
+        assert_eq!(q.sweep_temporaries().unwrap(), 0, "nothing left to sweep");
+    }
 
     #[tokio::test]
     async fn lease_hides_then_redelivers_with_a_higher_count() {

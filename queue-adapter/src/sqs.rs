@@ -29,7 +29,10 @@ impl SqsQueue {
         if url.trim().is_empty() {
             return Err(QueueError::Config("empty queue URL".into()));
         }
-        let client = aws_sdk_sqs::Client::new(&crate::aws_config().await);
+        let conf = aws_sdk_sqs::config::Builder::from(&crate::aws_config().await)
+            .timeout_config(crate::service_timeouts())
+            .build();
+        let client = aws_sdk_sqs::Client::from_conf(conf);
         Ok(SqsQueue {
             client,
             url: url.to_string(),

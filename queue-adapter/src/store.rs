@@ -94,6 +94,10 @@ pub struct S3Settings {
 pub struct Store {
     settings: S3Settings,
     s3: OnceCell<aws_sdk_s3::Client>,
+    /// When set, local paths must resolve (symbolic links followed) inside
+    /// one of these canonical folders: a worker's jobs cannot read or
+    /// write anywhere else on its disk. None: any path (the CLI).
+    local_roots: Option<Vec<PathBuf>>,
 }
 
 impl Store {
@@ -101,7 +105,45 @@ impl Store {
         Store {
             settings,
             s3: OnceCell::new(),
+            local_roots: None,
         }
+    }
+
+    /// Confines local paths to `roots` (created when missing; an empty
+    /// list refuses every local path). A path containing `..`, an absolute
+    /// path elsewhere, or one whose symbolic links lead out of every root
+    /// is refused with [`QueueError::PathEscape`].
+    pub fn confined_to(mut self, roots: &[PathBuf]) -> Result<Self> {
+        let mut canon = Vec::new();
+        for r in roots {
+            std::fs::create_dir_all(r)
+                .map_err(|e| QueueError::io(format!("creating {}", r.display()), e))?;
+            canon.push(
+                std::fs::canonicalize(r)
+                    .map_err(|e| QueueError::io(format!("resolving {}", r.display()), e))?,
+            );
+        }
+        self.local_roots = Some(canon);
+        Ok(self)
+    }
+
+    /// The canonical folders local paths are confined to (None: any).
+    pub fn local_roots(&self) -> Option<&[PathBuf]> {
+        self.local_roots.as_deref()
+    }
+
+    /// Checks that a location may be used: S3 always; a local path only
+    /// inside the roots, when confined. Returns the path to use (resolved,
+    /// so a link swapped in after the check cannot redirect the access to a
+    /// folder above it).
+    pub fn check_local(&self, loc: &Location) -> Result<Option<PathBuf>> {
+        let Location::Local(p) = loc else {
+            return Ok(None);
+        };
+        let Some(roots) = &self.local_roots else {
+            return Ok(Some(p.clone()));
+        };
+        confine(p, roots).map(Some)
     }
 
     /// A store on an already-built S3 client (tests, custom configuration).
@@ -111,6 +153,7 @@ impl Store {
         Store {
             settings: S3Settings::default(),
             s3: cell,
+            local_roots: None,
         }
     }
 
@@ -125,6 +168,7 @@ impl Store {
                 let path_style = self.settings.force_path_style.unwrap_or(custom_endpoint);
                 let conf = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(path_style)
+                    .timeout_config(crate::service_timeouts())
                     .build();
                 aws_sdk_s3::Client::from_conf(conf)
             })
@@ -134,7 +178,10 @@ impl Store {
     /// Reads a whole object, refusing objects over `max_bytes`.
     pub async fn get(&self, loc: &Location, max_bytes: u64) -> Result<Vec<u8>> {
         match loc {
-            Location::Local(p) => read_local(p, max_bytes).await,
+            Location::Local(_) => {
+                let p = self.check_local(loc)?.unwrap_or_default();
+                read_local(&p, max_bytes).await
+            }
             Location::S3 { bucket, key } => {
                 let out = self
                     .s3()
@@ -181,7 +228,10 @@ impl Store {
     /// Writes an object whole (overwriting: results are keyed by job id).
     pub async fn put(&self, loc: &Location, bytes: Vec<u8>, content_type: &str) -> Result<()> {
         match loc {
-            Location::Local(p) => write_local_atomic(p, &bytes).await,
+            Location::Local(_) => {
+                let p = self.check_local(loc)?.unwrap_or_default();
+                write_local_atomic(&p, &bytes).await
+            }
             Location::S3 { bucket, key } => {
                 self.s3()
                     .await
@@ -216,7 +266,8 @@ impl Store {
     /// Names of the objects directly under a prefix (one level).
     pub async fn list(&self, prefix: &Location) -> Result<Vec<String>> {
         match prefix {
-            Location::Local(dir) => {
+            Location::Local(_) => {
+                let dir = &self.check_local(prefix)?.unwrap_or_default();
                 let mut names = Vec::new();
                 let mut rd = match tokio::fs::read_dir(dir).await {
                     Ok(rd) => rd,
@@ -270,6 +321,68 @@ impl Store {
                 Ok(names)
             }
         }
+    }
+}
+
+/// `p` resolved (symbolic links followed, relative to the current folder)
+/// and checked to lie inside one of `roots` (canonical). For a path that
+/// does not exist yet (a result to write), its deepest existing ancestor
+/// is resolved and the rest appended, so a link anywhere on the way counts.
+fn confine(p: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
+    use std::path::Component;
+    let refuse = |why: &str| {
+        QueueError::PathEscape(format!(
+            "{} {why}: local paths must stay inside {}",
+            p.display(),
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    if roots.is_empty() {
+        return Err(refuse(
+            "is a local path, and this worker reads and writes none",
+        ));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(refuse("contains \"..\""));
+    }
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| QueueError::io("resolving the current folder", e))?
+            .join(p)
+    };
+    // Walk up to the deepest part that exists and resolve it.
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(c) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A dangling symbolic link is not a missing file: refuse it.
+                if std::fs::symlink_metadata(existing).is_ok() {
+                    return Err(refuse("is a symbolic link to nowhere"));
+                }
+                match (existing.file_name(), existing.parent()) {
+                    (Some(name), Some(parent)) => {
+                        rest.push(name.to_os_string());
+                        existing = parent;
+                    }
+                    _ => return Err(refuse("does not resolve")),
+                }
+            }
+            Err(e) => return Err(QueueError::io(format!("resolving {}", p.display()), e)),
+        }
+    };
+    let full = rest.iter().rev().fold(resolved, |acc, part| acc.join(part));
+    if roots.iter().any(|r| full.starts_with(r)) {
+        Ok(full)
+    } else {
+        Err(refuse("leads outside the queue's folders"))
     }
 }
 
@@ -393,5 +506,110 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names, ["a.json"], "temporary files must not be left behind");
+    }
+
+    #[tokio::test]
+    async fn a_confined_store_cannot_be_led_out_of_its_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("queue");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("inputs/j1")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.wav"), b"secret").unwrap();
+        std::fs::write(root.join("inputs/j1/a.wav"), b"audio").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.wav"), root.join("inputs/j1/link.wav"))
+            .unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("inputs/jdir")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling.json")).unwrap();
+        let store = Store::new(S3Settings::default())
+            .confined_to(std::slice::from_ref(&root))
+            .unwrap();
+        let local = |p: PathBuf| Location::Local(p);
+
+        // Inside: reads and writes work, also through a file:// location.
+        assert_eq!(
+            store
+                .get(&local(root.join("inputs/j1/a.wav")), 100)
+                .await
+                .unwrap(),
+            b"audio"
+        );
+        let file_url =
+            Location::parse(&format!("file://{}/results/j1.json", root.display())).unwrap();
+        store
+            .put(&file_url, b"{}".to_vec(), "application/json")
+            .await
+            .unwrap();
+        assert!(root.join("results/j1.json").is_file());
+        // A missing input inside is "not found", not an escape.
+        assert!(matches!(
+            store
+                .get(&local(root.join("inputs/j1/none.wav")), 100)
+                .await,
+            Err(QueueError::NotFound(_))
+        ));
+
+        let escapes = [
+            root.join("inputs/../../outside/secret.wav"), // ..
+            outside.join("secret.wav"),                   // absolute, elsewhere
+            PathBuf::from("/etc/passwd"),
+            root.join("inputs/j1/link.wav"), // a file link that leads out
+            root.join("inputs/jdir/secret.wav"), // a folder link that leads out
+        ];
+        for p in &escapes {
+            let e = store.get(&local(p.clone()), 1 << 20).await.unwrap_err();
+            assert!(
+                matches!(e, QueueError::PathEscape(_)),
+                "{}: {e:?}",
+                p.display()
+            );
+            assert!(e.is_permanent());
+            assert_eq!(e.kind(), "bad_message");
+        }
+        // Writes: through a folder link, over a link, through a dangling
+        // link, with "..": refused, and nothing is written outside.
+        for p in [
+            root.join("inputs/jdir/new.json"),
+            root.join("inputs/j1/link.wav"),
+            root.join("dangling.json"),
+            root.join("results/../../outside/x.json"),
+        ] {
+            let e = store
+                .put(&local(p.clone()), b"x".to_vec(), "application/json")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, QueueError::PathEscape(_)),
+                "{}: {e:?}",
+                p.display()
+            );
+        }
+        assert_eq!(
+            std::fs::read(outside.join("secret.wav")).unwrap(),
+            b"secret"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["secret.wav"]);
+        assert!(matches!(
+            store.list(&local(outside.clone())).await,
+            Err(QueueError::PathEscape(_))
+        ));
+        // S3 locations are not local paths: untouched by the confinement.
+        assert_eq!(
+            store
+                .check_local(&Location::parse("s3://b/k").unwrap())
+                .unwrap(),
+            None
+        );
+        // No roots at all: every local path is refused.
+        let none = Store::new(S3Settings::default()).confined_to(&[]).unwrap();
+        assert!(matches!(
+            none.check_local(&local(root.join("inputs/j1/a.wav"))),
+            Err(QueueError::PathEscape(_))
+        ));
     }
 }

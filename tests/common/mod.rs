@@ -371,3 +371,39 @@ pub fn validate_with_schema_file(schema_path: &Path, docs: &[Value]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---- word error rate ---------------------------------------------------------
+
+/// Lowercase, apostrophes dropped ("o'clock" → "oclock"), every other
+/// non-alphanumeric character a word break; numbers stay as they come.
+/// The same rules as scripts/lib/compare_fw.py.
+pub fn normalise(text: &str) -> Vec<String> {
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match c {
+            '\'' | '\u{2019}' => {}
+            c if c.is_alphanumeric() => cleaned.push(c),
+            _ => cleaned.push(' '),
+        }
+    }
+    cleaned.split_whitespace().map(str::to_string).collect()
+}
+
+/// Word error rate: word-level Levenshtein distance / reference words.
+pub fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = normalise(reference);
+    let h = normalise(hypothesis);
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}

@@ -213,11 +213,16 @@ securityContext:
 {{/* Environment shared by every earshot container (besides the ConfigMap). */}}
 {{- define "earshot.secretEnv" -}}
 {{- with .Values.models.hfTokenSecret.name }}
+{{- if $.Values.models.hfTokenSecret.mountAsFile }}
+- name: HF_TOKEN_PATH
+  value: /var/run/secrets/earshot/hf/token
+{{- else }}
 - name: HF_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ . }}
       key: {{ $.Values.models.hfTokenSecret.key }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -226,6 +231,17 @@ loads no model: (dict "root" $ "cpuOnly" false). */}}
 {{- define "earshot.volumes" -}}
 - name: tmp
   emptyDir: {}
+{{- with .root.Values.models.hfTokenSecret }}
+{{- if and .name .mountAsFile }}
+- name: hf-token
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key }}
+        path: token
+{{- end }}
+{{- end }}
 {{- if not .cpuOnly }}
 - name: model-cache
 {{- if .root.Values.models.cache.existingClaim }}
@@ -241,6 +257,13 @@ loads no model: (dict "root" $ "cpuOnly" false). */}}
 {{- define "earshot.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- with .root.Values.models.hfTokenSecret }}
+{{- if and .name .mountAsFile }}
+- name: hf-token
+  mountPath: /var/run/secrets/earshot/hf
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- if not .cpuOnly }}
 - name: model-cache
   mountPath: {{ .root.Values.models.cache.mountPath }}

@@ -1,6 +1,7 @@
 //! The summarizer's engine: quantized GGUF LLMs on candle, decoded in
 //! continuous batches.
 //!
+//! - [`gguf`]: the GGUF header reader (bounded; candle's panics on some files);
 //! - [`config`]: hyper-parameters and the family switches (Llama, Qwen 2/3,
 //!   Gemma 3) from the GGUF header;
 //! - [`model`]: one forward pass over many sequences, each with its own KV cache;
@@ -14,6 +15,7 @@
 mod attn;
 pub mod config;
 pub mod engine;
+pub mod gguf;
 pub mod model;
 pub mod sampling;
 pub mod summarize;
@@ -22,7 +24,6 @@ pub mod tokenizer;
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 pub use config::{Arch, LlmConfig};
@@ -75,8 +76,9 @@ impl Llm {
     ) -> Result<Self, InferenceError> {
         let mut file = std::fs::File::open(path)
             .map_err(|e| InferenceError::Model(format!("{}: {e}", path.display())))?;
-        let ct = gguf_file::Content::read(&mut file).map_err(|e| {
-            InferenceError::Model(format!("{}: not a readable GGUF file: {e}", path.display()))
+        let ct = gguf::read_content(&mut file).map_err(|e| match e {
+            InferenceError::Model(m) => InferenceError::Model(format!("{}: {m}", path.display())),
+            other => other,
         })?;
         let model = LlmModel::from_gguf(&ct, &mut file, device)?;
         let tokenizer = LlmTokenizer::from_gguf(&ct, tokenizer_json)?;

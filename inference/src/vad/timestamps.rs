@@ -13,7 +13,7 @@ use super::VadError;
 /// (`VadOptions()`: the sequential pipeline's `vad_filter=True`).
 /// Deserializes from faster-whisper's `vad_parameters` JSON (missing
 /// fields take these defaults; unknown fields are refused).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadOptions {
     /// A window with probability ≥ `threshold` is speech.
@@ -24,6 +24,8 @@ pub struct VadOptions {
     /// Speech spans this short or shorter are dropped.
     pub min_speech_duration_ms: u32,
     /// Longer spans are cut at the last silence over 98 ms, or hard-cut.
+    /// JSON `null` (or absent) is no limit.
+    #[serde(with = "infinite_as_null")]
     pub max_speech_duration_s: f64,
     /// Silence needed to end a span.
     pub min_silence_duration_ms: u32,
@@ -80,6 +82,24 @@ impl VadOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// `f64::INFINITY` as JSON `null`, which is what "no limit" reads as, and
+/// which JSON can carry (it has no infinity).
+mod infinite_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_infinite() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
     }
 }
 

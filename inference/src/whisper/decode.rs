@@ -22,10 +22,12 @@ use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::model::WhisperModel;
+use super::pipeline::Pipeline;
 use super::timing;
 use super::tokenizer::WhisperTokenizer;
 use crate::error::InferenceError;
 use crate::mel::{LogMel, MelExtractor, HOP_LENGTH, N_FRAMES};
+use crate::vad::{SileroVad, VadOptions};
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
@@ -85,6 +87,20 @@ pub struct TranscribeOptions {
     /// With word timestamps: skip silent stretches longer than this many
     /// seconds around segments that look hallucinated.
     pub hallucination_silence_threshold: Option<f32>,
+    /// Transcribe only the speech Silero VAD finds (faster-whisper's
+    /// `vad_filter`); times stay on the original timeline. The batched
+    /// pipeline always does.
+    pub vad: bool,
+    /// VAD post-processing; `None`: faster-whisper's defaults for the
+    /// pipeline ([`VadOptions::default`], or [`VadOptions::batched`]).
+    pub vad_parameters: Option<VadOptions>,
+    /// How long recordings are cut and decoded (see [`super::pipeline`]).
+    pub pipeline: Pipeline,
+    /// With the batched pipeline: decode timestamp tokens too, for
+    /// segments inside each window. Off by default, as in faster-whisper:
+    /// each window is one pass without them (segments then follow the
+    /// speech spans when word timestamps are on, else the windows).
+    pub batched_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -111,6 +127,10 @@ impl Default for TranscribeOptions {
             prepend_punctuations: "\"'“¿([{-".into(),
             append_punctuations: "\"'.。,，!！?？:：”)]}、".into(),
             hallucination_silence_threshold: None,
+            vad: false,
+            vad_parameters: None,
+            pipeline: Pipeline::Sequential,
+            batched_timestamps: false,
         }
     }
 }
@@ -392,6 +412,9 @@ pub struct Whisper {
     /// `(decoder layer, head)` pairs whose cross-attention word timing
     /// aligns on.
     pub alignment_heads: Vec<(usize, usize)>,
+    /// Silero VAD, for `vad` and the batched pipeline; `None` when its
+    /// file was not found (those options then fail with a clear error).
+    pub vad: Option<Arc<SileroVad>>,
 }
 
 struct Job {
@@ -417,6 +440,9 @@ impl Whisper {
         opts: &TranscribeOptions,
         progress: Option<Progress<'_>>,
     ) -> Vec<Result<Transcript>> {
+        if opts.vad || opts.pipeline == Pipeline::Batched {
+            return self.transcribe_speech(inputs, opts, progress);
+        }
         let mut results: Vec<Option<Result<Transcript>>> =
             (0..inputs.len()).map(|_| None).collect();
         let lang_fixed = match &opts.language {

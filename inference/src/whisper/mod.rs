@@ -6,6 +6,7 @@ pub mod decode;
 pub mod format;
 pub mod gelu;
 pub mod model;
+pub mod pipeline;
 pub mod timing;
 pub mod tokenizer;
 
@@ -15,6 +16,7 @@ use candle_core::Device;
 
 pub use decode::{Segment, Task, TranscribeOptions, Transcript, Whisper, Word};
 pub use model::WhisperModel;
+pub use pipeline::Pipeline;
 pub use tokenizer::WhisperTokenizer;
 
 use crate::device::ComputeType;
@@ -49,6 +51,15 @@ impl Whisper {
             // f32 gemm.
             whisper.model.quantize_int8(false)?;
         }
+        // Silero VAD rides along when installed: it is small (1.2 MB,
+        // loaded in milliseconds), and `vad` / the batched pipeline need it.
+        match earshot_models::resolve_silero_vad() {
+            Ok(path) => match crate::vad::SileroVad::load(&path) {
+                Ok(v) => whisper.vad = Some(std::sync::Arc::new(v)),
+                Err(e) => tracing::warn!(error = %e, "Silero VAD not usable; vad is off"),
+            },
+            Err(e) => tracing::debug!(error = %e, "no Silero VAD model; vad is off"),
+        }
         tracing::info!(
             model = %resolved.name,
             dir = %resolved.dir.display(),
@@ -61,6 +72,12 @@ impl Whisper {
     }
 
     /// Build from imported tensors and a `tokenizer.json`.
+    /// Use this VAD for `vad` and the batched pipeline.
+    pub fn with_vad(mut self, vad: crate::vad::SileroVad) -> Self {
+        self.vad = Some(std::sync::Arc::new(vad));
+        self
+    }
+
     pub fn from_parts(
         name: &str,
         imported: earshot_models::ImportedWhisper,
@@ -116,6 +133,7 @@ impl Whisper {
             config_suppress,
             name: name.to_string(),
             alignment_heads,
+            vad: None,
         })
     }
 }

@@ -209,6 +209,11 @@ impl EncoderBlock {
         let d = x.dim(D::Minus1)?;
         let h = self.ln1.forward(x)?;
         let qkv = self.qkv.forward(&h)?;
+        if let Some(a) = super::attn::encoder_attention(&qkv, self.n_head)? {
+            let x = (x + self.out.forward(&a)?)?;
+            let h = gelu_erf(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
+            return Ok((x + self.fc2.forward(&h)?)?);
+        }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, d)?, self.n_head)?;
         let k = split_heads(&qkv.narrow(D::Minus1, d, d)?, self.n_head)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * d, d)?, self.n_head)?;
