@@ -3,8 +3,10 @@
 //!
 //! Why not candle's own `Content::read`: fuzzing it (`fuzz/`, target `gguf`)
 //! found hostile headers that panic inside it rather than return an error:
-//! `general.alignment = 0` divides by zero, and tensor dimensions whose
-//! product overflows `usize` panic when the tensor is read. A model file is
+//! `general.alignment = 0` divides by zero, tensor dimensions whose
+//! product overflows `usize` panic when the tensor is read, and a tensor
+//! with a zero dimension makes candle build a misaligned slice (undefined
+//! behaviour, caught by the debug precondition checks). A model file is
 //! untrusted input (a user names any path or Hugging Face repo), so the
 //! header is read here, where every count, length, dimension and offset is
 //! checked against the file before it is used, and the result is handed to
@@ -133,6 +135,11 @@ pub fn read_content<R: Read + Seek>(file: &mut R) -> Result<Content, InferenceEr
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| bad(format!("tensor {name:?}: {dims:?} elements overflow")))?;
+        // No model has an empty tensor, and candle's loader would build a
+        // misaligned slice from the empty buffer (undefined behaviour).
+        if elems == 0 {
+            return Err(bad(format!("tensor {name:?} has no elements ({dims:?})")));
+        }
         let block = dtype.block_size();
         if elems % block != 0 {
             return Err(bad(format!(

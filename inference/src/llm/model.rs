@@ -199,6 +199,16 @@ impl LlmModel {
             };
             (Embedding::Q(embed), output)
         };
+        // Every layer holds several tensors: a block count beyond the file's
+        // tensor count is a lie, and must not size an allocation (found by
+        // fuzzing: block_count = 2^32 - 1 asked for 567 GB here).
+        if cfg.n_layer > ct.tensor_infos.len() {
+            return Err(InferenceError::Model(format!(
+                "block_count {} but the GGUF holds only {} tensors",
+                cfg.n_layer,
+                ct.tensor_infos.len()
+            )));
+        }
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for il in 0..cfg.n_layer {
             let p = format!("blk.{il}");
