@@ -48,6 +48,17 @@ impl Probes {
             .context("metrics buckets")?
             .install_recorder()
             .context("installing the metrics recorder")?;
+        // Histogram samples wait in a queue until upkeep folds them into the
+        // buckets; rendering does that too, but a server nobody scrapes
+        // would grow without bound (found by scripts/soak).
+        let upkeep = metrics.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .context("starting the metrics upkeep thread")?;
         let loaded = batchers.iter().flat_map(|b| b.info.load_seconds.iter());
         for (model, secs) in loaded {
             metrics::gauge!("earshot_model_load_seconds", "model" => model.clone()).set(*secs);

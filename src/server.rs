@@ -407,7 +407,7 @@ async fn track(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         // Unmatched paths share one label: no cardinality from scanners.
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let t = Instant::now();
     metrics::gauge!("earshot_http_requests_in_flight").increment(1.0);
     let resp = next.run(req).await;
@@ -417,6 +417,23 @@ async fn track(req: Request, next: Next) -> Response {
     metrics::histogram!("earshot_http_request_duration_seconds", "route" => route)
         .record(t.elapsed().as_secs_f64());
     resp
+}
+
+/// The `method` label: the standard methods by name, anything else (any
+/// token is a valid HTTP method) as "other", so that a client inventing
+/// methods cannot grow the metric set (found by scripts/soak).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 async fn openapi() -> Response {

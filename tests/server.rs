@@ -76,6 +76,35 @@ fn the_openai_client_works_against_every_endpoint() {
         );
     }
 
+    // Invented methods (valid HTTP tokens) share one label: a client cannot
+    // grow the metric set.
+    for m in ["BREW", "FROB1", "FROB2"] {
+        let st = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-X",
+                m,
+                &format!("{}/health", server.base),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "curl -X {m}");
+    }
+    let text = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", server.base)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("method=\"other\""),
+        "no method=\"other\" in /metrics"
+    );
+    for m in ["BREW", "FROB1", "FROB2"] {
+        assert!(!text.contains(m), "{m} became a metric label");
+    }
+
     // Then the metrics, through a real Prometheus text parser.
     let names = run_py(&[
         &script("metrics_parse.py"),

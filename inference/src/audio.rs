@@ -179,11 +179,11 @@ fn decode_source(
     limits: DecodeLimits,
 ) -> Result<DecodedAudio, AudioError> {
     // Opus in Ogg and Matroska/WebM is read here (symphonia has no Opus
-    // decoder); Vorbis, FLAC... in Ogg go on to symphonia, other codecs in
-    // Matroska are refused (see `probe()`).
+    // decoder); Vorbis, FLAC, AAC... in those containers go on to symphonia.
     let mut magic = [0u8; 9];
     let n = read_up_to(&mut *source, &mut magic).map_err(|e| AudioError::Corrupt(e.to_string()))?;
     let magic = &magic[..n];
+    let mut with_mkv = false;
     let rewind = |s: &mut Box<dyn MediaSource>| {
         s.seek(SeekFrom::Start(0))
             .map(|_| ())
@@ -209,11 +209,12 @@ fn decode_source(
         if let Some(d) = matroska::decode(&mut *source, limits)? {
             return Ok(d);
         }
-        // Not handed to symphonia: see `probe()`.
-        return Err(AudioError::UnsupportedCodec {
-            codec: "non-Opus audio in Matroska/WebM (only Opus is read from these containers)"
-                .into(),
-        });
+        // Other codecs go to symphonia's Matroska reader, once every element
+        // is known to fit in the file (see `probe()`).
+        rewind(&mut source)?;
+        ebml_fits(&mut *source)?;
+        rewind(&mut source)?;
+        with_mkv = true;
     } else if magic.starts_with(b"#!AMR") {
         // AMR-NB/WB storage format (RFC 4867 §5): no maintained Rust
         // decoder was found; see the README.
@@ -222,6 +223,8 @@ fn decode_source(
             codec: if wb { "amr-wb" } else { "amr" }.into(),
         });
     }
+    flac_metadata_fits(&mut *source)?;
+    rewind(&mut source)?;
     // symphonia 0.5's MP4 reader parses edit lists but does not apply them, so
     // AAC's encoder priming (1024 samples from most encoders) would shift
     // all audio late by ~23 ms at 44.1 kHz, and the frame padding would
@@ -242,7 +245,7 @@ fn decode_source(
         hint.with_extension(ext);
     }
     let probed = guarded("container reader", || {
-        probe().format(
+        probe(with_mkv).format(
             &hint,
             mss,
             &FormatOptions {
@@ -424,21 +427,22 @@ fn wav_header_rate(head: &[u8]) -> Option<u32> {
     None
 }
 
-/// symphonia's container readers, less its Matroska one.
+/// symphonia's container readers; its Matroska one only on request.
 ///
 /// Fuzzing (`fuzz/`, target `audio`) found that symphonia 0.5's Matroska
 /// reader allocates whatever size an element claims before reading it: a
 /// 3 KB upload asked for 3 TB, and a failed allocation aborts the whole
 /// process (server or worker), which `guarded` cannot catch. Its probe also
 /// scans past the start of a stream, so any bytes holding the EBML magic
-/// reached it (a RIFF header with a Matroska body did). Matroska and WebM
-/// are read by `matroska.rs` alone, which bounds every element by the file
-/// and 16 MiB; their Opus tracks are decoded, other codecs refused.
-fn probe() -> &'static symphonia::core::probe::Probe {
-    static PROBE: std::sync::OnceLock<symphonia::core::probe::Probe> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| {
+/// reached it (a RIFF header with a Matroska body did). So that reader is
+/// only used for files that start as Matroska and pass [`ebml_fits`].
+fn probe(with_mkv: bool) -> &'static symphonia::core::probe::Probe {
+    use symphonia::core::probe::Probe;
+    static PROBES: [std::sync::OnceLock<Probe>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    PROBES[with_mkv as usize].get_or_init(|| {
         use symphonia::default::formats::*;
-        let mut p = symphonia::core::probe::Probe::default();
+        let mut p = Probe::default();
         p.register_all::<AdtsReader>();
         p.register_all::<CafReader>();
         p.register_all::<FlacReader>();
@@ -447,9 +451,227 @@ fn probe() -> &'static symphonia::core::probe::Probe {
         p.register_all::<AiffReader>();
         p.register_all::<WavReader>();
         p.register_all::<OggReader>();
+        if with_mkv {
+            p.register_all::<MkvReader>();
+        }
         p.register_all::<symphonia_metadata::id3v2::Id3v2Reader>();
         p
     })
+}
+
+/// Matroska master elements (RFC 9559) whose children symphonia reads.
+const EBML_MASTERS: &[u32] = &[
+    0x1A45_DFA3, // EBML header
+    0x1853_8067, // Segment
+    0x114D_9B74, // SeekHead
+    0x4DBB,      // Seek
+    0x1549_A966, // Info
+    0x1654_AE6B, // Tracks
+    0xAE,        // TrackEntry
+    0xE0,        // Video
+    0xE1,        // Audio
+    0x6D80,      // ContentEncodings
+    0x6240,      // ContentEncoding
+    0x1F43_B675, // Cluster
+    0xA0,        // BlockGroup
+    0x1C53_BB6B, // Cues
+    0xBB,        // CuePoint
+    0xB7,        // CueTrackPositions
+    0x1254_C367, // Tags
+    0x7373,      // Tag
+    0x63C0,      // Targets
+    0x67C8,      // SimpleTag
+    0x1043_A770, // Chapters
+    0x45B9,      // EditionEntry
+    0xB6,        // ChapterAtom
+    0x80,        // ChapterDisplay
+    0x1941_A469, // Attachments
+    0x61A7,      // AttachedFile
+];
+
+/// How far past the end of a file an element may claim to run: a cut
+/// upload's last cluster does, and symphonia still decodes what is there.
+const EBML_CUT_SLACK: u64 = 16 << 20;
+
+/// Checks that every element of a Matroska file (outside Opus tracks,
+/// which `matroska.rs` reads itself) fits in its parent and the file, so
+/// that symphonia's reader, which allocates each element's claimed size,
+/// allocates at most the file's size (plus [`EBML_CUT_SLACK`]).
+fn ebml_fits<R: Read + Seek + ?Sized>(r: &mut R) -> Result<(), AudioError> {
+    let len = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| AudioError::Corrupt(e.to_string()))?;
+    let mut elements = 0usize;
+    ebml_walk(
+        r,
+        0,
+        len.saturating_add(EBML_CUT_SLACK),
+        len,
+        0,
+        &mut elements,
+    )
+}
+
+fn ebml_walk<R: Read + Seek + ?Sized>(
+    r: &mut R,
+    mut pos: u64,
+    end: u64,
+    file_len: u64,
+    depth: usize,
+    elements: &mut usize,
+) -> Result<(), AudioError> {
+    let bad = |m: String| AudioError::Corrupt(format!("Matroska: {m}"));
+    if depth > 16 {
+        return Err(bad("elements nested over 16 deep".into()));
+    }
+    // Elements are read from the file's bytes: past its end nothing is left.
+    while pos < end.min(file_len) {
+        *elements += 1;
+        if *elements > 4_000_000 {
+            return Err(bad("over 4 million elements".into()));
+        }
+        let mut head = [0u8; 12];
+        r.seek(SeekFrom::Start(pos))
+            .map_err(|e| AudioError::Corrupt(e.to_string()))?;
+        let n = read_up_to(r, &mut head).map_err(|e| AudioError::Corrupt(e.to_string()))?;
+        let head = &head[..n];
+        // IDs keep their marker bit and take up to 4 bytes; sizes up to 8.
+        let Some(&first) = head.first() else { break };
+        let id_len = first.leading_zeros() as usize + 1;
+        if id_len > 4 || head.len() < id_len + 1 {
+            // A cut or junk tail: nothing for symphonia to size from.
+            break;
+        }
+        let id = head[..id_len]
+            .iter()
+            .fold(0u32, |a, &b| (a << 8) | b as u32);
+        let size_first = head[id_len];
+        if size_first == 0 {
+            return Err(bad(format!(
+                "element {id:#x} has a size wider than 8 bytes"
+            )));
+        }
+        let size_len = size_first.leading_zeros() as usize + 1;
+        if head.len() < id_len + size_len {
+            break;
+        }
+        let mut size = (size_first as u64) & (0xFF >> size_len);
+        let mut unknown = size == (0xFF >> size_len);
+        for &b in &head[id_len + 1..id_len + size_len] {
+            size = (size << 8) | b as u64;
+            unknown &= b == 0xFF;
+        }
+        let body = pos + (id_len + size_len) as u64;
+        if unknown {
+            // Unknown size (live recordings' Segment and Clusters): it runs
+            // to its parent's end; read its children in line.
+            pos = body;
+            continue;
+        }
+        let elem_end = body
+            .checked_add(size)
+            .filter(|&e| e <= end)
+            .ok_or_else(|| {
+                bad(format!(
+                    "element {id:#x} of {size} bytes at byte {pos} runs past its parent"
+                ))
+            })?;
+        if EBML_MASTERS.contains(&id) {
+            ebml_walk(r, body, elem_end, file_len, depth + 1, elements)?;
+        }
+        pos = elem_end;
+    }
+    Ok(())
+}
+
+/// Checks the FLAC metadata symphonia would read: wherever its probe could
+/// find a `fLaC` marker (it scans the first MiB), every length inside a
+/// VORBIS_COMMENT or PICTURE block must fit in that block.
+///
+/// Fuzzing found symphonia-metadata 0.5 allocating those lengths before
+/// reading them (a 2.5 KB input asked for 4 GB for a picture's MIME type).
+fn flac_metadata_fits<R: Read + Seek + ?Sized>(r: &mut R) -> Result<(), AudioError> {
+    const PROBE_WINDOW: usize = 1 << 20;
+    let io = |e: std::io::Error| AudioError::Corrupt(e.to_string());
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut window = vec![0u8; PROBE_WINDOW + 3];
+    let n = read_up_to(r, &mut window).map_err(io)?;
+    window.truncate(n);
+    let starts: Vec<u64> = window
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == b"fLaC")
+        .map(|(i, _)| i as u64 + 4)
+        // symphonia's probe takes the first marker it finds; the first few
+        // are all that can matter.
+        .take(64)
+        .collect();
+    // Bounds the work on a file full of markers: 64 MiB examined at most.
+    let mut budget: usize = 64 << 20;
+    for mut pos in starts {
+        for _ in 0..128 {
+            let mut head = [0u8; 4];
+            r.seek(SeekFrom::Start(pos)).map_err(io)?;
+            if read_up_to(r, &mut head).map_err(io)? < 4 {
+                break;
+            }
+            let kind = head[0] & 0x7F;
+            let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+            if kind == 4 || kind == 6 {
+                budget = budget.checked_sub(len.max(4)).ok_or_else(|| {
+                    AudioError::Corrupt("FLAC metadata: too many blocks to check".into())
+                })?;
+                let mut block = vec![0u8; len];
+                let got = read_up_to(r, &mut block).map_err(io)?;
+                block.truncate(got);
+                if !flac_block_fits(kind, &block) {
+                    return Err(AudioError::Corrupt(format!(
+                        "FLAC metadata block (type {kind}) holds a length past its end"
+                    )));
+                }
+            }
+            if head[0] & 0x80 != 0 {
+                break;
+            }
+            pos += 4 + len as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the lengths inside a VORBIS_COMMENT (4) or PICTURE (6) block
+/// stay inside it.
+fn flac_block_fits(kind: u8, b: &[u8]) -> bool {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = b.get(at..at.checked_add(n)?)?;
+        at += n;
+        Some(s)
+    };
+    let ok = (|| -> Option<()> {
+        if kind == 4 {
+            let le = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
+            let vendor = le(take(4)?);
+            take(vendor)?;
+            let count = le(take(4)?);
+            for _ in 0..count {
+                let n = le(take(4)?);
+                take(n)?;
+            }
+        } else {
+            let be = |s: &[u8]| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize;
+            take(4)?; // picture type
+            let mime = be(take(4)?);
+            take(mime)?;
+            let desc = be(take(4)?);
+            take(desc)?;
+            take(16)?; // width, height, depth, colours
+            let data = be(take(4)?);
+            take(data)?;
+        }
+        Some(())
+    })();
+    ok.is_some()
 }
 
 /// Reads up to `buf.len()` bytes; fewer only at the end of the source.
