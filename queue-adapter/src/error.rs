@@ -74,6 +74,7 @@ impl QueueError {
         }
     }
 
+    #[cfg_attr(not(feature = "queues"), allow(dead_code))]
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         QueueError::Io {
             context: context.into(),
@@ -81,6 +82,7 @@ impl QueueError {
         }
     }
 
+    #[cfg_attr(not(feature = "queues"), allow(dead_code))]
     pub(crate) fn service(
         service: &'static str,
         op: &'static str,

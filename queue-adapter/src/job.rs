@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QueueError, Result};
-use crate::store::Location;
+use crate::location::Location;
 
 /// The only schema version this worker understands.
 pub const JOB_SCHEMA_VERSION: u32 = 1;

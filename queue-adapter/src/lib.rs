@@ -6,25 +6,40 @@
 //!   [`local::LocalQueue`].
 //! - [`store`]: inputs and results in S3 or on local disk.
 //!
+//! The feature `queues` (on by default) brings the queues and stores;
+//! without it only the job contract ([`job`], [`location`], [`error`])
+//! is built, with no AWS SDK (the fuzz targets use that).
+//!
 //! The worker loop itself lives in the `earshot` binary, next to the
 //! engines it feeds; this crate knows nothing about models.
 
 pub mod error;
 pub mod job;
+#[cfg(feature = "queues")]
 pub mod local;
+pub mod location;
+#[cfg(feature = "queues")]
 pub mod queue;
+#[cfg(feature = "queues")]
 pub mod sqs;
+#[cfg(feature = "queues")]
 pub mod store;
+#[cfg(feature = "queues")]
 #[doc(hidden)]
 pub mod testing;
 
+#[cfg(feature = "queues")]
 use std::sync::Arc;
 
 pub use error::QueueError;
 pub use job::{Job, JobOptions, JobStatus, ResultRecord, TaskKind};
+pub use location::Location;
+#[cfg(feature = "queues")]
 pub use queue::{Delivery, JobQueue, QueueDepth};
-pub use store::{Location, S3Settings, Store};
+#[cfg(feature = "queues")]
+pub use store::{S3Settings, Store};
 
+#[cfg(feature = "queues")]
 /// The shared AWS configuration, from the standard environment and
 /// profile chain (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, IRSA).
 pub async fn aws_config() -> aws_config::SdkConfig {
@@ -33,15 +48,18 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+#[cfg(feature = "queues")]
 /// Seconds one SQS or S3 call attempt may take before it is abandoned
 /// (and retried by the SDK, then by the worker): `EARSHOT_AWS_TIMEOUT`,
 /// default [`DEFAULT_AWS_TIMEOUT_S`].
 pub const AWS_TIMEOUT_ENV: &str = "EARSHOT_AWS_TIMEOUT";
+#[cfg(feature = "queues")]
 /// Above SQS's longest long poll (20 s) with room to spare; an S3 upload
 /// of a result record takes milli-seconds. Raise it for `submit` of very
 /// large files over slow links (the upload is one attempt).
 pub const DEFAULT_AWS_TIMEOUT_S: f64 = 60.0;
 
+#[cfg(feature = "queues")]
 /// The timeouts of the SQS and S3 clients. The SDK's default has only a
 /// connect timeout, so a server that accepts a connection and never
 /// answers (a half-open connection, a stuck proxy) would hold a worker's
@@ -84,6 +102,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(feature = "queues")]
 /// Which queue to use.
 #[derive(Debug, Clone)]
 pub enum QueueSpec {
@@ -96,6 +115,7 @@ pub enum QueueSpec {
     },
 }
 
+#[cfg(feature = "queues")]
 /// Opens the queue a spec names.
 pub async fn open_queue(spec: &QueueSpec) -> Result<Arc<dyn JobQueue>, QueueError> {
     Ok(match spec {
