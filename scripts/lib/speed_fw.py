@@ -14,6 +14,7 @@ CTranslate2 model folder earshot reads; 2 threads each.
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -83,8 +84,15 @@ def main():
         for name, extra in es_configs:
             out = os.path.join(a.out_dir, f"{label}-es-{name.replace(' ', '_')}")
             os.makedirs(out, exist_ok=True)
-            cmd = [a.earshot_bin, "transcribe", path, "--model", a.model, "--format", "text",
-                   "--output", out, "--no-progress"] + extra.split()
+            # Leading KEY=VALUE words set environment variables for that
+            # configuration only (env(1) execs earshot: same process, same RSS).
+            words = extra.split()
+            env_words = []
+            while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
+                env_words.append(words.pop(0))
+            cmd = (["env"] + env_words if env_words else []) + [
+                a.earshot_bin, "transcribe", path, "--model", a.model, "--format", "text",
+                "--output", out, "--no-progress"] + words
             stem = os.path.splitext(os.path.basename(path))[0]
             configs.append((f"earshot {name}", cmd, os.path.join(out, stem + ".txt")))
         for name, mode, ct in fw_configs:

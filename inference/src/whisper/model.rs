@@ -185,7 +185,7 @@ impl Proj {
                 .to_vec1::<f32>()?;
             if let Some(q) = Q8Matrix::quantize(&v, n, k) {
                 *self = Proj::Q8 {
-                    w: Arc::new(q),
+                    w: Arc::new(q.on_rayon()),
                     bias: l.bias().cloned(),
                 };
             }
@@ -700,7 +700,7 @@ impl WhisperModel {
         let e = self.tok_emb.embeddings();
         let (n, k) = e.dims2()?;
         let v = e.flatten_all()?.to_vec1::<f32>()?;
-        self.logits_q8 = Q8Matrix::quantize(&v, n, k).map(Arc::new);
+        self.logits_q8 = Q8Matrix::quantize(&v, n, k).map(|q| Arc::new(q.on_rayon()));
         Ok(())
     }
 
