@@ -92,11 +92,7 @@ fn the_openai_client_works_against_every_endpoint() {
             .unwrap();
         assert!(st.success(), "curl -X {m}");
     }
-    let text = Command::new("curl")
-        .args(["-sf", &format!("{}/metrics", server.base)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = metrics_text(&server.base);
     assert!(
         text.contains("method=\"other\""),
         "no method=\"other\" in /metrics"
@@ -214,11 +210,7 @@ fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The worker's numbers are in the same /metrics.
-    let out = Command::new("curl")
-        .args(["-sf", &format!("{}/metrics", server.base)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = metrics_text(&server.base);
     assert!(
         text.lines()
             .any(|l| l == "earshot_worker_jobs_total{status=\"succeeded\"} 1"),
@@ -240,6 +232,15 @@ fn serve_runs_the_queue_worker_on_the_same_batchers_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
+}
+
+/// The server's `/metrics` text (empty when it does not answer).
+fn metrics_text(base: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{base}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// POSTs a file to /v1/audio/transcriptions with curl; returns (status, body).
@@ -267,11 +268,7 @@ fn sigterm_drains_in_flight_requests_and_slow_ones_time_out() {
     // is the other one in flight).
     let t0 = std::time::Instant::now();
     loop {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("{}/metrics", server.base)])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = metrics_text(&server.base);
         if text
             .lines()
             .any(|l| l == "earshot_http_requests_in_flight 2")
