@@ -316,6 +316,7 @@ impl Managed {
         size: u64,
         language: Option<&str>,
         duration_s: f64,
+        max_speakers: Option<usize>,
     ) -> Result<ManagedSpeech, ManagedError> {
         let t = self.transcribe.as_ref().ok_or_else(|| {
             ManagedError::BadOption("Amazon Transcribe is not configured in this worker".into())
@@ -334,6 +335,7 @@ impl Managed {
                 language: language.map(str::to_owned),
                 duration_seconds: Some(duration_s),
                 bytes: Some(size),
+                max_speakers,
             })
             .await?;
         tracing::info!(

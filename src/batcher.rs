@@ -101,6 +101,8 @@ pub struct SpeechJob {
     pub word_timestamps: bool,
     /// Transcribe only the speech (Silero VAD).
     pub vad: bool,
+    /// Label speakers (needs `word_timestamps`; the engine turns it on).
+    pub diarize: Option<earshot_diarize::pipeline::DiarizeOptions>,
 }
 
 /// One summary.
@@ -508,6 +510,7 @@ fn speech_loop(
                 temperature: q.req.temperature,
                 word_timestamps: q.req.word_timestamps,
                 vad: q.req.vad,
+                diarize: q.req.diarize.as_ref(),
             })
             .collect();
         let results = guarded(n, "speech", || engine.transcribe_many(&reqs));

@@ -447,6 +447,7 @@ fn transcribe(
             temperature: 0.0,
             word_timestamps: false,
             vad: false,
+            diarize: None,
         })
         .collect();
     let t = Instant::now();

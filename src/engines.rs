@@ -14,7 +14,9 @@ use earshot_inference::llm::summarize::{summarize_many, Summary};
 use earshot_inference::llm::Llm;
 use earshot_inference::whisper::{Pipeline, TranscribeOptions, Transcript, Whisper};
 
+use crate::diarization::{label_transcript, LazyDiarizer};
 use crate::summarize::LlmArgs;
+use earshot_diarize::pipeline::DiarizeOptions;
 
 /// One transcription request inside a batch.
 pub struct SpeechRequest<'a> {
@@ -30,6 +32,9 @@ pub struct SpeechRequest<'a> {
     /// Transcribe only the speech Silero VAD finds (implied by the
     /// batched pipeline).
     pub vad: bool,
+    /// Label speakers on words and segments (word timings are turned on
+    /// for it).
+    pub diarize: Option<&'a DiarizeOptions>,
 }
 
 /// One summarization request inside a batch.
@@ -130,6 +135,8 @@ pub struct SpeechEngine {
     pub max_batch: usize,
     /// How recordings are cut and decoded.
     pub pipeline: Pipeline,
+    /// The diarization networks, loaded by the first request that asks.
+    diarizer: LazyDiarizer,
 }
 
 /// The LLM and its settings.
@@ -177,6 +184,7 @@ impl Engines {
                 whisper,
                 max_batch: max_batch.max(1),
                 pipeline: Pipeline::default(),
+                diarizer: LazyDiarizer::new(dev.clone()),
             },
             llm,
             load_seconds,
@@ -225,7 +233,7 @@ impl SpeechEngine {
                         r.language,
                         r.prompt,
                         r.temperature.to_bits(),
-                        r.word_timestamps,
+                        r.word_timestamps || r.diarize.is_some(),
                         r.vad,
                     ))
                     .or_default()
@@ -255,11 +263,34 @@ impl SpeechEngine {
                 out[i] = Some(r);
             }
         }
+        for (r, slot) in reqs.iter().zip(out.iter_mut()) {
+            if let (Some(o), Some(Ok(t))) = (r.diarize, slot.as_mut()) {
+                if let Err(e) = self.label_speakers(t, r.samples, o) {
+                    *slot = Some(Err(e));
+                }
+            }
+        }
         out.into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| Err(InferenceError::Model("no transcript produced".into())))
             })
             .collect()
+    }
+
+    /// Diarizes `samples` and labels `t`'s words and segments.
+    fn label_speakers(
+        &self,
+        t: &mut Transcript,
+        samples: &[f32],
+        opts: &DiarizeOptions,
+    ) -> Result<(), InferenceError> {
+        let d = self.diarizer.get().map_err(InferenceError::Model)?;
+        let turns = d.turns(samples, opts).map_err(|e| match e {
+            earshot_diarize::DiarizeError::Options(m) => InferenceError::BadOption(m),
+            e => InferenceError::Model(format!("diarization: {e}")),
+        })?;
+        label_transcript(t, &turns);
+        Ok(())
     }
 }
 

@@ -13,17 +13,24 @@
 //! word-level caption cues; [`needs_words`] says when a request implies
 //! `word_timestamps`, which the CLI, the worker and the server then turn on
 //! by themselves.
+//!
+//! Speakers: the conversions carry `speaker` on segments and words both
+//! ways, so a diarized transcript shows its speakers in every format
+//! (see [`earshot_inference::whisper::format`] and
+//! [`transcribe_json::write`]); `rttm` is rendered here rather than by
+//! [`render_with`] because its file id is the job's name.
 
 use std::collections::BTreeMap;
 
-use earshot_inference::whisper::format::{render_with, OutputFormat, RenderOptions};
+use earshot_inference::whisper::format::{render_rttm, render_with, OutputFormat, RenderOptions};
 use earshot_inference::whisper::{Segment, Transcript, Word};
 use earshot_managed::transcribe_json;
 use earshot_queue_adapter::job::{SegmentRecord, TranscriptRecord, WordRecord};
 use thiserror::Error;
 
 /// Every format name, for messages.
-pub const FORMAT_NAMES: &str = "text, json, verbose_json, srt, vtt, transcribe";
+pub const FORMAT_NAMES: &str =
+    "text, json, verbose_json, srt, vtt, rttm, diarized_json, transcribe";
 
 /// A format name no writer knows.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -33,7 +40,8 @@ pub struct UnknownFormat(pub String);
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `text`, `json`, `verbose_json`, `srt`, `vtt`.
+    /// `text`, `json`, `verbose_json`, `srt`, `vtt`, `rttm`,
+    /// `diarized_json`.
     Whisper(OutputFormat),
     /// Amazon Transcribe's batch output JSON.
     Transcribe,
@@ -63,7 +71,9 @@ impl Format {
     /// HTTP `Content-Type`.
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Whisper(OutputFormat::Json | OutputFormat::VerboseJson)
+            Format::Whisper(
+                OutputFormat::Json | OutputFormat::VerboseJson | OutputFormat::DiarizedJson,
+            )
             | Format::Transcribe => "application/json",
             Format::Whisper(OutputFormat::Vtt) => "text/vtt; charset=utf-8",
             Format::Whisper(_) => "text/plain; charset=utf-8",
@@ -85,9 +95,11 @@ pub fn needs_words(formats: &[Format], opts: &RenderOptions) -> bool {
 }
 
 /// Renders a local transcript. `job_name` is Transcribe's `jobName` (made
-/// acceptable by [`transcribe_json::job_name`]; other formats ignore it).
+/// acceptable by [`transcribe_json::job_name`]) and RTTM's file id (its
+/// spaces made `_`, `audio` when empty); other formats ignore it.
 pub fn render(t: &Transcript, format: Format, job_name: &str, opts: &RenderOptions) -> String {
     match format {
+        Format::Whisper(OutputFormat::Rttm) => render_rttm(t, job_name),
         Format::Whisper(f) => render_with(t, f, opts),
         Format::Transcribe => render_transcribe(job_name, &transcript_record(t, String::new())),
     }
@@ -113,6 +125,7 @@ pub fn render_formats(
         .iter()
         .filter_map(|name| {
             let body = match name.parse::<Format>().ok()? {
+                Format::Whisper(OutputFormat::Rttm) => render_rttm(t, job_name),
                 Format::Whisper(f) => render_with(t, f, opts),
                 Format::Transcribe => render_transcribe(job_name, r),
             };
@@ -128,6 +141,7 @@ pub fn word_record(w: &Word) -> WordRecord {
         start: w.start,
         end: w.end,
         probability: w.probability,
+        speaker: w.speaker.clone(),
     }
 }
 
@@ -144,6 +158,7 @@ pub fn segment_record(s: &Segment) -> SegmentRecord {
             .map(word_record)
             .filter(|w| !w.word.is_empty())
             .collect(),
+        speaker: s.speaker.clone(),
     }
 }
 
@@ -191,8 +206,10 @@ pub fn transcript_of(r: &TranscriptRecord) -> Transcript {
                         start: w.start,
                         end: w.end,
                         probability: w.probability,
+                        speaker: w.speaker.clone(),
                     })
                     .collect(),
+                speaker: s.speaker.clone(),
             })
             .collect(),
     }
@@ -208,6 +225,7 @@ mod tests {
             start,
             end,
             probability: p,
+            speaker: None,
         }
     }
 
@@ -224,6 +242,7 @@ mod tests {
             compression_ratio: 1.2,
             no_speech_prob: 0.01,
             words,
+            speaker: None,
         }
     }
 
@@ -321,7 +340,8 @@ mod tests {
                 word: "morning,".into(),
                 start: 0.42,
                 end: 0.9,
-                probability: 0.98765
+                probability: 0.98765,
+                speaker: None,
             }
         );
         // Without word timings, segments carry none (and serialize none).
@@ -421,5 +441,129 @@ mod tests {
         let back = transcribe_json::parse(out["transcribe"].as_bytes()).unwrap();
         assert_eq!(back.segments[1].words[6].word, "date?");
         assert!(out["transcribe"].contains("\"jobName\": \"job-1\""));
+    }
+    /// [`sample`] diarized: the first segment is `SPEAKER_00`; in the
+    /// second, `SPEAKER_01` says "Shall we start" and `SPEAKER_00` the rest.
+    fn diarized() -> Transcript {
+        let mut t = sample();
+        let sp = |l: &str| Some(l.to_owned());
+        t.segments[0].speaker = sp("SPEAKER_00");
+        t.segments[0]
+            .words
+            .iter_mut()
+            .for_each(|w| w.speaker = sp("SPEAKER_00"));
+        t.segments[1].speaker = sp("SPEAKER_01");
+        for (i, w) in t.segments[1].words.iter_mut().enumerate() {
+            w.speaker = if i < 3 {
+                sp("SPEAKER_01")
+            } else {
+                sp("SPEAKER_00")
+            };
+        }
+        t
+    }
+
+    #[test]
+    fn speaker_formats_parse_and_have_their_types() {
+        let rttm: Format = "rttm".parse().unwrap();
+        assert_eq!(rttm, Format::Whisper(OutputFormat::Rttm));
+        assert_eq!(rttm.extension(), "rttm");
+        assert_eq!(rttm.content_type(), "text/plain; charset=utf-8");
+        assert!(!rttm.is_captions());
+        let dj: Format = "diarized_json".parse().unwrap();
+        assert_eq!(dj.extension(), "json");
+        assert_eq!(dj.content_type(), "application/json");
+        let e = "docx".parse::<Format>().unwrap_err().to_string();
+        assert!(e.contains("rttm") && e.contains("diarized_json"), "{e}");
+    }
+
+    #[test]
+    fn records_carry_speakers_both_ways() {
+        let t = diarized();
+        let r = transcript_record(&t, "tiny.en".into());
+        assert_eq!(r.segments[1].speaker.as_deref(), Some("SPEAKER_01"));
+        assert_eq!(
+            r.segments[1].words[3].speaker.as_deref(),
+            Some("SPEAKER_00")
+        );
+        let back = transcript_of(&r);
+        assert_eq!(back.segments[1].speaker, t.segments[1].speaker);
+        for (a, b) in back.segments.iter().zip(&t.segments) {
+            let sa: Vec<_> = a.words.iter().map(|w| &w.speaker).collect();
+            let sb: Vec<_> = b.words.iter().map(|w| &w.speaker).collect();
+            assert_eq!(sa, sb);
+        }
+        assert_eq!(transcript_record(&back, r.model.clone()), r);
+    }
+
+    #[test]
+    fn every_format_shows_the_speakers() {
+        let t = diarized();
+        let r = transcript_record(&t, String::new());
+        let names: Vec<String> = FORMAT_NAMES.split(", ").map(str::to_owned).collect();
+        let opts = RenderOptions {
+            max_words_per_cue: Some(10),
+        };
+        let out = render_formats(&t, &r, &names, "team call", &opts);
+        assert_eq!(out.len(), names.len());
+        assert_eq!(
+            out["text"],
+            "SPEAKER_00: Good morning, everyone.\nSPEAKER_01: Shall we start with the launch date?\n"
+        );
+        // Word cues cut where the speaker changes inside segment 1.
+        assert!(
+            out["srt"].contains("\n[SPEAKER_01] Shall we start\n"),
+            "{}",
+            out["srt"]
+        );
+        assert!(out["srt"].contains("\n[SPEAKER_00] with the launch date?\n"));
+        assert!(
+            out["vtt"].contains("\n<v SPEAKER_01>Shall we start\n"),
+            "{}",
+            out["vtt"]
+        );
+        assert_eq!(
+            out["rttm"],
+            "SPEAKER team_call 1 0.000 1.900 <NA> <NA> SPEAKER_00 <NA> <NA>\n\
+             SPEAKER team_call 1 2.000 2.300 <NA> <NA> SPEAKER_01 <NA> <NA>\n"
+        );
+        assert_eq!(
+            render(&t, Format::Whisper(OutputFormat::Rttm), "team call", &opts),
+            out["rttm"]
+        );
+        let v: serde_json::Value = serde_json::from_str(&out["json"]).unwrap();
+        assert_eq!(v["speakers"][1]["speaker"], "SPEAKER_01");
+        let v: serde_json::Value = serde_json::from_str(&out["verbose_json"]).unwrap();
+        assert_eq!(v["words"][3]["speaker"], "SPEAKER_01");
+        let v: serde_json::Value = serde_json::from_str(&out["diarized_json"]).unwrap();
+        assert_eq!(v["segments"][1]["speaker"], "B");
+        // Transcribe: spk_N labels that read back as the same speakers.
+        let v: serde_json::Value = serde_json::from_str(&out["transcribe"]).unwrap();
+        assert_eq!(v["results"]["speaker_labels"]["speakers"], 2);
+        assert_eq!(v["results"]["items"][0]["speaker_label"], "spk_0");
+        let back = transcribe_json::parse(out["transcribe"].as_bytes()).unwrap();
+        let spk = |r: &TranscriptRecord| -> Vec<Option<String>> {
+            r.segments
+                .iter()
+                .flat_map(|s| s.words.iter().map(|w| w.speaker.clone()))
+                .chain(r.segments.iter().map(|s| s.speaker.clone()))
+                .collect()
+        };
+        assert_eq!(spk(&back), spk(&r));
+    }
+
+    #[test]
+    fn without_speakers_nothing_changes() {
+        let t = sample();
+        let r = transcript_record(&t, String::new());
+        let names: Vec<String> = FORMAT_NAMES.split(", ").map(str::to_owned).collect();
+        let out = render_formats(&t, &r, &names, "job", &RenderOptions::default());
+        for (name, body) in &out {
+            if name != "diarized_json" {
+                assert!(!body.to_lowercase().contains("speaker"), "{name}: {body}");
+            }
+        }
+        assert_eq!(out["rttm"], "");
+        assert_eq!(out["text"], format!("{}\n", t.text));
     }
 }

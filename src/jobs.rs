@@ -145,6 +145,10 @@ pub struct SubmitArgs {
     /// Transcribe only the speech (Silero VAD; the job option `vad`).
     #[arg(long)]
     vad: bool,
+    /// Label speakers (the job options `diarize`, `num_speakers`,
+    /// `min_speakers`, `max_speakers`).
+    #[command(flatten)]
+    speakers: crate::diarization::DiarizeArgs,
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
@@ -187,6 +191,10 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             job.options.word_timestamps = args.word_timestamps;
             job.options.max_words_per_cue = args.max_words_per_cue;
             job.options.vad = args.vad;
+            job.options.diarize = args.speakers.diarize;
+            job.options.num_speakers = args.speakers.num_speakers;
+            job.options.min_speakers = args.speakers.min_speakers;
+            job.options.max_speakers = args.speakers.max_speakers;
             job.validate()?;
             let (body, attrs) = job.to_message();
             queue

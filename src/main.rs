@@ -5,6 +5,7 @@
 mod backends;
 mod batcher;
 mod bench;
+mod diarization;
 mod engines;
 mod formats;
 mod jobs;
@@ -19,7 +20,10 @@ mod worker;
 
 /// Model code allocates and frees tens of megabytes per tensor op; glibc's
 /// malloc hands those back to the kernel each time (page faults showed up as
-/// ~9% of CPU time in profiles). mimalloc keeps them.
+/// ~9% of CPU time in profiles). mimalloc keeps them. The `system-alloc`
+/// feature swaps it back out, for heap profilers (heaptrack, valgrind) that
+/// only see the C library's malloc.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -52,6 +56,8 @@ struct Cli {
 enum Command {
     /// Transcribe audio files with Whisper.
     Transcribe(transcribe::Args),
+    /// Who spoke when, alone: RTTM or JSON turns (scored with --reference).
+    Diarize(diarization::Args),
     /// Summarize a transcript (text, or `transcribe --format json` output).
     Summarize(summarize::SummarizeArgs),
     /// Transcribe audio files, then summarize each transcript.
@@ -97,6 +103,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// ~6% of wall time (measured: 15.1 s → 14.1 s on the 399 s clip set) for
 /// ~150 MB more resident memory. `MIMALLOC_PURGE_DELAY` still overrides.
 fn keep_freed_memory() {
+    if cfg!(feature = "system-alloc") {
+        return;
+    }
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
@@ -118,6 +127,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Transcribe(args) => transcribe::run(args),
+        Command::Diarize(args) => diarization::run(args),
         Command::Summarize(args) => summarize::summarize(args),
         Command::Process(args) => summarize::process(args),
         Command::Generate(args) => summarize::generate(args),

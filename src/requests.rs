@@ -57,6 +57,34 @@ pub(crate) struct AudioForm {
     /// `vad=true` (or faster-whisper's name, `vad_filter`): transcribe
     /// only the speech.
     pub(crate) vad: bool,
+    /// `diarize=true`: label speakers (implied by `response_format=diarized_json`
+    /// and by any speaker count).
+    pub(crate) diarize: bool,
+    pub(crate) num_speakers: Option<usize>,
+    pub(crate) min_speakers: Option<usize>,
+    pub(crate) max_speakers: Option<usize>,
+}
+
+/// A form boolean: true/false, 1/0, yes/no, on/off (empty is false).
+fn form_bool(name: &str, text: &str, param: &'static str) -> Result<bool, RequestError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(
+            RequestError::bad(format!("{name} must be true or false (got {text:?})")).param(param),
+        ),
+    }
+}
+
+/// A speaker count: a whole number from 1 to 32.
+fn form_speakers(text: &str, param: &'static str) -> Result<usize, RequestError> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n: &usize| (1..=32).contains(n))
+        .ok_or_else(|| {
+            RequestError::bad(format!("{param} must be a whole number from 1 to 32")).param(param)
+        })
 }
 
 pub(crate) async fn read_form(mut mp: Multipart) -> Result<AudioForm, RequestError> {
@@ -104,18 +132,11 @@ pub(crate) async fn read_form(mut mp: Multipart) -> Result<AudioForm, RequestErr
                         })?,
                 )
             }
-            "vad" | "vad_filter" => {
-                f.vad = match text.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => true,
-                    "false" | "0" | "no" | "off" | "" => false,
-                    _ => {
-                        return Err(RequestError::bad(format!(
-                            "{name} must be true or false (got {text:?})"
-                        ))
-                        .param("vad"))
-                    }
-                }
-            }
+            "vad" | "vad_filter" => f.vad = form_bool(&name, &text, "vad")?,
+            "diarize" => f.diarize = form_bool(&name, &text, "diarize")?,
+            "num_speakers" => f.num_speakers = Some(form_speakers(&text, "num_speakers")?),
+            "min_speakers" => f.min_speakers = Some(form_speakers(&text, "min_speakers")?),
+            "max_speakers" => f.max_speakers = Some(form_speakers(&text, "max_speakers")?),
             "max_tokens" => {
                 f.max_tokens = Some(text.parse().map_err(|_| {
                     RequestError::bad("max_tokens must be a positive integer").param("max_tokens")

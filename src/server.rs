@@ -488,6 +488,15 @@ async fn transcribe_form(
             .param("model"));
         }
     }
+    // OpenAI's diarized response needs speakers: asking for it asks for them.
+    let diarized_format = form.response_format.as_deref() == Some("diarized_json");
+    let diarize = crate::diarization::speaker_options(
+        form.diarize || diarized_format,
+        form.num_speakers,
+        form.min_speakers,
+        form.max_speakers,
+    )
+    .map_err(|e| ApiError::bad(e.to_string()).param("num_speakers"))?;
     let limits = DecodeLimits {
         max_duration_s: Some(state.max_audio_seconds),
     };
@@ -507,6 +516,7 @@ async fn transcribe_form(
                 temperature: form.temperature,
                 word_timestamps,
                 vad: form.vad,
+                diarize,
             },
             false,
         )
@@ -537,7 +547,8 @@ fn wanted(
     let name = response_format.unwrap_or("json");
     let format: Format = name.parse().map_err(|_| {
         ApiError::bad(format!(
-            "response_format {name:?}: use json, text, srt, verbose_json, vtt or transcribe"
+            "response_format {name:?}: use one of {}",
+            formats::FORMAT_NAMES
         ))
         .param("response_format")
     })?;

@@ -229,13 +229,23 @@ pub struct ProcessArgs {
     #[command(flatten)]
     pipeline: crate::transcribe::PipelineArgs,
     #[command(flatten)]
+    diarize: crate::diarization::DiarizeArgs,
+    #[command(flatten)]
     llm: LlmArgs,
 }
 
 pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     check_format(&args.format)?;
+    let speakers = args.diarize.options()?;
     let kind: DeviceKind = args.llm.device.parse()?;
     let dev = device::open(kind, 0)?;
+    let diarizer = match &speakers {
+        Some(_) => Some(
+            crate::diarization::Diarizer::load(&dev)
+                .map_err(|e| anyhow::anyhow!("--diarize: {e}"))?,
+        ),
+        None => None,
+    };
     let t = Instant::now();
     let whisper = Whisper::load_with(&args.whisper_model, &dev, args.compute_type)
         .with_context(|| format!("loading Whisper model {:?}", args.whisper_model))?;
@@ -246,7 +256,8 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     let opts = TranscribeOptions {
         language: args.language.clone(),
         max_batch: args.batch.max(1),
-        word_timestamps: args.word_timestamps,
+        // Speakers are given word by word.
+        word_timestamps: args.word_timestamps || speakers.is_some(),
         ..Default::default()
     };
     let mut opts = opts;
@@ -258,7 +269,17 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     drop(whisper);
 
     let mut ok = Vec::new();
-    for ((i, _), r) in inputs.iter().zip(transcripts) {
+    for ((i, samples), r) in inputs.iter().zip(transcripts) {
+        let r = match (r, &diarizer, &speakers) {
+            (Ok(mut tr), Some(d), Some(o)) => d
+                .turns(samples, o)
+                .map(|turns| {
+                    crate::diarization::label_transcript(&mut tr, &turns);
+                    tr
+                })
+                .map_err(|e| anyhow::anyhow!("diarization: {e}")),
+            (r, _, _) => r.map_err(anyhow::Error::from),
+        };
         match r {
             Ok(tr) => ok.push((*i, tr)),
             Err(e) => {
@@ -270,11 +291,12 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     let docs: Vec<Vec<String>> = ok
         .iter()
         .map(|(_, tr)| {
-            tr.segments
-                .iter()
-                .map(|s| s.text.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
+            crate::diarization::summary_segments(
+                &tr.segments
+                    .iter()
+                    .map(|s| (s.speaker.as_deref(), s.text.as_str()))
+                    .collect::<Vec<_>>(),
+            )
         })
         .collect();
     let t = Instant::now();

@@ -14,6 +14,7 @@ use earshot_inference::whisper::format::RenderOptions;
 use earshot_inference::whisper::{Pipeline, Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::diarization::{label_transcript, DiarizeArgs, Diarizer};
 use crate::formats::{self, needs_words, Format};
 
 #[derive(clap::Args)]
@@ -78,6 +79,8 @@ pub struct Args {
     no_progress: bool,
     #[command(flatten)]
     pipeline: PipelineArgs,
+    #[command(flatten)]
+    diarize: DiarizeArgs,
 }
 
 /// Which pipeline and whether to skip non-speech: shared by `transcribe`
@@ -173,8 +176,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.hallucination_silence_threshold,
     )?;
     let format = words.format;
+    let speakers = args.diarize.options()?;
     let kind: DeviceKind = args.device.parse()?;
     let dev = device::open(kind, 0)?;
+    // Before the long transcription: a missing model fails at once.
+    let diarizer = match &speakers {
+        Some(_) => Some(Diarizer::load(&dev).map_err(|e| anyhow::anyhow!("--diarize: {e}"))?),
+        None => None,
+    };
     let t_load = Instant::now();
     let whisper = Whisper::load_with(&args.model, &dev, args.compute_type)
         .with_context(|| format!("loading model {:?}", args.model))?;
@@ -193,7 +202,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         initial_prompt: args.initial_prompt.clone(),
         without_timestamps: args.without_timestamps,
         max_batch: args.batch.max(1),
-        word_timestamps: words.word_timestamps,
+        // Speakers are given word by word.
+        word_timestamps: words.word_timestamps || speakers.is_some(),
         hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };
@@ -250,8 +260,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(dir) = &args.output {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for ((i, _), r) in inputs.iter().zip(results) {
+    for ((i, samples), r) in inputs.iter().zip(results) {
         let path = &args.files[*i];
+        let r = match (r, &diarizer, &speakers) {
+            (Ok(mut t), Some(d), Some(o)) => d
+                .turns(samples, o)
+                .map(|turns| {
+                    label_transcript(&mut t, &turns);
+                    t
+                })
+                .map_err(|e| anyhow::anyhow!("diarization: {e}")),
+            (r, _, _) => r.map_err(anyhow::Error::from),
+        };
         match r {
             Ok(t) => {
                 let stem = output_stem(&args.files, *i);

@@ -1348,6 +1348,17 @@ async fn run_speech(
 ) -> Result<Option<StageRun<(TranscriptRecord, Vec<String>)>>, Failure> {
     let o = &job.options;
     let t = Instant::now();
+    // Counts were checked with the message; this only builds the options.
+    let diarize = crate::diarization::speaker_options(
+        o.diarize,
+        o.num_speakers,
+        o.min_speakers,
+        o.max_speakers,
+    )
+    .map_err(|e| Failure::Permanent {
+        kind: "bad_option",
+        message: e.to_string(),
+    })?;
     if backend == Backend::Local {
         let Some(b) = &shared.batchers else {
             return Err(Failure::Transient(
@@ -1364,6 +1375,7 @@ async fn run_speech(
                     temperature: 0.0,
                     word_timestamps: o.wants_words(),
                     vad: o.vad,
+                    diarize,
                 },
                 true,
             )
@@ -1377,12 +1389,12 @@ async fn run_speech(
             .model
             .clone()
             .unwrap_or_else(|| b.info.whisper_models[0].clone());
-        let segments = tr
-            .segments
-            .iter()
-            .map(|s| s.text.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let segments = crate::diarization::summary_segments(
+            &tr.segments
+                .iter()
+                .map(|s| (s.speaker.as_deref(), s.text.as_str()))
+                .collect::<Vec<_>>(),
+        );
         let cost = local_cost(shared, tr.duration, b.stats.speech_throughput(), seconds);
         let mut record = formats::transcript_record(&tr, model);
         record.formats =
@@ -1402,6 +1414,9 @@ async fn run_speech(
             audio.size,
             o.language.as_deref(),
             audio.duration_s,
+            diarize
+                .as_ref()
+                .map(|d| d.num_speakers.or(d.max_speakers).unwrap_or(10)),
         )
         .await?;
     let seconds = t.elapsed().as_secs_f64();
@@ -1413,12 +1428,13 @@ async fn run_speech(
         &job.job_id,
         &render_options(o),
     );
-    let segments = record
-        .segments
-        .iter()
-        .map(|s| s.text.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments = crate::diarization::summary_segments(
+        &record
+            .segments
+            .iter()
+            .map(|s| (s.speaker.as_deref(), s.text.as_str()))
+            .collect::<Vec<_>>(),
+    );
     let cost = earshot_planner::prices::PriceTable::bundled()
         .transcribe_job_usd(out.billed_seconds as f64);
     Ok(Some(StageRun {

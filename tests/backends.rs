@@ -56,6 +56,7 @@ fn output_for_text(job_name: &str, text: &str, duration: f64) -> Value {
             start: i as f64 * step,
             end: (i as f64 + 0.8) * step,
             probability: 0.98,
+            speaker: None,
         });
         if w.ends_with(['.', '?', '!']) || i + 1 == words.len() {
             let ws = std::mem::take(&mut current);
@@ -68,6 +69,7 @@ fn output_for_text(job_name: &str, text: &str, duration: f64) -> Value {
                     .collect::<Vec<_>>()
                     .join(" "),
                 words: ws,
+                speaker: None,
             });
         }
     }

@@ -428,3 +428,56 @@ fn vad_over_http() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["param"], "vad", "{body}");
 }
+
+/// Speakers over HTTP: `response_format=diarized_json` (OpenAI's diarized
+/// response; it turns diarization on) on pyannote's two-person sample call
+/// gives speakers A and B; `diarize=true` with `verbose_json` labels
+/// segments; bad counts are 400s naming the field.
+#[test]
+fn diarization_over_http() {
+    let dir = earshot_models::models_dir();
+    let sample = dir.join("pyannote-sample/sample.wav");
+    assert!(
+        sample.is_file() && dir.join("diarize/segmentation-3.0.bin").is_file(),
+        "run scripts/fetch-models --only diarize --only pyannote-sample"
+    );
+    let server = Server::start(&["--no-summarizer"]);
+    let (code, body) = curl_form(&server.base, &sample, &["response_format=diarized_json"]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let speakers: std::collections::BTreeSet<&str> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        speakers,
+        std::collections::BTreeSet::from(["A", "B"]),
+        "{body}"
+    );
+    let (code, body) = curl_form(
+        &server.base,
+        &sample,
+        &[
+            "diarize=true",
+            "num_speakers=2",
+            "response_format=verbose_json",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["segments"][0]["speaker"].is_string(), "{body}");
+    assert_eq!(v["speakers"].as_array().unwrap().len(), 2, "{body}");
+    for (field, param) in [
+        ("num_speakers=0", "num_speakers"),
+        ("diarize=perhaps", "diarize"),
+    ] {
+        let (code, body) = curl_form(&server.base, &sample, &[field]);
+        assert_eq!(code, 400, "{field}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], param, "{body}");
+    }
+    let (code, body) = curl_form(&server.base, &sample, &["min_speakers=3", "max_speakers=2"]);
+    assert_eq!(code, 400, "{body}");
+}

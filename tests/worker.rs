@@ -681,3 +681,51 @@ fn vad_job_option_keeps_the_timeline() {
         "WER {w} against the plain run: {text:?} vs {reference:?}"
     );
 }
+
+/// The job options `diarize` and `num_speakers` through the local queue:
+/// the record's segments and words carry speakers (pyannote's two-person
+/// sample call), and the `rttm` and `srt` renderings stored with it show
+/// them. Needs `scripts/fetch-models --only diarize --only pyannote-sample`.
+#[test]
+fn diarize_job_option_labels_the_record() {
+    let dir = earshot_models::models_dir();
+    let sample = dir.join("pyannote-sample/sample.wav");
+    for f in [
+        sample.clone(),
+        dir.join("diarize/segmentation-3.0.bin"),
+        dir.join("diarize/campplus_cn_en_common.pt"),
+    ] {
+        assert!(
+            f.is_file(),
+            "{} missing: run scripts/fetch-models --only diarize --only pyannote-sample",
+            f.display()
+        );
+    }
+    let rig = Rig::local();
+    let ids = rig.submit(
+        std::slice::from_ref(&sample),
+        "transcribe",
+        &["--num-speakers", "2", "--formats", "rttm,srt"],
+    );
+    let stats = rig.drain(&["--no-summarizer"], "work.log");
+    assert_eq!(stats["succeeded"], 1, "{stats}");
+    let records = rig.records();
+    let rec = &records[&format!("{}.json", ids[0])];
+    let segs = rec["transcript"]["segments"].as_array().unwrap();
+    let speakers: std::collections::BTreeSet<&str> = segs
+        .iter()
+        .map(|s| s["speaker"].as_str().expect("a speaker on every segment"))
+        .collect();
+    assert_eq!(speakers.len(), 2, "{rec}");
+    assert!(segs
+        .iter()
+        .flat_map(|s| s["words"].as_array().unwrap())
+        .all(|w| w["speaker"].is_string()));
+    let rttm = rec["transcript"]["formats"]["rttm"].as_str().unwrap();
+    assert!(
+        rttm.lines().count() >= 2 && rttm.contains("SPEAKER_01"),
+        "{rttm}"
+    );
+    let srt = rec["transcript"]["formats"]["srt"].as_str().unwrap();
+    assert!(srt.contains("[SPEAKER_00] "), "{srt}");
+}

@@ -19,7 +19,7 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::retry::RetryConfig;
 use earshot_inference::llm::summarize::{
-    chunk_budget_for, user_message, Generation, MapReduce, Stage,
+    chunk_budget_for, user_message, Generation, MapReduce, Stage, WIDEST_BODY,
 };
 use earshot_queue_adapter::job::SummaryRecord;
 use futures_util::stream::{self, StreamExt};
@@ -181,7 +181,7 @@ impl BedrockSummarizer {
         max_tokens: usize,
     ) -> Vec<Result<BedrockSummary, ManagedError>> {
         let overhead = estimate_tokens(self.config.system_prompt.as_deref().unwrap_or(""))
-            + estimate_tokens(&user_message(Stage::WIDEST, ""));
+            + estimate_tokens(&user_message(Stage::WIDEST, WIDEST_BODY));
         let budget = match chunk_budget_for(self.config.context_tokens, overhead, max_tokens, None)
         {
             Ok(b) => b,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_transcribe::operation::get_transcription_job::GetTranscriptionJobError;
 use aws_sdk_transcribe::operation::start_transcription_job::StartTranscriptionJobError;
 use aws_sdk_transcribe::types::{
-    LanguageCode, Media, MediaFormat, TranscriptionJob, TranscriptionJobStatus,
+    LanguageCode, Media, MediaFormat, Settings, TranscriptionJob, TranscriptionJobStatus,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use earshot_queue_adapter::job::TranscriptRecord;
@@ -270,7 +270,13 @@ pub struct SpeechRequest {
     pub duration_seconds: Option<f64>,
     /// Media size, when known: checked against the 2 GB limit.
     pub bytes: Option<u64>,
+    /// Label speakers (`ShowSpeakerLabels`) with at most this many
+    /// (`MaxSpeakerLabels`, clamped to Transcribe's 2–30); `None`: off.
+    pub max_speakers: Option<usize>,
 }
+
+/// Transcribe's range for `MaxSpeakerLabels`.
+pub const SPEAKER_LABELS_RANGE: std::ops::RangeInclusive<usize> = 2..=30;
 
 /// A finished transcription.
 #[derive(Debug, Clone)]
@@ -589,6 +595,15 @@ impl TranscribeBackend {
                 op.identify_language(true)
             }
         };
+        if let Some(n) = req.max_speakers {
+            let n = n.clamp(*SPEAKER_LABELS_RANGE.start(), *SPEAKER_LABELS_RANGE.end());
+            op = op.settings(
+                Settings::builder()
+                    .show_speaker_labels(true)
+                    .max_speaker_labels(n as i32)
+                    .build(),
+            );
+        }
         self.start_pacer.wait().await;
         match op.send().await {
             Ok(_) => {

@@ -15,8 +15,16 @@
 //! before them, and older outputs lack item ids and `audio_segments`.
 //! Nothing here panics on input: a malformed file is a
 //! [`TranscribeJsonError`].
+//!
+//! Speakers (Transcribe's `ShowSpeakerLabels`): Transcribe names them
+//! `spk_0`, `spk_1`, …; earshot names them `SPEAKER_00`, `SPEAKER_01`, …
+//! (pyannote's convention). [`parse`] maps `spk_N` to `SPEAKER_{N:02}` on
+//! words and segments; [`write`] maps back and adds what Transcribe writes
+//! with speaker labels: `speaker_label` on pronunciation items and audio
+//! segments, and `results.speaker_labels` (speaker turns). See
+//! [`transcribe_speaker`] and [`earshot_speaker`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use earshot_queue_adapter::job::{SegmentRecord, TranscriptRecord, WordRecord};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -131,10 +139,88 @@ pub struct Results {
     /// With `IdentifyLanguage`: candidate languages and their scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_identification: Option<Vec<LanguageScore>>,
-    /// With speaker labels: kept as-is (earshot reads `speaker_label` on
-    /// items and segments instead).
+    /// With speaker labels: the speaker turns ([`SpeakerLabels`]). Kept
+    /// as a JSON value so a shape earshot does not know never fails the
+    /// read; [`parse`] reads `speaker_label` on items first and falls back
+    /// to these turns for outputs whose items carry none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speaker_labels: Option<serde_json::Value>,
+}
+
+/// `results.speaker_labels`: who spoke when, as speaker turns. [`write`]
+/// omits `channel_label` (Transcribe adds `ch_0` there; earshot has no
+/// channels); reading tolerates it and any other field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerLabels {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_label: Option<String>,
+    /// How many distinct speakers.
+    #[serde(default)]
+    pub speakers: usize,
+    #[serde(default)]
+    pub segments: Vec<SpeakerSegment>,
+}
+
+/// `results.speaker_labels.segments[]`: one speaker turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerSegment {
+    pub start_time: NumStr,
+    pub end_time: NumStr,
+    pub speaker_label: String,
+    /// The turn's pronunciation items, by their times.
+    #[serde(default)]
+    pub items: Vec<SpeakerItem>,
+}
+
+/// `results.speaker_labels.segments[].items[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerItem {
+    pub start_time: NumStr,
+    pub end_time: NumStr,
+    pub speaker_label: String,
+}
+
+/// Transcribe's name for an earshot speaker: `SPEAKER_07` → `spk_7`.
+/// `None` for a label of another shape (those get the next free `spk_N`
+/// from [`write`], which sees every label at once).
+pub fn transcribe_speaker(label: &str) -> Option<String> {
+    let n = label.strip_prefix("SPEAKER_")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("spk_{}", n.parse::<u64>().ok()?))
+}
+
+/// earshot's name for a Transcribe speaker: `spk_7` → `SPEAKER_07`.
+/// Another label is kept as it is (Transcribe only writes `spk_N`; a
+/// stranger label still names one speaker consistently).
+pub fn earshot_speaker(label: &str) -> String {
+    let label = label.trim();
+    match label
+        .strip_prefix("spk_")
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        Some(n) => format!("SPEAKER_{n:02}"),
+        None => label.to_owned(),
+    }
+}
+
+/// The speaker most words have (the first of them on a tie): a segment's
+/// speaker when only its words are labelled.
+fn main_speaker(words: &[WordRecord]) -> Option<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for sp in words.iter().filter_map(|w| w.speaker.as_deref()) {
+        match counts.iter_mut().find(|(s, _)| *s == sp) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((sp, 1)),
+        }
+    }
+    let best = counts.iter().map(|&(_, n)| n).max()?;
+    counts
+        .into_iter()
+        .find(|&(_, n)| n == best)
+        .map(|(s, _)| s.to_owned())
 }
 
 /// `results.transcripts[]`.
@@ -287,6 +373,8 @@ struct Parsed<'a> {
     start: f64,
     end: f64,
     confidence: f64,
+    /// earshot's label for the item's `speaker_label`.
+    speaker: Option<String>,
 }
 
 fn parse_item(i: usize, item: &Item) -> Result<Parsed<'_>, TranscribeJsonError> {
@@ -319,7 +407,37 @@ fn parse_item(i: usize, item: &Item) -> Result<Parsed<'_>, TranscribeJsonError> 
         start,
         end: end.max(start),
         confidence,
+        speaker: item.speaker_label.as_deref().map(earshot_speaker),
     })
+}
+
+/// Speakers for items that carry no `speaker_label` (older Transcribe
+/// outputs), from `speaker_labels`' turns, whose items name pronunciation
+/// items by their times. Does nothing when any item has a label, or when
+/// `speaker_labels` is absent or not the documented shape.
+fn speakers_from_turns(parsed: &mut [Parsed], labels: Option<&serde_json::Value>) {
+    if parsed.iter().any(|p| p.speaker.is_some()) {
+        return;
+    }
+    let Some(labels) = labels.and_then(|v| SpeakerLabels::deserialize(v).ok()) else {
+        return;
+    };
+    // Times to the millisecond: both sides are the same decimal strings.
+    let key = |t: f64| (t * 1000.0).round() as i64;
+    let by_start: HashMap<i64, String> = labels
+        .segments
+        .iter()
+        .flat_map(|s| &s.items)
+        .filter_map(|i| {
+            let t = i.start_time.value(String::new).ok()?;
+            Some((key(t), earshot_speaker(&i.speaker_label)))
+        })
+        .collect();
+    for p in parsed.iter_mut() {
+        if p.kind == ItemType::Pronunciation {
+            p.speaker = by_start.get(&key(p.start)).cloned();
+        }
+    }
 }
 
 /// Words from items in order: punctuation joins the word before it
@@ -335,6 +453,7 @@ fn words_of<'a>(items: impl Iterator<Item = &'a Parsed<'a>>) -> Vec<WordRecord> 
                     start: p.start,
                     end: p.end,
                     probability: p.confidence,
+                    speaker: p.speaker.clone(),
                 });
             }
             ItemType::Punctuation => match words.last_mut() {
@@ -357,6 +476,7 @@ fn segment_of(words: Vec<WordRecord>) -> Option<SegmentRecord> {
             .map(|w| w.word.as_str())
             .collect::<Vec<_>>()
             .join(" "),
+        speaker: main_speaker(&words),
         words,
     })
 }
@@ -388,12 +508,13 @@ pub fn record_of(doc: &TranscribeOutput) -> Result<TranscriptRecord, TranscribeJ
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let parsed = r
+    let mut parsed = r
         .items
         .iter()
         .enumerate()
         .map(|(i, item)| parse_item(i, item))
         .collect::<Result<Vec<_>, _>>()?;
+    speakers_from_turns(&mut parsed, r.speaker_labels.as_ref());
     let mut duration = parsed
         .iter()
         .filter(|p| p.kind == ItemType::Pronunciation)
@@ -428,11 +549,16 @@ pub fn record_of(doc: &TranscribeOutput) -> Result<TranscriptRecord, TranscribeJ
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             duration = duration.max(end);
+            let words = words_of(items.into_iter());
             segments.push(SegmentRecord {
                 start,
                 end: end.max(start),
                 text: seg.transcript.trim().to_owned(),
-                words: words_of(items.into_iter()),
+                speaker: match &seg.speaker_label {
+                    Some(l) => Some(earshot_speaker(l)),
+                    None => main_speaker(&words),
+                },
+                words,
             });
         }
     } else {
@@ -451,6 +577,7 @@ pub fn record_of(doc: &TranscribeOutput) -> Result<TranscriptRecord, TranscribeJ
                 end: duration,
                 text: text.clone(),
                 words: Vec::new(),
+                speaker: None,
             });
         }
     }
@@ -502,6 +629,57 @@ pub fn job_name(name: &str) -> String {
     }
 }
 
+/// Transcribe's name (`spk_N`) for every speaker label in a record:
+/// `SPEAKER_NN` → `spk_N` ([`transcribe_speaker`]); any other label gets
+/// the next `spk_N` no `SPEAKER_NN` label took, in label order, so
+/// distinct speakers stay distinct.
+fn speaker_names(record: &TranscriptRecord) -> BTreeMap<String, String> {
+    let labels: BTreeSet<&str> = record
+        .segments
+        .iter()
+        .flat_map(|s| {
+            s.words
+                .iter()
+                .filter_map(|w| w.speaker.as_deref())
+                .chain(s.speaker.as_deref())
+        })
+        .collect();
+    let mut names = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    // `SPEAKER_0` and `SPEAKER_00` would both be `spk_0`: the canonical
+    // `SPEAKER_00` (what [`earshot_speaker`] reads back) keeps it, the
+    // other takes a free number below.
+    let canonical = |l: &str, n: &str| {
+        n.strip_prefix("spk_").map(|k| format!("SPEAKER_{k:0>2}")) == Some(l.to_owned())
+    };
+    for pass_canonical in [true, false] {
+        for l in &labels {
+            if names.contains_key(*l) {
+                continue;
+            }
+            if let Some(n) = transcribe_speaker(l)
+                .filter(|n| !taken.contains(n) && canonical(l, n) == pass_canonical)
+            {
+                taken.insert(n.clone());
+                names.insert((*l).to_owned(), n);
+            }
+        }
+    }
+    let mut next = 0u64;
+    for l in labels {
+        if names.contains_key(l) {
+            continue;
+        }
+        while taken.contains(&format!("spk_{next}")) {
+            next += 1;
+        }
+        let n = format!("spk_{next}");
+        taken.insert(n.clone());
+        names.insert(l.to_owned(), n);
+    }
+    names
+}
+
 /// Punctuation [`write`] splits off the end of a word into its own items.
 const PUNCTUATION: &[char] = &['.', ',', '?', '!', ';', ':'];
 
@@ -515,11 +693,38 @@ const PUNCTUATION: &[char] = &['.', ',', '?', '!', ';', ':'];
 /// the record's language, absent when Transcribe has none for it (Whisper
 /// knows languages Transcribe does not, and the field must be a
 /// Transcribe code).
+///
+/// A diarized record (words or segments with a speaker) also gets what
+/// Transcribe writes with `ShowSpeakerLabels`: `speaker_label` (`spk_N`,
+/// see [`transcribe_speaker`]) on each pronunciation item (the word's
+/// speaker, else its segment's) and on each audio segment, and
+/// `results.speaker_labels`, one [`SpeakerSegment`] per speaker turn
+/// (consecutive words of one speaker). Undiarized records are written
+/// exactly as before.
 pub fn write(name: &str, record: &TranscriptRecord) -> TranscribeOutput {
+    let names = speaker_names(record);
+    let name_of = |l: Option<&str>| l.and_then(|l| names.get(l)).cloned();
     let mut items = Vec::new();
     let mut audio_segments = Vec::new();
+    let mut turns: Vec<SpeakerSegment> = Vec::new();
+    // Whether the next word of the last turn's speaker continues it (an
+    // unlabelled word or a wordless segment in between ends a turn).
+    let mut turn_open = false;
     for (si, seg) in record.segments.iter().enumerate() {
         let mut ids = Vec::new();
+        let seg_label = name_of(seg.speaker.as_deref());
+        if seg.words.is_empty() {
+            turn_open = false;
+            // No words to time a turn by: the segment is the turn.
+            if let Some(label) = &seg_label {
+                turns.push(SpeakerSegment {
+                    start_time: NumStr::fixed(seg.start, 3),
+                    end_time: NumStr::fixed(seg.end.max(seg.start), 3),
+                    speaker_label: label.clone(),
+                    items: Vec::new(),
+                });
+            }
+        }
         for w in &seg.words {
             let word = w.word.trim();
             let stem = word.trim_end_matches(PUNCTUATION);
@@ -534,16 +739,39 @@ pub fn write(name: &str, record: &TranscriptRecord) -> TranscribeOutput {
             }
             let id = items.len() as u64;
             ids.push(id);
+            let start_time = NumStr::fixed(w.start, 3);
+            let end_time = NumStr::fixed(w.end.max(w.start), 3);
+            let label = name_of(w.speaker.as_deref()).or_else(|| seg_label.clone());
+            if let Some(label) = &label {
+                let item = SpeakerItem {
+                    start_time: start_time.clone(),
+                    end_time: end_time.clone(),
+                    speaker_label: label.clone(),
+                };
+                match turns.last_mut() {
+                    Some(t) if turn_open && t.speaker_label == *label => {
+                        t.end_time = end_time.clone();
+                        t.items.push(item);
+                    }
+                    _ => turns.push(SpeakerSegment {
+                        start_time: start_time.clone(),
+                        end_time: end_time.clone(),
+                        speaker_label: label.clone(),
+                        items: vec![item],
+                    }),
+                }
+            }
+            turn_open = label.is_some();
             items.push(Item {
                 id: Some(id),
                 kind: ItemType::Pronunciation,
-                start_time: Some(NumStr::fixed(w.start, 3)),
-                end_time: Some(NumStr::fixed(w.end.max(w.start), 3)),
+                start_time: Some(start_time),
+                end_time: Some(end_time),
                 alternatives: vec![Alternative {
                     confidence: NumStr::fixed(w.probability.clamp(0.0, 1.0), 3),
                     content: stem.to_owned(),
                 }],
-                speaker_label: None,
+                speaker_label: label,
             });
             for c in tail.chars() {
                 let id = items.len() as u64;
@@ -567,9 +795,18 @@ pub fn write(name: &str, record: &TranscriptRecord) -> TranscribeOutput {
             start_time: NumStr::fixed(seg.start, 3),
             end_time: NumStr::fixed(seg.end.max(seg.start), 3),
             items: ids,
-            speaker_label: None,
+            speaker_label: seg_label.or_else(|| name_of(main_speaker(&seg.words).as_deref())),
         });
     }
+    let speaker_labels = (!names.is_empty()).then(|| {
+        let labels = SpeakerLabels {
+            channel_label: None,
+            speakers: names.values().collect::<BTreeSet<_>>().len(),
+            segments: turns,
+        };
+        // Strings and numbers only: serializing cannot fail.
+        serde_json::to_value(labels).unwrap_or_default()
+    });
     let language_code = transcribe_language(&record.language).map(str::to_owned);
     TranscribeOutput {
         job_name: job_name(name),
@@ -583,7 +820,7 @@ pub fn write(name: &str, record: &TranscriptRecord) -> TranscribeOutput {
             audio_segments,
             language_code,
             language_identification: None,
-            speaker_labels: None,
+            speaker_labels,
         },
     }
 }
@@ -727,6 +964,7 @@ mod tests {
             start,
             end,
             probability: 0.875,
+            speaker: None,
         }
     }
 
@@ -779,6 +1017,7 @@ mod tests {
                 end: 2.5,
                 text: "\"Well, the U.S. launch?! ... 10,000 done.\"".into(),
                 words,
+                speaker: None,
             }],
             formats: Default::default(),
         };
@@ -850,5 +1089,180 @@ mod tests {
         assert_eq!(back.segments, r.segments);
         assert_eq!(back.text, r.text);
         assert_eq!(back.language, "en");
+    }
+    fn spk(w: WordRecord, s: &str) -> WordRecord {
+        WordRecord {
+            speaker: Some(s.into()),
+            ..w
+        }
+    }
+
+    /// Two segments: SPEAKER_00 says "Hi there.", then SPEAKER_01 says
+    /// "Bye?" and SPEAKER_00 answers "Yes." inside the second segment.
+    fn diarized_record() -> TranscriptRecord {
+        TranscriptRecord {
+            text: "Hi there. Bye? Yes.".into(),
+            language: "en".into(),
+            duration: 3.0,
+            model: "tiny.en".into(),
+            segments: vec![
+                SegmentRecord {
+                    start: 0.5,
+                    end: 1.2,
+                    text: "Hi there.".into(),
+                    words: vec![
+                        spk(wr("Hi", 0.5, 0.8), "SPEAKER_00"),
+                        spk(wr("there.", 0.8, 1.2), "SPEAKER_00"),
+                    ],
+                    speaker: Some("SPEAKER_00".into()),
+                },
+                SegmentRecord {
+                    start: 2.0,
+                    end: 3.0,
+                    text: "Bye? Yes.".into(),
+                    words: vec![
+                        spk(wr("Bye?", 2.0, 2.4), "SPEAKER_01"),
+                        spk(wr("Yes.", 2.5, 3.0), "SPEAKER_00"),
+                    ],
+                    speaker: Some("SPEAKER_01".into()),
+                },
+            ],
+            formats: Default::default(),
+        }
+    }
+
+    #[test]
+    fn speaker_labels_map_both_ways() {
+        assert_eq!(transcribe_speaker("SPEAKER_00").as_deref(), Some("spk_0"));
+        assert_eq!(transcribe_speaker("SPEAKER_12").as_deref(), Some("spk_12"));
+        assert_eq!(transcribe_speaker("SPEAKER_"), None);
+        assert_eq!(transcribe_speaker("alice"), None);
+        assert_eq!(earshot_speaker("spk_0"), "SPEAKER_00");
+        assert_eq!(earshot_speaker("spk_12"), "SPEAKER_12");
+        assert_eq!(earshot_speaker("spk_x"), "spk_x");
+        // Other labels get free numbers; none collide.
+        let mut r = diarized_record();
+        r.segments[0].speaker = Some("alice".into());
+        r.segments[0].words[0].speaker = Some("SPEAKER_0".into());
+        let names = speaker_names(&r);
+        assert_eq!(names["SPEAKER_00"], "spk_0");
+        assert_eq!(names["SPEAKER_01"], "spk_1");
+        let mut all: Vec<&String> = names.values().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn writer_labels_speakers_as_transcribe_does() {
+        let out = write("call", &diarized_record());
+        let v = serde_json::to_value(&out).unwrap();
+        let items = v["results"]["items"].as_array().unwrap();
+        // Pronunciation items carry their word's speaker; punctuation none.
+        let labels: Vec<(&str, Option<&str>)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["alternatives"][0]["content"].as_str().unwrap(),
+                    i["speaker_label"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("Hi", Some("spk_0")),
+                ("there", Some("spk_0")),
+                (".", None),
+                ("Bye", Some("spk_1")),
+                ("?", None),
+                ("Yes", Some("spk_0")),
+                (".", None),
+            ]
+        );
+        assert_eq!(v["results"]["audio_segments"][0]["speaker_label"], "spk_0");
+        assert_eq!(v["results"]["audio_segments"][1]["speaker_label"], "spk_1");
+        assert_eq!(
+            v["results"]["speaker_labels"],
+            serde_json::json!({
+                "speakers": 2,
+                "segments": [
+                    {"start_time": "0.500", "end_time": "1.200", "speaker_label": "spk_0",
+                     "items": [
+                        {"start_time": "0.500", "end_time": "0.800", "speaker_label": "spk_0"},
+                        {"start_time": "0.800", "end_time": "1.200", "speaker_label": "spk_0"}]},
+                    {"start_time": "2.000", "end_time": "2.400", "speaker_label": "spk_1",
+                     "items": [
+                        {"start_time": "2.000", "end_time": "2.400", "speaker_label": "spk_1"}]},
+                    {"start_time": "2.500", "end_time": "3.000", "speaker_label": "spk_0",
+                     "items": [
+                        {"start_time": "2.500", "end_time": "3.000", "speaker_label": "spk_0"}]},
+                ]
+            })
+        );
+        // Undiarized: not a trace of speakers.
+        let mut plain = diarized_record();
+        for s in &mut plain.segments {
+            s.speaker = None;
+            s.words.iter_mut().for_each(|w| w.speaker = None);
+        }
+        let body = serde_json::to_string(&write("call", &plain)).unwrap();
+        assert!(!body.contains("speaker"), "{body}");
+    }
+
+    #[test]
+    fn speakers_round_trip_through_write_and_parse() {
+        let r = diarized_record();
+        let back = parse(&serde_json::to_vec(&write("call", &r)).unwrap()).unwrap();
+        assert_eq!(back.segments, r.segments);
+        // A segment labelled only through its words takes the main one.
+        let mut r = diarized_record();
+        r.segments[0].speaker = None;
+        let back = parse(&serde_json::to_vec(&write("call", &r)).unwrap()).unwrap();
+        assert_eq!(back.segments[0].speaker.as_deref(), Some("SPEAKER_00"));
+    }
+
+    fn labelled(item: String, label: &str) -> String {
+        format!(
+            "{},\"speaker_label\":\"{label}\"}}",
+            item.strip_suffix('}').unwrap()
+        )
+    }
+
+    #[test]
+    fn transcribe_speaker_labels_are_read_onto_words_and_segments() {
+        // Labels on the items (current outputs), no audio_segments.
+        let items = [
+            labelled(word(0, "Hi", "0.5", "0.8"), "spk_1"),
+            labelled(word(1, "there", "0.8", "1.2"), "spk_1"),
+            punct(2, "."),
+            labelled(word(3, "Bye", "2.0", "2.4"), "spk_0"),
+            punct(4, "?"),
+        ]
+        .join(",");
+        let r = parse(doc(&items, "").as_bytes()).unwrap();
+        assert_eq!(r.segments[0].speaker.as_deref(), Some("SPEAKER_01"));
+        assert_eq!(
+            r.segments[0].words[1].speaker.as_deref(),
+            Some("SPEAKER_01")
+        );
+        assert_eq!(r.segments[1].speaker.as_deref(), Some("SPEAKER_00"));
+        assert_eq!(
+            r.segments[1].words[0].speaker.as_deref(),
+            Some("SPEAKER_00")
+        );
+        // Older outputs: items unlabelled, speakers only in the turns.
+        let turns = r#","speaker_labels":{"channel_label":"ch_0","speakers":2,"segments":[
+            {"start_time":"0.5","end_time":"1.2","speaker_label":"spk_1","items":[
+              {"start_time":"0.5","end_time":"0.8","speaker_label":"spk_1"},
+              {"start_time":"0.8","end_time":"1.2","speaker_label":"spk_1"}]},
+            {"start_time":"2.0","end_time":"2.4","speaker_label":"spk_0","items":[
+              {"start_time":"2.0","end_time":"2.4","speaker_label":"spk_0"}]}]}"#;
+        let old = parse(doc(&sample_items(), turns).as_bytes()).unwrap();
+        assert_eq!(old.segments, r.segments);
+        // A speaker_labels of a shape earshot does not know is no error.
+        let odd =
+            parse(doc(&sample_items(), r#","speaker_labels":{"segments":7}"#).as_bytes()).unwrap();
+        assert!(odd.segments.iter().all(|s| s.speaker.is_none()));
     }
 }

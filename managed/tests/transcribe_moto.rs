@@ -70,6 +70,7 @@ fn request(job_id: &str) -> SpeechRequest {
         language: Some("en".into()),
         duration_seconds: None,
         bytes: Some(12),
+        max_speakers: None,
     }
 }
 

@@ -26,6 +26,7 @@
 pub mod catalog;
 pub mod checksum;
 pub mod ct2;
+pub mod diarize;
 mod error;
 pub mod hub;
 pub mod llm;
@@ -36,6 +37,7 @@ pub mod whisper;
 pub use catalog::{CatalogEntry, CATALOG};
 pub use checksum::{sha256_file, verify_sha256};
 pub use ct2::{import_whisper, read_model_bin, Ct2DType, Ct2File, Ct2Var};
+pub use diarize::{resolve_diarize, resolve_diarize_with, DiarizeFiles};
 pub use error::ModelError;
 pub use hub::HubSettings;
 pub use llm::{

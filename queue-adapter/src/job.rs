@@ -87,7 +87,9 @@ pub struct JobOptions {
     pub prompt: Option<String>,
     /// Extra renderings of the transcript stored in the result:
     /// `text`, `json`, `srt`, `vtt`, `verbose_json`, `transcribe` (Amazon
-    /// Transcribe's output JSON).
+    /// Transcribe's output JSON), `rttm` (speaker turns) and
+    /// `diarized_json` (OpenAI's diarized response); the speaker-aware
+    /// ones need a diarized transcript to say anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<String>,
     /// Most tokens in the summary.
@@ -107,13 +109,38 @@ pub struct JobOptions {
     /// recording's timeline.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vad: bool,
+    /// Label who speaks when: every segment and word of the record gets a
+    /// `speaker` (`SPEAKER_00`, …). Implied by any speaker count below.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diarize: bool,
+    /// Exactly this many speakers (1–32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_speakers: Option<usize>,
+    /// At least this many speakers (1–32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_speakers: Option<usize>,
+    /// At most this many speakers (1–32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_speakers: Option<usize>,
 }
 
+/// Most speakers a job may ask for.
+pub const MAX_SPEAKERS: usize = 32;
+
 impl JobOptions {
+    /// Whether the job asks for speaker labels.
+    pub fn wants_speakers(&self) -> bool {
+        self.diarize
+            || self.num_speakers.is_some()
+            || self.min_speakers.is_some()
+            || self.max_speakers.is_some()
+    }
+
     /// Whether the job needs word timings: asked for, or implied by a
     /// rendering made of words (`transcribe`, word-level cues).
     pub fn wants_words(&self) -> bool {
         self.word_timestamps
+            || self.wants_speakers()
             || self.formats.iter().any(|f| f == "transcribe")
             || (self.max_words_per_cue.is_some()
                 && self.formats.iter().any(|f| f == "srt" || f == "vtt"))
@@ -169,7 +196,16 @@ pub fn validate_job_id(id: &str) -> Result<()> {
     }
 }
 
-const FORMATS: [&str; 6] = ["json", "text", "srt", "vtt", "verbose_json", "transcribe"];
+const FORMATS: [&str; 8] = [
+    "json",
+    "text",
+    "srt",
+    "vtt",
+    "verbose_json",
+    "transcribe",
+    "rttm",
+    "diarized_json",
+];
 
 impl Job {
     /// A new version-1 job with a fresh id.
@@ -258,6 +294,26 @@ impl Job {
         if self.options.max_words_per_cue == Some(0) {
             return bad("options.max_words_per_cue must be at least 1".into());
         }
+        let o = &self.options;
+        for (name, n) in [
+            ("num_speakers", o.num_speakers),
+            ("min_speakers", o.min_speakers),
+            ("max_speakers", o.max_speakers),
+        ] {
+            if n.is_some_and(|n| !(1..=MAX_SPEAKERS).contains(&n)) {
+                return bad(format!("options.{name} must be from 1 to {MAX_SPEAKERS}"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (o.min_speakers, o.max_speakers) {
+            if lo > hi {
+                return bad("options.min_speakers is above options.max_speakers".into());
+            }
+        }
+        if let Some(n) = o.num_speakers {
+            if o.min_speakers.is_some_and(|lo| n < lo) || o.max_speakers.is_some_and(|hi| n > hi) {
+                return bad("options.num_speakers is outside min_speakers..max_speakers".into());
+            }
+        }
         Ok(())
     }
 
@@ -292,6 +348,12 @@ pub struct WordRecord {
     /// Confidence in [0, 1] (Transcribe's `confidence`, Whisper's mean
     /// token probability).
     pub probability: f64,
+    /// Who spoke the word (`SPEAKER_00`, …) when the transcript was
+    /// diarized. Absent otherwise, and skipped when `None`, so records
+    /// written before diarization existed parse and undiarized records
+    /// stay byte-identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
 }
 
 /// One transcript segment.
@@ -303,6 +365,11 @@ pub struct SegmentRecord {
     /// Word timings, when the backend produced them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<WordRecord>,
+    /// Who spoke the segment (`SPEAKER_00`, …) when the transcript was
+    /// diarized; absent (and not serialized) otherwise, as on
+    /// [`WordRecord::speaker`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
 }
 
 /// The transcript part of a result.
@@ -449,6 +516,27 @@ mod tests {
     }
 
     #[test]
+    fn speaker_options_parse_validate_and_imply_word_timings() {
+        let job = |opts: &str| {
+            format!(
+                r#"{{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{opts}}}"#
+            )
+        };
+        let j = Job::parse(&job(r#"{"diarize":true}"#), &no_attrs()).unwrap();
+        assert!(j.options.wants_speakers() && j.options.wants_words());
+        let j = Job::parse(&job(r#"{"num_speakers":2}"#), &no_attrs()).unwrap();
+        assert!(j.options.wants_speakers());
+        assert_eq!(j.options.num_speakers, Some(2));
+        let j = Job::parse(&job("{}"), &no_attrs()).unwrap();
+        assert!(!j.options.wants_speakers() && !j.options.wants_words());
+        assert!(err(&job(r#"{"num_speakers":0}"#)).contains("num_speakers must be from 1"));
+        assert!(err(&job(r#"{"max_speakers":33}"#)).contains("max_speakers must be from 1"));
+        assert!(err(&job(r#"{"min_speakers":3,"max_speakers":2}"#)).contains("above"));
+        assert!(err(&job(r#"{"num_speakers":5,"max_speakers":4}"#)).contains("outside"));
+        assert!(err(&job(r#"{"num_speakers":-1}"#)).contains("-1"));
+    }
+
+    #[test]
     fn word_options_parse_validate_and_imply_word_timings() {
         let parse = |opts: &str| {
             Job::parse(
@@ -500,6 +588,39 @@ mod tests {
             Job::parse(body, &no_attrs()).unwrap().text.as_deref(),
             Some("hello")
         );
+    }
+
+    #[test]
+    fn records_without_speakers_parse_and_stay_byte_identical() {
+        // A record stored before diarization existed.
+        let old = r#"{"text":"Hi there.","language":"en","duration":1.5,"model":"tiny.en","segments":[{"start":0.0,"end":1.5,"text":"Hi there.","words":[{"word":"Hi","start":0.0,"end":0.5,"probability":0.9},{"word":"there.","start":0.6,"end":1.5,"probability":0.8}]}]}"#;
+        let r: TranscriptRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.segments[0].speaker, None);
+        assert!(r.segments[0].words.iter().all(|w| w.speaker.is_none()));
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        // Diarized: the labels are written and read back.
+        let mut d = r.clone();
+        d.segments[0].speaker = Some("SPEAKER_01".into());
+        d.segments[0].words[1].speaker = Some("SPEAKER_01".into());
+        let body = serde_json::to_string(&d).unwrap();
+        assert!(body.contains(r#""speaker":"SPEAKER_01""#), "{body}");
+        assert_eq!(serde_json::from_str::<TranscriptRecord>(&body).unwrap(), d);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["segments"][0]["words"][0].get("speaker").is_none());
+    }
+
+    #[test]
+    fn speaker_formats_are_accepted() {
+        for f in ["rttm", "diarized_json"] {
+            let body = format!(
+                r#"{{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{{"formats":["{f}"]}}}}"#
+            );
+            assert!(Job::parse(&body, &no_attrs()).is_ok(), "{f}");
+        }
+        let e = err(
+            r#"{"version":1,"job_id":"a","task":"transcribe","audio":"/a.wav","options":{"formats":["docx"]}}"#,
+        );
+        assert!(e.contains("rttm") && e.contains("diarized_json"), "{e}");
     }
 
     #[test]

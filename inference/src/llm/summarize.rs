@@ -121,10 +121,33 @@ impl Stage {
     pub const WIDEST: Stage = Stage::Part(99, 99);
 }
 
-/// The user message of an instruct (chat) prompt: the stage's instruction,
-/// a blank line, then the chunk.
+/// Said after the instruction when the chunk's lines carry speaker labels
+/// (a diarized transcript: `SPEAKER_00: …` per turn), so the summary can
+/// say who said and decided what.
+pub const SPEAKER_NOTE: &str = "Each line starts with the speaker's label (SPEAKER_00, SPEAKER_01, ...). Say who said or decided what, by label.";
+
+/// A body to size prompts by: the widest stage with the speaker note on.
+pub const WIDEST_BODY: &str = "SPEAKER_00: ";
+
+/// Whether any line of `body` starts with a speaker label (`SPEAKER_`,
+/// digits, `: `), as diarized transcripts are given to the summarizer.
+pub fn has_speaker_turns(body: &str) -> bool {
+    body.lines().any(|l| {
+        l.strip_prefix("SPEAKER_")
+            .and_then(|r| r.split_once(": "))
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The user message of an instruct (chat) prompt: the stage's instruction
+/// (plus [`SPEAKER_NOTE`] when the chunk has speaker turns), a blank line,
+/// then the chunk.
 pub fn user_message(stage: Stage, body: &str) -> String {
-    format!("{}\n\n{body}", stage.instruction())
+    if has_speaker_turns(body) {
+        format!("{} {SPEAKER_NOTE}\n\n{body}", stage.instruction())
+    } else {
+        format!("{}\n\n{body}", stage.instruction())
+    }
 }
 
 fn prompt(llm: &Llm, stage: Stage, body: &str) -> Result<Vec<u32>> {
@@ -432,7 +455,7 @@ pub fn first_paragraphs(text: &str) -> String {
 
 /// Transcript tokens that fit in one chunk next to the prompt and answer.
 fn chunk_budget(llm: &Llm, opts: &SummaryOptions) -> Result<usize> {
-    let overhead = prompt(llm, Stage::WIDEST, "")?.len();
+    let overhead = prompt(llm, Stage::WIDEST, WIDEST_BODY)?.len();
     chunk_budget_for(
         llm.context_limit(),
         overhead,
@@ -537,6 +560,21 @@ fn split_words(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speaker_turns_add_the_speaker_note() {
+        assert!(has_speaker_turns("SPEAKER_00: hello\nSPEAKER_01: hi"));
+        assert!(has_speaker_turns("intro\nSPEAKER_12: we agreed"));
+        assert!(!has_speaker_turns("SPEAKER_: no digits"));
+        assert!(!has_speaker_turns("SPEAKER_0x: not digits"));
+        assert!(!has_speaker_turns("the SPEAKER_00: mid-line"));
+        let m = user_message(Stage::Whole, "SPEAKER_00: We ship Friday.");
+        assert!(m.contains(SPEAKER_NOTE), "{m}");
+        assert!(m.ends_with("\n\nSPEAKER_00: We ship Friday."), "{m}");
+        let m = user_message(Stage::Whole, "We ship Friday.");
+        assert!(!m.contains(SPEAKER_NOTE), "{m}");
+        assert!(has_speaker_turns(WIDEST_BODY));
+    }
 
     /// One token per word: enough to drive the loop without a model.
     fn words(s: &str) -> Result<usize> {

@@ -150,6 +150,12 @@ pub struct Segment {
     /// Word timings, when asked for (`word_timestamps`); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<Word>,
+    /// Who spoke the segment (`SPEAKER_00`, …), once diarization has
+    /// labelled it; `None` without diarization. Skipped when `None` so
+    /// undiarized outputs stay byte-identical and older stored transcripts
+    /// (without the field) still parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
 }
 
 /// One word with its time span in the recording (seconds, 0.01 s
@@ -161,6 +167,11 @@ pub struct Word {
     pub start: f64,
     pub end: f64,
     pub probability: f64,
+    /// Who spoke the word (`SPEAKER_00`, …), once diarization has labelled
+    /// it; `None` without diarization (and then not serialized, for the
+    /// same byte-identical outputs as [`Segment::speaker`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1151,6 +1162,7 @@ impl Whisper {
                 compression_ratio: d.compression_ratio,
                 no_speech_prob: d.no_speech_prob,
                 words: p.words,
+                speaker: None,
             });
         }
         if !opts.condition_on_previous_text || d.temperature > opts.prompt_reset_on_temperature {

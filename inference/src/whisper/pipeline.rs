@@ -322,8 +322,10 @@ mod tests {
                     start: s,
                     end: e,
                     probability: 0.9,
+                    speaker: None,
                 })
                 .collect(),
+            speaker: None,
         }
     }
 

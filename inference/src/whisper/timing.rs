@@ -422,6 +422,7 @@ pub fn place_words(
                     start: round2(time_offset + w.start),
                     end: round2(time_offset + w.end),
                     probability: w.probability,
+                    speaker: None,
                 });
             }
             saved += w.tokens.len();
@@ -744,12 +745,14 @@ mod tests {
             start: s,
             end: s + 0.05,
             probability: 0.05,
+            speaker: None,
         };
         let good = Word {
             word: " hello".into(),
             start: 0.2,
             end: 0.6,
             probability: 0.9,
+            speaker: None,
         };
         let t = WindowTimes {
             time_offset: 0.0,

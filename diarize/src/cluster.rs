@@ -1,0 +1,684 @@
+//! Speaker embeddings grouped into global speakers: agglomerative
+//! hierarchical clustering with centroid linkage over L2-normalised
+//! vectors, the way pyannote.audio 3.x does it, plus the optimal one-to-one
+//! assignment ([`max_assignment`], Hungarian algorithm) that both the
+//! pipeline (local speakers → clusters) and DER (hypothesis → reference
+//! labels) need.
+//!
+//! Why this shape: the number of speakers is unknown, so a distance
+//! threshold on the dendrogram decides it; a caller who knows better
+//! (`num_clusters`, `min_clusters`, `max_clusters`) moves the cut instead.
+//! Clusters too small to be a real speaker (a few noisy embeddings) are
+//! folded into the nearest large one, with a size bar that shrinks with the
+//! recording so a 30 s file still has speakers. Memory is O(n²) in the
+//! number of clustered embeddings, so beyond [`ClusterOptions::max_points`]
+//! an evenly spaced subsample is clustered and the rest join their nearest
+//! centroid. Everything is deterministic (ties go to the lower index).
+
+use crate::error::{DiarizeError, Result};
+
+/// pyannote/speaker-diarization-3.1's tuned threshold: the Euclidean
+/// distance between centroids of unit-normalised embeddings (≈ 0.248 cosine
+/// distance, since ‖a − b‖² = 2 − 2 cos for unit vectors).
+pub const DEFAULT_THRESHOLD: f64 = 0.704_565_496_394_579_9;
+
+/// pyannote 3.1's minimum cluster size (scaled down for short recordings).
+pub const DEFAULT_MIN_CLUSTER_SIZE: usize = 12;
+
+/// How to cut the dendrogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// Stop merging when the closest two centroids are farther than this
+    /// (Euclidean distance between means of unit-normalised embeddings).
+    pub threshold: f64,
+    /// Exactly this many clusters (overrides the threshold).
+    pub num_clusters: Option<usize>,
+    /// At least this many clusters when the threshold finds fewer.
+    pub min_clusters: Option<usize>,
+    /// At most this many clusters when the threshold finds more.
+    pub max_clusters: Option<usize>,
+    /// Clusters with fewer members are merged into the nearest large one.
+    /// The bar used is `min(min_cluster_size, max(1, round(0.1 · n)))`.
+    pub min_cluster_size: usize,
+    /// Most embeddings clustered directly (O(n²) memory); the rest are
+    /// assigned to the nearest centroid.
+    pub max_points: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_THRESHOLD,
+            num_clusters: None,
+            min_clusters: None,
+            max_clusters: None,
+            min_cluster_size: DEFAULT_MIN_CLUSTER_SIZE,
+            max_points: 3000,
+        }
+    }
+}
+
+/// Result of [`cluster`]: `labels[i]` is embedding `i`'s cluster, numbered
+/// by first appearance in the input; `centroids[c]` is cluster `c`'s unit
+/// mean direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clustering {
+    pub labels: Vec<usize>,
+    pub centroids: Vec<Vec<f32>>,
+}
+
+impl Clustering {
+    pub fn num_clusters(&self) -> usize {
+        self.centroids.len()
+    }
+}
+
+/// One step of the dendrogram: cluster `gone` joined cluster `kept` (each
+/// named by the slot it occupies) at centroid distance `height`.
+#[derive(Debug, Clone, Copy)]
+struct Merge {
+    kept: usize,
+    gone: usize,
+    height: f64,
+}
+
+/// Clusters `embeddings` (all of one dimension; any scale: they are
+/// L2-normalised first). No embeddings → no clusters.
+pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions) -> Result<Clustering> {
+    let n = embeddings.len();
+    if n == 0 {
+        return Ok(Clustering {
+            labels: Vec::new(),
+            centroids: Vec::new(),
+        });
+    }
+    let dim = embeddings[0].len();
+    if dim == 0 {
+        return Err(DiarizeError::Input("empty embedding vectors".into()));
+    }
+    if let Some(i) = embeddings.iter().position(|e| e.len() != dim) {
+        return Err(DiarizeError::Input(format!(
+            "embedding {i} has {} dimensions, expected {dim}",
+            embeddings[i].len()
+        )));
+    }
+    if !opts.threshold.is_finite() || opts.threshold < 0.0 {
+        return Err(DiarizeError::Options(format!(
+            "clustering threshold {} must be finite and ≥ 0",
+            opts.threshold
+        )));
+    }
+    let unit: Vec<Vec<f64>> = embeddings.iter().map(|e| normalise(e)).collect();
+
+    // Deterministic, evenly spaced subsample when there are too many.
+    let cap = opts.max_points.max(2);
+    let sample: Vec<usize> = if n > cap {
+        (0..cap).map(|i| i * n / cap).collect()
+    } else {
+        (0..n).collect()
+    };
+    let points: Vec<&[f64]> = sample.iter().map(|&i| unit[i].as_slice()).collect();
+    let sample_labels = cluster_points(&points, opts);
+
+    // Centroids from the clustered points, then every embedding (sampled
+    // or not) is labelled: sampled ones keep their label, the rest go to
+    // the nearest centroid.
+    let k = sample_labels.iter().copied().max().map_or(0, |m| m + 1);
+    let centroids = mean_directions(&points, &sample_labels, k, dim);
+    let mut labels = vec![0usize; n];
+    let mut is_sampled = vec![false; n];
+    for (s, &i) in sample.iter().enumerate() {
+        labels[i] = sample_labels[s];
+        is_sampled[i] = true;
+    }
+    for i in 0..n {
+        if !is_sampled[i] {
+            labels[i] = nearest(&unit[i], &centroids);
+        }
+    }
+
+    // Relabel by first appearance.
+    let mut order = vec![usize::MAX; k];
+    let mut next = 0;
+    for l in labels.iter_mut() {
+        if order[*l] == usize::MAX {
+            order[*l] = next;
+            next += 1;
+        }
+        *l = order[*l];
+    }
+    let mut out = vec![Vec::new(); next];
+    for (old, &new) in order.iter().enumerate() {
+        if new != usize::MAX {
+            out[new] = centroids[old].iter().map(|&x| x as f32).collect();
+        }
+    }
+    Ok(Clustering {
+        labels,
+        centroids: out,
+    })
+}
+
+/// Labels (0..k, arbitrary order) of unit vectors.
+fn cluster_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
+    let n = points.len();
+    if n < 2 {
+        return vec![0; n];
+    }
+    let merges = dendrogram(points);
+
+    // Number of merges done by the threshold cut.
+    let m_threshold = merges
+        .iter()
+        .position(|m| m.height > opts.threshold)
+        .unwrap_or(merges.len());
+
+    let min_size = opts
+        .min_cluster_size
+        .min(((0.1 * n as f64).round() as usize).max(1))
+        .max(1);
+
+    // Large-cluster count after each number of merges (0..=n-1).
+    let large = large_counts(&merges, n, min_size);
+
+    let target = match opts.num_clusters {
+        Some(k) => Some(k.clamp(1, n)),
+        None => {
+            let found = large[m_threshold].max(1);
+            match (opts.min_clusters, opts.max_clusters) {
+                (Some(lo), _) if found < lo => Some(lo.min(n)),
+                (_, Some(hi)) if found > hi => Some(hi.max(1)),
+                _ => None,
+            }
+        }
+    };
+
+    let (m_cut, all_large) = match target {
+        None => (m_threshold, false),
+        Some(k) => {
+            // The cut closest to the threshold's with exactly k large
+            // clusters; failing that, the cut with exactly k clusters.
+            let best = (0..n)
+                .filter(|&m| large[m] == k)
+                .min_by_key(|&m| (m.abs_diff(m_threshold), usize::MAX - m));
+            match best {
+                Some(m) => (m, false),
+                None => (n - k, true),
+            }
+        }
+    };
+
+    // Flat clusters after m_cut merges.
+    let mut parent: Vec<usize> = (0..n).collect();
+    for m in &merges[..m_cut] {
+        parent[m.gone] = m.kept;
+    }
+    let root: Vec<usize> = (0..n).map(|i| find(&parent, i)).collect();
+    let mut sizes = vec![0usize; n];
+    for &r in &root {
+        sizes[r] += 1;
+    }
+    let mut ids = vec![usize::MAX; n];
+    let mut k = 0;
+    for &r in &root {
+        if ids[r] == usize::MAX && (all_large || sizes[r] >= min_size) {
+            ids[r] = k;
+            k += 1;
+        }
+    }
+    if k == 0 {
+        // Nothing big enough to be a speaker: one speaker (pyannote's choice).
+        return vec![0; n];
+    }
+    let mut labels: Vec<usize> = root
+        .iter()
+        .map(|&r| {
+            if ids[r] == usize::MAX {
+                usize::MAX
+            } else {
+                ids[r]
+            }
+        })
+        .collect();
+    // Small clusters' members join the nearest large centroid.
+    let dim = points[0].len();
+    let provisional: Vec<usize> = labels.iter().map(|&l| l.min(k)).collect();
+    let centroids = mean_directions(points, &provisional, k + 1, dim);
+    let large_centroids = &centroids[..k];
+    for (i, l) in labels.iter_mut().enumerate() {
+        if *l == usize::MAX {
+            *l = nearest(points[i], large_centroids);
+        }
+    }
+    labels
+}
+
+fn find(parent: &[usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        i = parent[i];
+    }
+    i
+}
+
+/// `large[m]`: clusters with at least `min_size` members after `m` merges.
+fn large_counts(merges: &[Merge], n: usize, min_size: usize) -> Vec<usize> {
+    let mut size = vec![1usize; n];
+    let mut count = if min_size <= 1 { n } else { 0 };
+    let mut out = Vec::with_capacity(n);
+    out.push(count);
+    for m in merges {
+        let (sa, sb) = (size[m.kept], size[m.gone]);
+        count -= usize::from(sa >= min_size) + usize::from(sb >= min_size);
+        size[m.kept] = sa + sb;
+        count += usize::from(sa + sb >= min_size);
+        out.push(count);
+    }
+    out
+}
+
+/// Full centroid-linkage dendrogram (n − 1 merges, in merge order), by
+/// the "generic" algorithm (Müllner 2011, what scipy uses for centroid
+/// linkage): each cluster keeps a lower bound on the distance to its
+/// nearest neighbour among higher indices, checked lazily when it comes up
+/// as the closest pair; distances to a merged cluster follow the
+/// Lance–Williams update for centroids (squared Euclidean). Centroid
+/// linkage is not monotone (a merged cluster may be closer to a third
+/// than either half was), which the explicit decrease handles.
+/// Typically O(n²) time; O(n²) memory (f32 matrix).
+fn dendrogram(points: &[&[f64]]) -> Vec<Merge> {
+    let n = points.len();
+    let mut dist = vec![0f32; n * n];
+    for i in 0..n {
+        for j in (i + 1)..n {
+            let d = sq_dist(points[i], points[j]) as f32;
+            dist[i * n + j] = d;
+            dist[j * n + i] = d;
+        }
+    }
+    let mut size = vec![1usize; n];
+    let mut active = vec![true; n];
+    // nn[i]: some j > i; mindist[i] ≤ the true minimum over active j > i.
+    let mut nn = vec![usize::MAX; n];
+    let mut mindist = vec![f32::INFINITY; n];
+    let rescan = |i: usize, active: &[bool], dist: &[f32], nn: &mut [usize], md: &mut [f32]| {
+        nn[i] = usize::MAX;
+        md[i] = f32::INFINITY;
+        for j in (i + 1)..n {
+            if active[j] && (nn[i] == usize::MAX || dist[i * n + j] < md[i]) {
+                md[i] = dist[i * n + j];
+                nn[i] = j;
+            }
+        }
+    };
+    for i in 0..n {
+        rescan(i, &active, &dist, &mut nn, &mut mindist);
+    }
+    let mut merges = Vec::with_capacity(n.saturating_sub(1));
+    for _ in 1..n {
+        // Closest candidate pair; re-check stale ones until the bound holds.
+        let (a, b) = loop {
+            let mut best = usize::MAX;
+            for i in 0..n {
+                if active[i]
+                    && nn[i] != usize::MAX
+                    && (best == usize::MAX || mindist[i] < mindist[best])
+                {
+                    best = i;
+                }
+            }
+            if best == usize::MAX {
+                return merges;
+            }
+            let j = nn[best];
+            if active[j] && dist[best * n + j] == mindist[best] {
+                break (best, j);
+            }
+            rescan(best, &active, &dist, &mut nn, &mut mindist);
+        };
+        let d_ab = dist[a * n + b] as f64;
+        merges.push(Merge {
+            kept: b,
+            gone: a,
+            height: d_ab.max(0.0).sqrt(),
+        });
+        // a joins b (b > a keeps the "neighbours above" invariant simple).
+        let (na, nb) = (size[a] as f64, size[b] as f64);
+        let nab = na + nb;
+        active[a] = false;
+        size[b] += size[a];
+        for x in 0..n {
+            if !active[x] || x == b {
+                continue;
+            }
+            let d = (na * dist[x * n + a] as f64 + nb * dist[x * n + b] as f64) / nab
+                - na * nb * d_ab / (nab * nab);
+            let d = d.max(0.0) as f32;
+            dist[x * n + b] = d;
+            dist[b * n + x] = d;
+        }
+        for x in 0..b {
+            if !active[x] {
+                continue;
+            }
+            if nn[x] == a {
+                // Stale bound, fixed lazily (a is gone, b is its successor).
+                nn[x] = b;
+            }
+            if dist[x * n + b] < mindist[x] {
+                nn[x] = b;
+                mindist[x] = dist[x * n + b];
+            }
+        }
+        rescan(b, &active, &dist, &mut nn, &mut mindist);
+    }
+    merges
+}
+
+fn normalise(e: &[f32]) -> Vec<f64> {
+    let v: Vec<f64> = e
+        .iter()
+        .map(|&x| if x.is_finite() { x as f64 } else { 0.0 })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        v.into_iter().map(|x| x / norm).collect()
+    } else {
+        v
+    }
+}
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Unit mean direction of each label `0..k` (zero vector for empty labels).
+fn mean_directions<P: AsRef<[f64]>>(
+    points: &[P],
+    labels: &[usize],
+    k: usize,
+    dim: usize,
+) -> Vec<Vec<f64>> {
+    let mut sums = vec![vec![0f64; dim]; k];
+    for (p, &l) in points.iter().zip(labels) {
+        if l < k {
+            for (s, x) in sums[l].iter_mut().zip(p.as_ref()) {
+                *s += x;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|s| {
+            let norm = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                s.into_iter().map(|x| x / norm).collect()
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+/// Index of the centroid with the highest cosine similarity to a unit vector.
+fn nearest(v: &[f64], centroids: &[Vec<f64>]) -> usize {
+    let mut best = 0;
+    let mut best_sim = f64::NEG_INFINITY;
+    for (c, cen) in centroids.iter().enumerate() {
+        let sim: f64 = v.iter().zip(cen).map(|(a, b)| a * b).sum();
+        if sim > best_sim {
+            best_sim = sim;
+            best = c;
+        }
+    }
+    best
+}
+
+/// Cosine similarity of two vectors of any scale (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let mut dot = 0f64;
+    let mut na = 0f64;
+    let mut nb = 0f64;
+    for (&x, &y) in a.iter().zip(b) {
+        dot += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    if na > 0.0 && nb > 0.0 {
+        dot / (na.sqrt() * nb.sqrt())
+    } else {
+        0.0
+    }
+}
+
+/// Optimal one-to-one assignment maximising the total score:
+/// `scores[r][c]` is row `r`'s gain from column `c` (rows all the same
+/// length). Returns each row's column, `None` for rows left over when
+/// there are more rows than columns. Non-finite scores count as the
+/// lowest possible. Hungarian algorithm, O(r² c).
+pub fn max_assignment(scores: &[Vec<f64>]) -> Vec<Option<usize>> {
+    let rows = scores.len();
+    let cols = scores.first().map_or(0, |r| r.len());
+    if rows == 0 || cols == 0 {
+        return vec![None; rows];
+    }
+    let get = |r: usize, c: usize| -> f64 {
+        match scores[r].get(c) {
+            Some(&s) if s.is_finite() => s,
+            _ => f64::MIN / 4.0,
+        }
+    };
+    let lo = (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| get(r, c))
+        .fold(f64::INFINITY, f64::min);
+    let floor = if lo < -1e12 { -1e12 } else { lo };
+    // Minimise cost = −score (clamped so that INF arithmetic stays finite).
+    if rows <= cols {
+        let cost = |r: usize, c: usize| -get(r, c).max(floor);
+        hungarian(rows, cols, cost).into_iter().map(Some).collect()
+    } else {
+        let cost = |c: usize, r: usize| -get(r, c).max(floor);
+        let col_to_row = hungarian(cols, rows, cost);
+        let mut out = vec![None; rows];
+        for (c, r) in col_to_row.into_iter().enumerate() {
+            out[r] = Some(c);
+        }
+        out
+    }
+}
+
+/// Minimum-cost assignment of `n` rows to distinct columns among `m ≥ n`
+/// (potentials and augmenting paths); returns each row's column.
+fn hungarian(n: usize, m: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<usize> {
+    let inf = f64::INFINITY;
+    let mut u = vec![0f64; n + 1];
+    let mut v = vec![0f64; m + 1];
+    let mut p = vec![0usize; m + 1];
+    let mut way = vec![0usize; m + 1];
+    for i in 1..=n {
+        p[0] = i;
+        let mut j0 = 0usize;
+        let mut minv = vec![inf; m + 1];
+        let mut used = vec![false; m + 1];
+        loop {
+            used[j0] = true;
+            let i0 = p[j0];
+            let mut delta = inf;
+            let mut j1 = 0usize;
+            for j in 1..=m {
+                if !used[j] {
+                    let cur = cost(i0 - 1, j - 1) - u[i0] - v[j];
+                    if cur < minv[j] {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if minv[j] < delta {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            if j1 == 0 {
+                // Cannot happen with finite costs; bail out rather than loop.
+                break;
+            }
+            for j in 0..=m {
+                if used[j] {
+                    u[p[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if p[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut ans = vec![0usize; n];
+    for j in 1..=m {
+        if p[j] != 0 {
+            ans[p[j] - 1] = j - 1;
+        }
+    }
+    ans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic xorshift noise.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// `per` noisy copies of each one-hot direction, interleaved.
+    fn blobs(k: usize, per: usize, dim: usize, noise: f32) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::new();
+        let mut truth = Vec::new();
+        for i in 0..per {
+            for c in 0..k {
+                let mut v: Vec<f32> = (0..dim).map(|_| noise * rng.next()).collect();
+                v[c] += 1.0;
+                out.push(v.iter().map(|x| x * (1.0 + i as f32 * 0.1)).collect());
+                truth.push(c);
+            }
+        }
+        (out, truth)
+    }
+
+    fn same_partition(a: &[usize], b: &[usize]) -> bool {
+        let mut map = std::collections::HashMap::new();
+        let mut rev = std::collections::HashMap::new();
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| *map.entry(x).or_insert(y) == y && *rev.entry(y).or_insert(x) == x)
+    }
+
+    #[test]
+    fn threshold_finds_the_blobs() {
+        let (emb, truth) = blobs(3, 20, 16, 0.1);
+        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        assert_eq!(c.num_clusters(), 3);
+        assert!(same_partition(&c.labels, &truth));
+        // Numbered by first appearance.
+        assert_eq!(&c.labels[..3], &[0, 1, 2]);
+        for cen in &c.centroids {
+            let n: f32 = cen.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn num_min_max_move_the_cut() {
+        let (emb, _) = blobs(3, 20, 16, 0.1);
+        for k in 1..=5 {
+            let opts = ClusterOptions {
+                num_clusters: Some(k),
+                ..Default::default()
+            };
+            assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), k, "k={k}");
+        }
+        let opts = ClusterOptions {
+            max_clusters: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 2);
+        let opts = ClusterOptions {
+            min_clusters: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 4);
+        let opts = ClusterOptions {
+            min_clusters: Some(2),
+            max_clusters: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 3);
+    }
+
+    #[test]
+    fn small_clusters_fold_into_large_ones() {
+        let (mut emb, _) = blobs(2, 30, 16, 0.1);
+        // One stray embedding pointing elsewhere.
+        let mut stray = vec![0f32; 16];
+        stray[7] = 1.0;
+        emb.push(stray);
+        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        assert_eq!(c.num_clusters(), 2);
+        // Short file: 6 embeddings still give 2 speakers (bar scales down).
+        let (emb, truth) = blobs(2, 3, 16, 0.05);
+        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        assert_eq!(c.num_clusters(), 2);
+        assert!(same_partition(&c.labels, &truth));
+    }
+
+    #[test]
+    fn subsample_beyond_cap_and_edge_cases() {
+        let (emb, truth) = blobs(2, 100, 8, 0.1);
+        let opts = ClusterOptions {
+            max_points: 51, // not a divisor: the stride hits both interleaved blobs
+            ..Default::default()
+        };
+        let c = cluster(&emb, &opts).unwrap();
+        assert_eq!(c.num_clusters(), 2);
+        assert!(same_partition(&c.labels, &truth));
+        assert_eq!(cluster(&[], &opts).unwrap().num_clusters(), 0);
+        let one = cluster(&[vec![1.0, 0.0]], &opts).unwrap();
+        assert_eq!(one.labels, vec![0]);
+        assert!(cluster(&[vec![1.0], vec![1.0, 2.0]], &opts).is_err());
+        // Deterministic.
+        assert_eq!(cluster(&emb, &opts).unwrap(), c);
+    }
+
+    #[test]
+    fn assignment_is_optimal() {
+        let s = vec![vec![1.0, 2.0, 3.0], vec![3.0, 2.0, 1.0]];
+        assert_eq!(max_assignment(&s), vec![Some(2), Some(0)]);
+        // Greedy would give row 0 column 0 (9) and row 1 column 1 (1): 10 < 8 + 7.
+        let s = vec![vec![9.0, 8.0], vec![7.0, 1.0]];
+        assert_eq!(max_assignment(&s), vec![Some(1), Some(0)]);
+        // More rows than columns.
+        let s = vec![vec![1.0], vec![5.0], vec![2.0]];
+        assert_eq!(max_assignment(&s), vec![None, Some(0), None]);
+        assert_eq!(max_assignment(&[]), Vec::<Option<usize>>::new());
+        let s = vec![vec![f64::NAN, 1.0], vec![0.5, f64::NEG_INFINITY]];
+        assert_eq!(max_assignment(&s), vec![Some(1), Some(0)]);
+    }
+}

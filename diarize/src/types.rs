@@ -1,0 +1,84 @@
+//! The contract between the pipeline's stages: what a segmentation model
+//! gives per window, what an embedding model gives per clip, and what the
+//! pipeline returns. The networks implement the traits; the pipeline and
+//! its tests only see the traits, so they run on tiny fakes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Audio rate every stage works at.
+pub const SAMPLE_RATE: usize = 16_000;
+
+/// Where a segmentation model's output frames sit inside its window:
+/// frame `i` covers `[start_s + i * step_s, start_s + i * step_s + duration_s)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameTiming {
+    pub start_s: f64,
+    pub step_s: f64,
+    pub duration_s: f64,
+}
+
+impl FrameTiming {
+    /// Centre of frame `i`, seconds from the window's start.
+    pub fn center(&self, i: usize) -> f64 {
+        self.start_s + i as f64 * self.step_s + self.duration_s / 2.0
+    }
+}
+
+/// One window's local speaker activity: `probs[f * speakers + s]` is the
+/// probability that local speaker `s` speaks in frame `f` (multilabel: two
+/// speakers may both be near 1 where they overlap). Local speakers are
+/// numbered per window; the same person may be speaker 0 in one window
+/// and speaker 2 in the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowActivity {
+    pub frames: usize,
+    pub speakers: usize,
+    pub probs: Vec<f32>,
+}
+
+impl WindowActivity {
+    pub fn get(&self, frame: usize, speaker: usize) -> f32 {
+        self.probs[frame * self.speakers + speaker]
+    }
+}
+
+/// A speaker-segmentation network over fixed windows.
+pub trait SegmentModel: Sync {
+    /// Samples per window (every slice given to [`Self::segment`] has exactly this many).
+    fn window_samples(&self) -> usize;
+    /// Output frames per window.
+    fn frames(&self) -> usize;
+    /// Local speakers per window.
+    fn local_speakers(&self) -> usize;
+    fn timing(&self) -> FrameTiming;
+    /// Activity of each window (a batch: implementations run them together).
+    fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>>;
+}
+
+/// A speaker-embedding network: one vector per clip of 16 kHz audio.
+pub trait EmbedModel: Sync {
+    fn dimension(&self) -> usize;
+    /// Embeddings of each clip (a batch). Clips may differ in length; each
+    /// holds at least [`Self::min_samples`].
+    fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>>;
+    /// The shortest clip worth embedding.
+    fn min_samples(&self) -> usize {
+        SAMPLE_RATE / 2
+    }
+}
+
+/// One speaker turn on the recording's timeline (seconds). `speaker` is a
+/// global index: 0 is `SPEAKER_00`, and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub start: f64,
+    pub end: f64,
+    pub speaker: usize,
+}
+
+/// `SPEAKER_00`, `SPEAKER_01`, …: pyannote's and WhisperX's labels.
+pub fn speaker_label(speaker: usize) -> String {
+    format!("SPEAKER_{speaker:02}")
+}

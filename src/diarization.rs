@@ -1,0 +1,488 @@
+//! Speaker diarization wired into transcription: the `--diarize` flags
+//! shared by `transcribe` and `process`, the loaded networks (loaded once,
+//! on first use, so a server that never diarizes never pays for them),
+//! and the step that gives a Whisper transcript's words and segments their
+//! speakers.
+//!
+//! The algorithm lives in `earshot-diarize`; this module only joins it to
+//! the transcript types: words take the speaker covering most of them
+//! ([`earshot_diarize::assign`]), and segments are cut where the speaker
+//! changes between their words, so no segment mixes two people.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use earshot_diarize::assign::{speaker_for_span, speaker_runs};
+use earshot_diarize::campplus::CamPlus;
+use earshot_diarize::pipeline::{diarize, Diarization, DiarizeOptions};
+use earshot_diarize::segmentation::Segmentation;
+use earshot_diarize::{speaker_label, DiarizeError, Turn};
+use earshot_inference::whisper::{Segment, Transcript};
+
+/// `--diarize` and its speaker-count hints.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct DiarizeArgs {
+    /// Label who speaks when (SPEAKER_00, …) on every segment and word:
+    /// pyannote segmentation-3.0 + CAM++ embeddings + clustering, natively.
+    /// Turns on --word-timestamps. Needs `scripts/fetch-models --only diarize`.
+    #[arg(long)]
+    pub diarize: bool,
+    /// Exactly this many speakers (implies --diarize).
+    #[arg(long, value_name = "N")]
+    pub num_speakers: Option<usize>,
+    /// At least this many speakers (implies --diarize).
+    #[arg(long, value_name = "N")]
+    pub min_speakers: Option<usize>,
+    /// At most this many speakers (implies --diarize).
+    #[arg(long, value_name = "N")]
+    pub max_speakers: Option<usize>,
+    /// Seconds between the starts of the 10 s segmentation windows: smaller
+    /// sees every moment from more windows (steadier turns), larger is
+    /// faster (fewer windows to segment and embed).
+    #[arg(long, env = "EARSHOT_DIARIZE_STEP", value_name = "SECONDS")]
+    pub diarize_step: Option<f64>,
+}
+
+impl DiarizeArgs {
+    /// The options, or `None` when diarization is off; impossible counts
+    /// are a typed error.
+    pub(crate) fn options(&self) -> Result<Option<DiarizeOptions>, DiarizeError> {
+        let mut o = speaker_options(
+            self.diarize,
+            self.num_speakers,
+            self.min_speakers,
+            self.max_speakers,
+        )?;
+        if let (Some(o), Some(step)) = (o.as_mut(), self.diarize_step) {
+            o.step_s = step;
+            o.validate()?;
+        }
+        Ok(o)
+    }
+}
+
+/// Diarization options from a request's fields (CLI flags, job options,
+/// form fields): on when asked or when any count is given.
+pub(crate) fn speaker_options(
+    on: bool,
+    num: Option<usize>,
+    min: Option<usize>,
+    max: Option<usize>,
+) -> Result<Option<DiarizeOptions>, DiarizeError> {
+    if !on && num.is_none() && min.is_none() && max.is_none() {
+        return Ok(None);
+    }
+    let opts = DiarizeOptions {
+        num_speakers: num,
+        min_speakers: min,
+        max_speakers: max,
+        ..Default::default()
+    };
+    opts.validate()?;
+    Ok(Some(opts))
+}
+
+/// The two networks, loaded together.
+pub(crate) struct Diarizer {
+    seg: Segmentation,
+    emb: CamPlus,
+}
+
+impl Diarizer {
+    /// Loads both networks from `EARSHOT_DIARIZE_MODEL` or the models dir.
+    pub(crate) fn load(device: &candle_core::Device) -> Result<Self, String> {
+        let t = Instant::now();
+        let files = earshot_models::resolve_diarize().map_err(|e| e.to_string())?;
+        let seg = Segmentation::load(&files.segmentation, device).map_err(|e| e.to_string())?;
+        let emb = CamPlus::load(&files.embedding, device).map_err(|e| e.to_string())?;
+        tracing::info!(
+            ms = t.elapsed().as_millis() as u64,
+            "diarization models loaded"
+        );
+        Ok(Self { seg, emb })
+    }
+
+    /// Speaker turns of 16 kHz mono `samples`.
+    pub(crate) fn turns(
+        &self,
+        samples: &[f32],
+        opts: &DiarizeOptions,
+    ) -> Result<Vec<Turn>, DiarizeError> {
+        Ok(self.run(samples, opts)?.turns)
+    }
+
+    /// The whole diarization of 16 kHz mono `samples`.
+    pub(crate) fn run(
+        &self,
+        samples: &[f32],
+        opts: &DiarizeOptions,
+    ) -> Result<Diarization, DiarizeError> {
+        let t = Instant::now();
+        let d = diarize(samples, &self.seg, &self.emb, opts)?;
+        let wall = t.elapsed().as_secs_f64();
+        let audio = samples.len() as f64 / 16_000.0;
+        metrics::histogram!("earshot_diarize_seconds").record(wall);
+        tracing::info!(
+            audio_s = format!("{audio:.1}"),
+            wall_s = format!("{wall:.2}"),
+            speakers = d.speakers,
+            turns = d.turns.len(),
+            "diarized"
+        );
+        Ok(d)
+    }
+}
+
+/// Loaded on first use; a load failure is remembered (and reported to
+/// every request) rather than retried per request.
+pub(crate) struct LazyDiarizer {
+    device: candle_core::Device,
+    cell: OnceLock<Result<Diarizer, String>>,
+}
+
+impl LazyDiarizer {
+    pub(crate) fn new(device: candle_core::Device) -> Self {
+        Self {
+            device,
+            cell: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Result<&Diarizer, String> {
+        self.cell
+            .get_or_init(|| Diarizer::load(&self.device))
+            .as_ref()
+            .map_err(|e| format!("diarization models: {e}"))
+    }
+}
+
+/// Gives every word and segment of `t` its speaker and cuts segments where
+/// the speaker changes. Segments without words take the speaker covering
+/// most of their span. A cut segment's parts keep its decoding statistics
+/// but not its tokens (they cannot be divided by word); ids are renumbered.
+pub(crate) fn label_transcript(t: &mut Transcript, turns: &[Turn]) {
+    let mut out: Vec<Segment> = Vec::with_capacity(t.segments.len());
+    for mut s in std::mem::take(&mut t.segments) {
+        if s.words.is_empty() {
+            s.speaker = speaker_for_span(turns, s.start, s.end).map(speaker_label);
+            out.push(s);
+            continue;
+        }
+        let labels: Vec<Option<usize>> = s
+            .words
+            .iter()
+            .map(|w| speaker_for_span(turns, w.start, w.end))
+            .collect();
+        for (w, l) in s.words.iter_mut().zip(&labels) {
+            w.speaker = l.map(speaker_label);
+        }
+        let runs = speaker_runs(&labels);
+        if runs.len() <= 1 {
+            s.speaker = runs.first().and_then(|(_, l)| l.map(speaker_label));
+            // Words in a gap joined this run: they take its speaker too.
+            for w in &mut s.words {
+                w.speaker = s.speaker.clone();
+            }
+            out.push(s);
+            continue;
+        }
+        for (range, l) in runs {
+            let words = s.words[range].to_vec();
+            let (Some(first), Some(last)) = (words.first(), words.last()) else {
+                continue;
+            };
+            let speaker = l.map(speaker_label);
+            let mut part = s.clone();
+            part.start = first.start;
+            part.end = last.end.max(first.start);
+            part.text = words.iter().map(|w| w.word.as_str()).collect();
+            part.tokens = Vec::new();
+            part.speaker = speaker.clone();
+            part.words = words
+                .into_iter()
+                .map(|mut w| {
+                    w.speaker = speaker.clone();
+                    w
+                })
+                .collect();
+            out.push(part);
+        }
+    }
+    for (i, s) in out.iter_mut().enumerate() {
+        s.id = i;
+    }
+    t.segments = out;
+}
+
+/// Segment texts for the summarizer: `SPEAKER_00: text` per speaker turn
+/// (consecutive segments of one speaker joined) when the transcript has
+/// speakers, else the plain segment texts.
+pub(crate) fn summary_segments(segments: &[(Option<&str>, &str)]) -> Vec<String> {
+    if segments.iter().all(|(s, _)| s.is_none()) {
+        return segments.iter().map(|(_, t)| t.trim().to_owned()).collect();
+    }
+    let mut out: Vec<(Option<&str>, String)> = Vec::new();
+    for &(speaker, text) in segments {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((s, acc)) if *s == speaker => {
+                acc.push(' ');
+                acc.push_str(text);
+            }
+            _ => out.push((speaker, text.to_owned())),
+        }
+    }
+    out.into_iter()
+        .map(|(s, t)| match s {
+            Some(s) => format!("{s}: {t}"),
+            None => t,
+        })
+        .collect()
+}
+
+/// `earshot diarize`: who spoke when, alone (no transcription): RTTM or
+/// JSON turns per file, timed, and scored against a reference RTTM when
+/// given (the evaluation and benchmarking entry point).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Audio files.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// rttm (one SPEAKER line per turn) or json (turns, speakers, talk
+    /// time, timing, and the score with --reference).
+    #[arg(long, short, default_value = "rttm")]
+    format: String,
+    /// A reference RTTM (all files' turns, matched by file id: the file
+    /// stem) to score against: diarization error rate with a 0.25 s
+    /// collar, the best speaker mapping.
+    #[arg(long, value_name = "RTTM")]
+    reference: Option<std::path::PathBuf>,
+    /// Collar (seconds each side of every reference boundary) for --reference.
+    #[arg(long, default_value_t = 0.25)]
+    collar: f64,
+    /// cpu or cuda.
+    #[arg(long, env = "EARSHOT_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Refuse audio longer than this many seconds.
+    #[arg(long, env = "EARSHOT_MAX_AUDIO_SECONDS", default_value_t = 4.0 * 3600.0)]
+    max_audio_seconds: f64,
+    #[command(flatten)]
+    speakers: DiarizeArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::{bail, Context};
+    use earshot_diarize::der::{der, read_rttm, rttm_segments, turns_to_segments, write_rttm};
+    let json = match args.format.as_str() {
+        "rttm" => false,
+        "json" => true,
+        f => bail!("unknown --format {f:?} (rttm, json)"),
+    };
+    let mut speakers = args.speakers.clone();
+    speakers.diarize = true;
+    let opts = speakers.options()?.unwrap_or_default();
+    let reference = match &args.reference {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(read_rttm(&text).with_context(|| p.display().to_string())?)
+        }
+        None => None,
+    };
+    let kind: earshot_inference::device::DeviceKind = args.device.parse()?;
+    let dev = earshot_inference::device::open(kind, 0)?;
+    let d = Diarizer::load(&dev).map_err(|e| anyhow::anyhow!(e))?;
+    let (inputs, mut failed) = crate::transcribe::load_inputs(&args.files, args.max_audio_seconds);
+    for (i, samples) in &inputs {
+        let path = &args.files[*i];
+        let id: String = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace(char::is_whitespace, "_"))
+            .unwrap_or_else(|| "audio".into());
+        let t = Instant::now();
+        let r = match d.run(samples, &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed = true;
+                continue;
+            }
+        };
+        let wall = t.elapsed().as_secs_f64();
+        let audio_s = samples.len() as f64 / 16_000.0;
+        let score = reference.as_ref().map(|rows| {
+            der(
+                &rttm_segments(rows, Some(&id)),
+                &turns_to_segments(&r.turns),
+                args.collar,
+                false,
+            )
+        });
+        if json {
+            let v = serde_json::json!({
+                "file": path.display().to_string(),
+                "audio_s": audio_s,
+                "seconds": wall,
+                "real_time_factor": wall / audio_s.max(1e-9),
+                "speakers": (0..r.speakers).map(|k| serde_json::json!({
+                    "speaker": speaker_label(k),
+                    "talk_time": r.talk_time_s.get(k).copied().unwrap_or(0.0),
+                })).collect::<Vec<_>>(),
+                "turns": r.turns.iter().map(|t| serde_json::json!({
+                    "start": t.start, "end": t.end, "speaker": speaker_label(t.speaker),
+                })).collect::<Vec<_>>(),
+                "der": score,
+            });
+            println!("{v}");
+        } else {
+            print!("{}", write_rttm(&id, &r.turns));
+            if let Some(s) = score {
+                eprintln!(
+                    "{}: DER {:.2}% (missed {:.2} s, false alarm {:.2} s, confusion {:.2} s of {:.2} s), {} speakers, {:.2} s for {:.1} s of audio",
+                    path.display(), 100.0 * s.der, s.missed_s, s.false_alarm_s, s.confusion_s, s.total_s, r.speakers, wall, audio_s
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earshot_inference::whisper::Word;
+
+    fn word(w: &str, start: f64, end: f64) -> Word {
+        Word {
+            word: w.into(),
+            start,
+            end,
+            probability: 0.9,
+            speaker: None,
+        }
+    }
+
+    fn segment(start: f64, end: f64, text: &str, words: Vec<Word>) -> Segment {
+        Segment {
+            id: 0,
+            seek: 0,
+            start,
+            end,
+            text: text.into(),
+            tokens: vec![1, 2, 3],
+            temperature: 0.0,
+            avg_logprob: -0.2,
+            compression_ratio: 1.2,
+            no_speech_prob: 0.01,
+            words,
+            speaker: None,
+        }
+    }
+
+    fn turn(start: f64, end: f64, speaker: usize) -> Turn {
+        Turn {
+            start,
+            end,
+            speaker,
+        }
+    }
+
+    #[test]
+    fn segments_are_cut_where_the_speaker_changes() {
+        let mut t = Transcript {
+            text: " Hi there. Hello.".into(),
+            language: "en".into(),
+            duration: 4.0,
+            segments: vec![
+                segment(
+                    0.0,
+                    3.0,
+                    " Hi there. Hello.",
+                    vec![
+                        word(" Hi", 0.0, 0.4),
+                        word(" there.", 0.5, 1.0),
+                        word(" Hello.", 2.0, 2.8),
+                    ],
+                ),
+                segment(3.0, 4.0, " Bye.", vec![]),
+            ],
+        };
+        let turns = [turn(0.0, 1.2, 1), turn(1.9, 4.0, 0)];
+        label_transcript(&mut t, &turns);
+        let got: Vec<(usize, &str, Option<&str>, f64, f64)> = t
+            .segments
+            .iter()
+            .map(|s| (s.id, s.text.as_str(), s.speaker.as_deref(), s.start, s.end))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, " Hi there.", Some("SPEAKER_01"), 0.0, 1.0),
+                (1, " Hello.", Some("SPEAKER_00"), 2.0, 2.8),
+                (2, " Bye.", Some("SPEAKER_00"), 3.0, 4.0),
+            ]
+        );
+        assert!(
+            t.segments[0].tokens.is_empty(),
+            "a cut segment drops its tokens"
+        );
+        assert_eq!(
+            t.segments[2].tokens,
+            vec![1, 2, 3],
+            "an uncut one keeps them"
+        );
+        assert!(t.segments[0]
+            .words
+            .iter()
+            .all(|w| w.speaker.as_deref() == Some("SPEAKER_01")));
+        assert_eq!(
+            t.segments[1].words[0].speaker.as_deref(),
+            Some("SPEAKER_00")
+        );
+    }
+
+    #[test]
+    fn no_turns_leave_a_transcript_unlabelled() {
+        let mut t = Transcript {
+            text: " Hi.".into(),
+            language: "en".into(),
+            duration: 1.0,
+            segments: vec![segment(0.0, 1.0, " Hi.", vec![word(" Hi.", 0.0, 0.5)])],
+        };
+        let before = t.clone();
+        label_transcript(&mut t, &[]);
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn speaker_options_are_checked() {
+        assert!(speaker_options(false, None, None, None).unwrap().is_none());
+        let o = speaker_options(false, Some(2), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.num_speakers, Some(2));
+        assert!(speaker_options(true, None, Some(3), Some(2)).is_err());
+        assert!(speaker_options(true, Some(0), None, None).is_err());
+    }
+
+    #[test]
+    fn summary_segments_label_turns() {
+        let segs = [
+            (Some("SPEAKER_00"), " We ship Friday."),
+            (Some("SPEAKER_00"), " Agreed?"),
+            (Some("SPEAKER_01"), " Yes. "),
+        ];
+        assert_eq!(
+            summary_segments(&segs),
+            ["SPEAKER_00: We ship Friday. Agreed?", "SPEAKER_01: Yes."]
+        );
+        assert_eq!(summary_segments(&[(None, " a "), (None, "b")]), ["a", "b"]);
+    }
+}

@@ -1,0 +1,267 @@
+//! Diarization end to end through the binary, on real weights (pyannote
+//! segmentation-3.0 and CAM++ from `scripts/fetch-models --only diarize`)
+//! and two kinds of recording with known turns:
+//!
+//! - pyannote.audio's bundled `sample.wav` (real speech, two people on a
+//!   phone call) with its reference `sample.rttm` (`--only pyannote-sample`);
+//! - espeak-ng voices taking turns with pauses and one overlap, written by
+//!   `scripts/lib/make_turns.py` with their true spans as RTTM.
+//!
+//! Asserted: the diarization error rate (0.25 s collar, best speaker
+//! mapping) stays under 10% on both; `--num-speakers` is honoured both
+//! ways; impossible counts are clear errors; and `transcribe --diarize`
+//! puts the labels into every output format. Missing models or tools fail
+//! the test, never skip it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const MAX_DER: f64 = 0.10;
+
+fn models_dir() -> PathBuf {
+    earshot_models::models_dir()
+}
+
+fn require(paths: &[&str]) {
+    for p in paths {
+        assert!(
+            models_dir().join(p).is_file(),
+            "{p} is not installed in {}: run scripts/fetch-models --only diarize --only pyannote-sample --only tiny.en",
+            models_dir().display()
+        );
+    }
+}
+
+fn sample() -> (PathBuf, PathBuf) {
+    require(&[
+        "diarize/segmentation-3.0.bin",
+        "diarize/campplus_cn_en_common.pt",
+        "pyannote-sample/sample.wav",
+    ]);
+    let d = models_dir().join("pyannote-sample");
+    (d.join("sample.wav"), d.join("sample.rttm"))
+}
+
+/// The espeak-ng turns recording (2 speakers) in `dir`: (wav, rttm).
+fn turns(dir: &Path) -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/make_turns.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .expect("python3 (with espeak-ng and sox on PATH) runs make_turns.py");
+    assert!(
+        out.status.success(),
+        "make_turns.py failed (needs espeak-ng and sox): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join("turns-2spk.wav"), dir.join("turns-2spk.rttm"))
+}
+
+fn earshot(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("EARSHOT_LOG")
+        .env_remove("EARSHOT_DIARIZE_MODEL")
+        .env_remove("EARSHOT_PIPELINE")
+        .output()
+        .expect("run earshot");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "earshot panicked:\n{err}");
+    out
+}
+
+fn diarize_json(wav: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["diarize", "--format", "json"];
+    args.extend_from_slice(extra);
+    let w = wav.to_str().unwrap();
+    args.push(w);
+    let out = earshot(&args);
+    assert!(
+        out.status.success(),
+        "earshot diarize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+fn labels(v: &Value) -> BTreeSet<String> {
+    v["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["speaker"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn der_under_ten_percent_on_real_and_generated_turns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wav, rttm) = sample();
+    let (twav, trttm) = turns(tmp.path());
+    for (wav, rttm) in [(&wav, &rttm), (&twav, &trttm)] {
+        let v = diarize_json(wav, &["--reference", rttm.to_str().unwrap()]);
+        let d = &v["der"];
+        let der = d["der"].as_f64().expect("a DER with --reference");
+        eprintln!(
+            "{}: DER {:.2}% (missed {:.2} s, false alarm {:.2} s, confusion {:.2} s of {:.2} s), {} speakers, {:.2} s for {:.1} s",
+            wav.display(),
+            100.0 * der,
+            d["missed_s"].as_f64().unwrap(),
+            d["false_alarm_s"].as_f64().unwrap(),
+            d["confusion_s"].as_f64().unwrap(),
+            d["total_s"].as_f64().unwrap(),
+            v["speakers"].as_array().unwrap().len(),
+            v["seconds"].as_f64().unwrap(),
+            v["audio_s"].as_f64().unwrap(),
+        );
+        assert!(
+            d["total_s"].as_f64().unwrap() > 10.0,
+            "the reference was matched by file id"
+        );
+        assert!(der <= MAX_DER, "DER {der} on {}", wav.display());
+        assert_eq!(labels(&v).len(), 2, "two speakers in {}", wav.display());
+        // Talk time is reported per speaker and adds up to the turns.
+        let talk: f64 = v["speakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["talk_time"].as_f64().unwrap())
+            .sum();
+        let turns: f64 = v["turns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["end"].as_f64().unwrap() - t["start"].as_f64().unwrap())
+            .sum();
+        assert!((talk - turns).abs() < 0.05, "talk {talk} vs turns {turns}");
+    }
+}
+
+#[test]
+fn speaker_counts_are_honoured_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _ = sample();
+    let (twav, _) = turns(tmp.path());
+    // Counts, not accuracy: 2 s windows steps, half the work of the default.
+    let three = diarize_json(&twav, &["--diarize-step", "2", "--num-speakers", "3"]);
+    assert_eq!(labels(&three).len(), 3, "{three}");
+    let one = diarize_json(&twav, &["--diarize-step", "2", "--num-speakers", "1"]);
+    assert_eq!(labels(&one).len(), 1, "{one}");
+    let at_least = diarize_json(&twav, &["--diarize-step", "2", "--min-speakers", "3"]);
+    assert_eq!(labels(&at_least).len(), 3, "{at_least}");
+
+    let w = twav.to_str().unwrap();
+    let out = earshot(&["diarize", "--min-speakers", "3", "--max-speakers", "2", w]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("min_speakers") || err.contains("min"), "{err}");
+    let out = earshot(&["diarize", "--num-speakers", "0", w]);
+    assert!(!out.status.success());
+}
+
+/// `transcribe --diarize` on the sample's first 17 s (both speakers talk):
+/// every format carries the labels, in its own way.
+#[test]
+fn labels_reach_every_output_format() {
+    require(&["whisper-tiny.en/model.bin"]);
+    let (wav, _) = sample();
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("call.wav");
+    let samples = earshot_inference::audio::load_file(&wav, Default::default()).unwrap();
+    common::write_wav(&clip, &samples[..17 * 16_000]);
+    let c = clip.to_str().unwrap();
+    let run = |format: &str| -> String {
+        let out = earshot(&[
+            "transcribe",
+            "--model",
+            "tiny.en",
+            "--no-progress",
+            "--diarize",
+            "--diarize-step",
+            "2",
+            "--format",
+            format,
+            c,
+        ]);
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let json: Value = serde_json::from_str(&run("verbose_json")).unwrap();
+    let segs = json["segments"].as_array().unwrap();
+    let speakers: BTreeSet<&str> = segs
+        .iter()
+        .map(|s| s["speaker"].as_str().expect("every segment has a speaker"))
+        .collect();
+    assert_eq!(speakers.len(), 2, "{speakers:?}");
+    for s in segs {
+        for w in s["words"].as_array().unwrap() {
+            assert_eq!(
+                w["speaker"], s["speaker"],
+                "a word's speaker is its segment's"
+            );
+        }
+    }
+    assert_eq!(json["speakers"].as_array().unwrap().len(), 2);
+    assert!(json["words"][0]["speaker"].is_string());
+
+    let json: Value = serde_json::from_str(&run("json")).unwrap();
+    assert!(json["segments"][0]["speaker"].is_string());
+    assert!(json["speakers"].is_array());
+
+    let srt = run("srt");
+    assert!(
+        srt.contains("[SPEAKER_00] ") && srt.contains("[SPEAKER_01] "),
+        "{srt}"
+    );
+    let vtt = run("vtt");
+    assert!(
+        vtt.contains("<v SPEAKER_00>") && vtt.contains("<v SPEAKER_01>"),
+        "{vtt}"
+    );
+    let text = run("text");
+    assert!(
+        text.lines().any(|l| l.starts_with("SPEAKER_01: ")),
+        "{text}"
+    );
+
+    let rttm = run("rttm");
+    let lines: Vec<&str> = rttm.lines().collect();
+    assert!(lines.len() >= 2, "{rttm}");
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!((f.len(), f[0], f[1]), (10, "SPEAKER", "call"), "{l}");
+    }
+
+    let diarized: Value = serde_json::from_str(&run("diarized_json")).unwrap();
+    let ds: BTreeSet<&str> = diarized["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap())
+        .collect();
+    assert_eq!(ds, BTreeSet::from(["A", "B"]));
+    assert_eq!(diarized["segments"][0]["type"], "transcript.text.segment");
+
+    let aws: Value = serde_json::from_str(&run("transcribe")).unwrap();
+    let sl = &aws["results"]["speaker_labels"];
+    assert_eq!(sl["speakers"], 2, "{sl}");
+    let items = aws["results"]["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .filter(|i| i["type"] == "pronunciation")
+        .all(|i| i["speaker_label"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("spk_"))));
+}
