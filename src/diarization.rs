@@ -61,6 +61,44 @@ impl DiarizeArgs {
     }
 }
 
+/// The CLI's diarization: the networks and the options the flags asked
+/// for, loaded before transcription so a missing model fails at once.
+pub(crate) struct CliDiarizer {
+    diarizer: Diarizer,
+    opts: DiarizeOptions,
+}
+
+impl CliDiarizer {
+    /// `None` when the flags ask for no diarization.
+    pub(crate) fn load(
+        args: &DiarizeArgs,
+        device: &candle_core::Device,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(opts) = args.options()? else {
+            return Ok(None);
+        };
+        let diarizer = Diarizer::load(device).map_err(|e| anyhow::anyhow!("--diarize: {e}"))?;
+        Ok(Some(Self { diarizer, opts }))
+    }
+}
+
+/// A transcription result, with speakers when `d` is given.
+pub(crate) fn labelled(
+    r: Result<Transcript, earshot_inference::error::InferenceError>,
+    d: Option<&CliDiarizer>,
+    samples: &[f32],
+) -> anyhow::Result<Transcript> {
+    let mut t = r?;
+    if let Some(d) = d {
+        let turns = d
+            .diarizer
+            .turns(samples, &d.opts)
+            .map_err(|e| anyhow::anyhow!("diarization: {e}"))?;
+        label_transcript(&mut t, &turns);
+    }
+    Ok(t)
+}
+
 /// Diarization options from a request's fields (CLI flags, job options,
 /// form fields): on when asked or when any count is given.
 pub(crate) fn speaker_options(

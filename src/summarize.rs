@@ -236,16 +236,9 @@ pub struct ProcessArgs {
 
 pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     check_format(&args.format)?;
-    let speakers = args.diarize.options()?;
     let kind: DeviceKind = args.llm.device.parse()?;
     let dev = device::open(kind, 0)?;
-    let diarizer = match &speakers {
-        Some(_) => Some(
-            crate::diarization::Diarizer::load(&dev)
-                .map_err(|e| anyhow::anyhow!("--diarize: {e}"))?,
-        ),
-        None => None,
-    };
+    let diarizer = crate::diarization::CliDiarizer::load(&args.diarize, &dev)?;
     let t = Instant::now();
     let whisper = Whisper::load_with(&args.whisper_model, &dev, args.compute_type)
         .with_context(|| format!("loading Whisper model {:?}", args.whisper_model))?;
@@ -257,7 +250,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
         language: args.language.clone(),
         max_batch: args.batch.max(1),
         // Speakers are given word by word.
-        word_timestamps: args.word_timestamps || speakers.is_some(),
+        word_timestamps: args.word_timestamps || diarizer.is_some(),
         ..Default::default()
     };
     let mut opts = opts;
@@ -270,17 +263,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
 
     let mut ok = Vec::new();
     for ((i, samples), r) in inputs.iter().zip(transcripts) {
-        let r = match (r, &diarizer, &speakers) {
-            (Ok(mut tr), Some(d), Some(o)) => d
-                .turns(samples, o)
-                .map(|turns| {
-                    crate::diarization::label_transcript(&mut tr, &turns);
-                    tr
-                })
-                .map_err(|e| anyhow::anyhow!("diarization: {e}")),
-            (r, _, _) => r.map_err(anyhow::Error::from),
-        };
-        match r {
+        match crate::diarization::labelled(r, diarizer.as_ref(), samples) {
             Ok(tr) => ok.push((*i, tr)),
             Err(e) => {
                 eprintln!("error: {}: {e}", args.files[*i].display());

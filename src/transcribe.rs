@@ -14,7 +14,7 @@ use earshot_inference::whisper::format::RenderOptions;
 use earshot_inference::whisper::{Pipeline, Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::diarization::{label_transcript, DiarizeArgs, Diarizer};
+use crate::diarization::{labelled, CliDiarizer, DiarizeArgs};
 use crate::formats::{self, needs_words, Format};
 
 #[derive(clap::Args)]
@@ -176,14 +176,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.hallucination_silence_threshold,
     )?;
     let format = words.format;
-    let speakers = args.diarize.options()?;
     let kind: DeviceKind = args.device.parse()?;
     let dev = device::open(kind, 0)?;
-    // Before the long transcription: a missing model fails at once.
-    let diarizer = match &speakers {
-        Some(_) => Some(Diarizer::load(&dev).map_err(|e| anyhow::anyhow!("--diarize: {e}"))?),
-        None => None,
-    };
+    let diarizer = CliDiarizer::load(&args.diarize, &dev)?;
     let t_load = Instant::now();
     let whisper = Whisper::load_with(&args.model, &dev, args.compute_type)
         .with_context(|| format!("loading model {:?}", args.model))?;
@@ -203,7 +198,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         without_timestamps: args.without_timestamps,
         max_batch: args.batch.max(1),
         // Speakers are given word by word.
-        word_timestamps: words.word_timestamps || speakers.is_some(),
+        word_timestamps: words.word_timestamps || diarizer.is_some(),
         hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };
@@ -262,17 +257,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     for ((i, samples), r) in inputs.iter().zip(results) {
         let path = &args.files[*i];
-        let r = match (r, &diarizer, &speakers) {
-            (Ok(mut t), Some(d), Some(o)) => d
-                .turns(samples, o)
-                .map(|turns| {
-                    label_transcript(&mut t, &turns);
-                    t
-                })
-                .map_err(|e| anyhow::anyhow!("diarization: {e}")),
-            (r, _, _) => r.map_err(anyhow::Error::from),
-        };
-        match r {
+        match labelled(r, diarizer.as_ref(), samples) {
             Ok(t) => {
                 let stem = output_stem(&args.files, *i);
                 let body = formats::render(&t, format, &stem, &words.render);

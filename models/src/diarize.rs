@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::ModelError;
-use crate::resolve::{verify_sums, ResolveOptions};
+use crate::resolve::{expand_home, verify_sums, ResolveOptions};
 
 /// Folder under the models dir.
 pub const DIARIZE_FOLDER: &str = "diarize";
@@ -65,10 +65,7 @@ pub fn resolve_diarize_with(
     opts: &ResolveOptions,
 ) -> Result<DiarizeFiles, ModelError> {
     if let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) {
-        let path = match (spec.strip_prefix("~/"), std::env::var_os("HOME")) {
-            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-            _ => PathBuf::from(spec),
-        };
+        let path = expand_home(spec);
         if !path.is_dir() {
             return Err(ModelError::PathNotFound { path });
         }

@@ -301,7 +301,8 @@ pub fn resolve_whisper_with(
     }
 }
 
-fn expand_home(spec: &str) -> PathBuf {
+/// `~/…` against `$HOME`; anything else as given.
+pub(crate) fn expand_home(spec: &str) -> PathBuf {
     match (spec.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(spec),

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use crate::error::ModelError;
-use crate::resolve::{verify_sums, ResolveOptions};
+use crate::resolve::{expand_home, verify_sums, ResolveOptions};
 
 /// Folder under the models dir.
 pub const SILERO_VAD_FOLDER: &str = "silero-vad-v6";
@@ -39,10 +39,7 @@ pub fn resolve_silero_vad_with(
     opts: &ResolveOptions,
 ) -> Result<PathBuf, ModelError> {
     if let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) {
-        let path = match (spec.strip_prefix("~/"), std::env::var_os("HOME")) {
-            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-            _ => PathBuf::from(spec),
-        };
+        let path = expand_home(spec);
         if path.is_file() {
             return Ok(path);
         }
