@@ -337,10 +337,20 @@ fn sqs_receive_delete_and_visibility_failures_lose_nothing() {
     proxy.inject_calls(vis.clone(), Fault::Status(503), 2);
     proxy.inject_every(vis, Fault::Throttle, Some(3), 2);
 
+    // Most inputs are empty and finish before their first heartbeat, and
+    // the SDK's own retries outlast a short job (its heartbeat task ends
+    // with the job, before it can log). Each job's first delivery is held
+    // 6 s before its fetch, so heartbeats run, the whole-call 503s land on
+    // them, and the worker sees the failure while the job is alive.
     let stats = drain_through(
         &rig,
         &proxy,
-        &[("EARSHOT_AWS_TIMEOUT", "4")],
+        &[
+            ("EARSHOT_AWS_TIMEOUT", "4"),
+            ("EARSHOT_TEST_STALL_MS", "6000"),
+            ("EARSHOT_TEST_STALL_STAGE", "fetch"),
+            ("EARSHOT_TEST_STALL_ATTEMPTS", "1"),
+        ],
         &["--visibility-timeout", "3"],
         "sqs.log",
     );
