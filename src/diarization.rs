@@ -41,6 +41,11 @@ pub(crate) struct DiarizeArgs {
     /// faster (fewer windows to segment and embed).
     #[arg(long, env = "EARSHOT_DIARIZE_STEP", value_name = "SECONDS")]
     pub diarize_step: Option<f64>,
+    /// Seconds between the windows whose speakers are embedded (CAM++);
+    /// the windows between take identities from them by overlap. Equal to
+    /// --diarize-step embeds every window, as pyannote does (slowest).
+    #[arg(long, env = "EARSHOT_DIARIZE_EMBED_STEP", value_name = "SECONDS")]
+    pub diarize_embed_step: Option<f64>,
 }
 
 impl DiarizeArgs {
@@ -53,8 +58,13 @@ impl DiarizeArgs {
             self.min_speakers,
             self.max_speakers,
         )?;
-        if let (Some(o), Some(step)) = (o.as_mut(), self.diarize_step) {
-            o.step_s = step;
+        if let Some(o) = o.as_mut() {
+            if let Some(step) = self.diarize_step {
+                o.step_s = step;
+            }
+            if let Some(step) = self.diarize_embed_step {
+                o.embed_step_s = step;
+            }
             o.validate()?;
         }
         Ok(o)

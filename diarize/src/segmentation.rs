@@ -57,7 +57,11 @@ const SPEAKERS: usize = 3;
 const MAX_SIMULTANEOUS: usize = 2;
 /// Windows run through the network together: bounds memory (the sinc
 /// convolution's im2col buffer is ~16 MB per window on CPU).
-const MAX_BATCH: usize = 16;
+const MAX_BATCH: usize = 8;
+/// Windows sharing one sinc convolution may start at most this many
+/// window lengths after the first (a longer span would convolve audio
+/// that no window needs).
+const SHARED_SPAN_WINDOWS: usize = 1;
 
 /// An affine instance norm (`nn.InstanceNorm1d(affine=True)`, no running
 /// stats): per window and channel, normalise over time.
@@ -118,6 +122,9 @@ struct LstmLayer {
     bias: Tensor,
     /// Recurrent weights of both directions: (2, H, 4H).
     w_hh_t: Tensor,
+    /// The same on the host, per direction (H rows of 4H), for the CPU
+    /// recurrence ([`lstm_recurrence`]).
+    w_hh_host: [Vec<f32>; 2],
     hidden: usize,
 }
 
@@ -128,6 +135,9 @@ pub struct Segmentation {
     wav_norm: InstanceNorm,
     /// The sinc filterbank, computed from `low_hz_`/`band_hz_`: (80, 1, K).
     sinc_filters: Tensor,
+    /// Each sinc filter's sum of taps, (1, 80, 1): what a constant offset
+    /// of the input adds to its output ([`Self::forward_at`]).
+    sinc_sums: Tensor,
     sinc_norm: InstanceNorm,
     convs: Vec<(Conv, InstanceNorm)>,
     lstm: Vec<LstmLayer>,
@@ -243,10 +253,12 @@ impl Segmentation {
         if frames == 0 {
             return Err(w.bad("the window is shorter than the network's receptive field"));
         }
+        let sinc_sums = sinc_filters.sum_keepdim(2)?.reshape((1, n_filters, 1))?;
         Ok(Self {
             device: device.clone(),
             wav_norm,
             sinc_filters,
+            sinc_sums,
             sinc_norm,
             convs,
             lstm,
@@ -285,6 +297,44 @@ impl Segmentation {
         Ok(out)
     }
 
+    /// [`Self::powerset_log_probs`] for windows of one recording, given by
+    /// their start samples: runs of nearby windows at multiples of the
+    /// sinc stride share one sinc convolution ([`Self::forward_at`]).
+    pub fn powerset_log_probs_at(&self, audio: &[f32], starts: &[usize]) -> Result<Vec<Vec<f32>>> {
+        if let Some(&s) = starts.iter().find(|&&s| s + WINDOW_SAMPLES > audio.len()) {
+            return Err(DiarizeError::Input(format!(
+                "window at sample {s} runs past the audio's {} samples",
+                audio.len()
+            )));
+        }
+        let classes = self.powerset.len();
+        let mut out = Vec::with_capacity(starts.len());
+        let mut i = 0;
+        while i < starts.len() {
+            // A run: ascending, on the stride grid, spanning at most
+            // SHARED_SPAN_WINDOWS windows' worth of audio.
+            let first = starts[i];
+            let mut j = i + 1;
+            while j < starts.len()
+                && j - i < MAX_BATCH
+                && starts[j] > starts[j - 1]
+                && (starts[j] - first).is_multiple_of(SINC_STRIDE)
+                && starts[j] - first <= SHARED_SPAN_WINDOWS * WINDOW_SAMPLES
+            {
+                j += 1;
+            }
+            let logp = if j - i > 1 {
+                self.forward_at(audio, &starts[i..j])?
+            } else {
+                self.forward(&[&audio[first..first + WINDOW_SAMPLES]])?
+            };
+            let flat = logp.flatten_all()?.to_vec1::<f32>()?;
+            out.extend(flat.chunks(self.frames * classes).map(<[f32]>::to_vec));
+            i = j;
+        }
+        Ok(out)
+    }
+
     /// The network on one batch: (B, frames, classes) log-probabilities.
     fn forward(&self, windows: &[&[f32]]) -> Result<Tensor> {
         let batch = windows.len();
@@ -297,7 +347,56 @@ impl Segmentation {
         // SincNet.
         let x = self.wav_norm.forward(&x)?;
         let x = x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?.abs()?;
-        let mut x = leaky_relu(&self.sinc_norm.forward(&max_pool(&x, POOL)?)?)?;
+        self.forward_after_sinc(&x)
+    }
+
+    /// The network on windows of one recording starting at `starts`
+    /// (each a whole window inside `audio`, all at multiples of the sinc
+    /// stride from the first): same output as [`Self::forward`] on their
+    /// slices, to float rounding.
+    ///
+    /// Why: the sinc convolution (80 filters of 251 taps) is the costliest
+    /// layer per sample, and overlapping windows would convolve the same
+    /// samples again (ten times at a 1 s step). The instance norm before it
+    /// is affine per window, `(x − μ)·γ/σ + β`, and the convolution is
+    /// linear, so one convolution over the windows' union serves them all:
+    /// per window, `conv(x)·γ/σ + (β − γμ/σ)·Σtaps`.
+    fn forward_at(&self, audio: &[f32], starts: &[usize]) -> Result<Tensor> {
+        let (first, last) = match (starts.first(), starts.last()) {
+            (Some(&f), Some(&l)) => (f, l),
+            _ => return Err(DiarizeError::Input("no windows".into())),
+        };
+        let span = &audio[first..last + WINDOW_SAMPLES];
+        let x = Tensor::from_slice(span, (1, 1, span.len()), &self.device)?;
+        let conv = x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?;
+        let out_len = (WINDOW_SAMPLES - self.sinc_filters.dim(2)?) / SINC_STRIDE + 1;
+        let gamma = to_f32(&self.wav_norm.weight)?[0] as f64;
+        let beta = to_f32(&self.wav_norm.bias)?[0] as f64;
+        let mut slices = Vec::with_capacity(starts.len());
+        let (mut scale, mut shift) = (Vec::new(), Vec::new());
+        for &s in starts {
+            let w = &audio[s..s + WINDOW_SAMPLES];
+            let mean = w.iter().map(|&v| v as f64).sum::<f64>() / w.len() as f64;
+            let var = w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w.len() as f64;
+            let sd = (var + NORM_EPS).sqrt();
+            scale.push((gamma / sd) as f32);
+            shift.push((beta - gamma * mean / sd) as f32);
+            slices.push(conv.narrow(2, (s - first) / SINC_STRIDE, out_len)?);
+        }
+        let n = starts.len();
+        let scale = Tensor::from_vec(scale, (n, 1, 1), &self.device)?;
+        let shift = Tensor::from_vec(shift, (n, 1, 1), &self.device)?;
+        let x = Tensor::cat(&slices, 0)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&shift.broadcast_mul(&self.sinc_sums)?)?
+            .abs()?;
+        self.forward_after_sinc(&x)
+    }
+
+    /// Everything after the sinc convolution and its `abs`: (B, 80, L) →
+    /// (B, frames, classes) log-probabilities.
+    fn forward_after_sinc(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = leaky_relu(&self.sinc_norm.forward(&max_pool(x, POOL)?)?)?;
         for (conv, norm) in &self.convs {
             x = leaky_relu(&norm.forward(&max_pool(&conv.forward(&x)?, POOL)?)?)?;
         }
@@ -347,9 +446,21 @@ impl SegmentModel for Segmentation {
     }
 
     fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
-        let classes = self.powerset.len();
         let logps = self.powerset_log_probs(windows)?;
-        Ok(logps
+        Ok(self.activities(&logps))
+    }
+
+    fn segment_at(&self, audio: &[f32], starts: &[usize]) -> Result<Vec<WindowActivity>> {
+        let logps = self.powerset_log_probs_at(audio, starts)?;
+        Ok(self.activities(&logps))
+    }
+}
+
+impl Segmentation {
+    /// Powerset log-probabilities → per-speaker activity.
+    fn activities(&self, logps: &[Vec<f32>]) -> Vec<WindowActivity> {
+        let classes = self.powerset.len();
+        logps
             .iter()
             .map(|logp| {
                 let mut probs = vec![0f32; self.frames * SPEAKERS];
@@ -370,7 +481,7 @@ impl SegmentModel for Segmentation {
                     probs,
                 }
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -459,9 +570,11 @@ impl Weights<'_> {
             bias.push(b);
             w_hh_t.push(wh.t()?.contiguous()?);
         }
+        let host = |t: &Tensor| -> Result<Vec<f32>> { to_f32(t) };
         Ok(LstmLayer {
             w_ih_t: Tensor::cat(&w_ih, 0)?.t()?.contiguous()?,
             bias: Tensor::cat(&bias, 0)?,
+            w_hh_host: [host(&w_hh_t[0])?, host(&w_hh_t[1])?],
             w_hh_t: Tensor::stack(&w_hh_t, 0)?,
             hidden,
         })
@@ -640,6 +753,21 @@ fn lstm_layer(layer: &LstmLayer, x: &Tensor) -> candle_core::Result<Tensor> {
         .matmul(&layer.w_ih_t)?
         .broadcast_add(&layer.bias)?
         .reshape((b, t, 2 * g))?;
+    if device.is_cpu() {
+        let pre = proj.flatten_all()?.to_vec1::<f32>()?;
+        let out = lstm_recurrence(&pre, &layer.w_hh_host, b, t, h);
+        return Tensor::from_vec(out, (b, t, 2 * h), device);
+    }
+    lstm_steps_candle(layer, &proj)
+}
+
+/// The recurrence as candle ops, for devices other than the CPU: the
+/// input projections `proj` (B, T, 2·4H) → (B, T, 2H).
+fn lstm_steps_candle(layer: &LstmLayer, proj: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, _) = proj.dims3()?;
+    let h = layer.hidden;
+    let g = 4 * h;
+    let device = proj.device();
     // Per step, both directions as a batch of 2: (T, 2, B, 4H), the
     // backward direction's steps in reverse time order.
     let reverse = Tensor::from_vec((0..t as u32).rev().collect::<Vec<_>>(), t, device)?;
@@ -674,6 +802,175 @@ fn lstm_layer(layer: &LstmLayer, x: &Tensor) -> candle_core::Result<Tensor> {
         .index_select(&reverse, 0)?
         .transpose(0, 1)?;
     Tensor::cat(&[fwd, bwd], 2)?.contiguous()
+}
+
+/// The recurrence of one bidirectional LSTM layer on the CPU, from the
+/// input projections `pre` ((B, T, 2·4H), biases added, forward direction
+/// first) and the recurrent weights per direction (H rows of 4H): the
+/// output is (B, T, 2H), forward then backward, as PyTorch's.
+///
+/// Why not candle ops: a step is a (B, H)·(H, 4H) product and a few
+/// element-wise ops on 4H values, so per-op dispatch and allocation
+/// outweighed the arithmetic (70 ms of a window's ~110 ms at batch 4).
+/// Here each (direction, group of sequences) runs its steps in one tight
+/// loop on its own thread, reading each weight row once per step for the
+/// whole group, the gates staying in cache; the loops are compiled for
+/// AVX2 where the CPU has it.
+fn lstm_recurrence(pre: &[f32], w_hh: &[Vec<f32>; 2], b: usize, t: usize, h: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const GROUP: usize = 4;
+    let g = 4 * h;
+    let mut out = vec![0f32; b * t * 2 * h];
+    // Jobs: (direction, first sequence, sequences); each returns its
+    // outputs (seqs, T, H), scattered into `out` afterwards.
+    let jobs: Vec<(usize, usize, usize)> = (0..2)
+        .flat_map(|d| (0..b).step_by(GROUP).map(move |s| (d, s, GROUP.min(b - s))))
+        .collect();
+    let results: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(d, s0, n)| {
+            let mut hs = vec![0f32; n * t * h];
+            recur_group(pre, &w_hh[d], d, s0, n, t, h, &mut hs);
+            hs
+        })
+        .collect();
+    for (&(d, s0, n), hs) in jobs.iter().zip(&results) {
+        for i in 0..n {
+            for step in 0..t {
+                let src = &hs[(i * t + step) * h..(i * t + step + 1) * h];
+                let dst = ((s0 + i) * t + step) * 2 * h + d * h;
+                out[dst..dst + h].copy_from_slice(src);
+            }
+        }
+    }
+    debug_assert_eq!(g * 2 * b * t, pre.len());
+    out
+}
+
+/// `n` sequences from `s0`, direction `d` (1: backward in time): writes
+/// each step's hidden state to `hs` ((n, T, H), in time order).
+#[allow(clippy::too_many_arguments)]
+fn recur_group(
+    pre: &[f32],
+    w: &[f32],
+    d: usize,
+    s0: usize,
+    n: usize,
+    t: usize,
+    h: usize,
+    hs: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { recur_group_avx2(pre, w, d, s0, n, t, h, hs) };
+            return;
+        }
+    }
+    recur_group_body(pre, w, d, s0, n, t, h, hs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn recur_group_avx2(
+    pre: &[f32],
+    w: &[f32],
+    d: usize,
+    s0: usize,
+    n: usize,
+    t: usize,
+    h: usize,
+    hs: &mut [f32],
+) {
+    recur_group_body(pre, w, d, s0, n, t, h, hs)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn recur_group_body(
+    pre: &[f32],
+    w: &[f32],
+    d: usize,
+    s0: usize,
+    n: usize,
+    t: usize,
+    h: usize,
+    hs: &mut [f32],
+) {
+    let g = 4 * h;
+    let mut gates = vec![0f32; n * g];
+    let mut hprev = vec![0f32; n * h];
+    let mut cell = vec![0f32; n * h];
+    for k in 0..t {
+        let step = if d == 0 { k } else { t - 1 - k };
+        for i in 0..n {
+            let src = ((s0 + i) * t + step) * 2 * g + d * g;
+            gates[i * g..(i + 1) * g].copy_from_slice(&pre[src..src + g]);
+        }
+        if k > 0 {
+            for (r, row) in w.chunks_exact(g).enumerate() {
+                for i in 0..n {
+                    let x = hprev[i * h + r];
+                    for (a, &wv) in gates[i * g..(i + 1) * g].iter_mut().zip(row) {
+                        *a += x * wv;
+                    }
+                }
+            }
+        }
+        for i in 0..n {
+            // Gate order i, f, g, o: sigmoid on all four blocks, then the
+            // cell block turned into tanh (tanh x = 2σ(2x) − 1), so the
+            // loops are branch-free and vectorize.
+            let gi = &mut gates[i * g..(i + 1) * g];
+            for v in gi[2 * h..3 * h].iter_mut() {
+                *v *= 2.0;
+            }
+            for v in gi.iter_mut() {
+                *v = sigmoid(*v);
+            }
+            for v in gi[2 * h..3 * h].iter_mut() {
+                *v = 2.0 * *v - 1.0;
+            }
+            let c = &mut cell[i * h..(i + 1) * h];
+            for j in 0..h {
+                c[j] = gi[h + j] * c[j] + gi[j] * gi[2 * h + j];
+            }
+            let hp = &mut hprev[i * h..(i + 1) * h];
+            for j in 0..h {
+                hp[j] = gi[3 * h + j] * (2.0 * sigmoid(2.0 * c[j]) - 1.0);
+            }
+            let dst = (i * t + step) * h;
+            hs[dst..dst + h].copy_from_slice(hp);
+        }
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_approx(-x))
+}
+
+/// e^x for f32 without a libm call, so loops over it vectorize: x·log2 e
+/// split as n + f with f ∈ [−½, ½), 2^f from its degree-7 Taylor series
+/// (relative error under 1e-8 there), 2^n put in the exponent bits.
+/// Inputs are clamped to ±87, where e^x still is a normal f32; sigmoid and
+/// tanh, its only users, are flat long before that.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LN2: f32 = std::f32::consts::LN_2;
+    let t = x.clamp(-87.0, 87.0) * std::f32::consts::LOG2_E;
+    let n = (t + 0.5).floor();
+    let f = (t - n) * LN2;
+    let p = 1.0
+        + f * (1.0
+            + f * (1.0 / 2.0
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(test)]
@@ -745,6 +1042,89 @@ mod tests {
             Tensor::from_vec(n, (1, half), &dev).expect("n"),
         );
         m
+    }
+
+    #[test]
+    fn host_recurrence_matches_candle_ops() {
+        let tensors = random_state_dict(8, 2);
+        let model = Segmentation::from_tensors(&tensors, &Device::Cpu).expect("build");
+        let layer = &model.lstm[0];
+        let (b, t, inp) = (3, 17, layer.w_ih_t.dim(0).unwrap());
+        let x = Tensor::randn(0f32, 1.0, (b * t, inp), &Device::Cpu).unwrap();
+        let proj = x
+            .matmul(&layer.w_ih_t)
+            .unwrap()
+            .broadcast_add(&layer.bias)
+            .unwrap()
+            .reshape((b, t, 8 * layer.hidden))
+            .unwrap();
+        let want = lstm_steps_candle(layer, &proj).unwrap();
+        let pre = proj.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = lstm_recurrence(&pre, &layer.w_hh_host, b, t, layer.hidden);
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "host vs candle recurrence differ by {diff}");
+    }
+
+    #[test]
+    fn shared_sinc_front_end_matches_per_window() {
+        let tensors = random_state_dict(8, 2);
+        let model = Segmentation::from_tensors(&tensors, &Device::Cpu).expect("build");
+        // 14 s with an offset and a swelling tone, so each window has its
+        // own mean and spread; windows on the stride grid (shared), one
+        // off it and one alone at the end (per-window path).
+        let n = 14 * 16_000;
+        let audio: Vec<f32> = (0..n)
+            .map(|i| 0.05 + (i as f32 / n as f32) * (i as f32 * 0.031).sin() * 0.4)
+            .collect();
+        let starts = [0, 16_000, 32_000, 40_000, 40_003, n - WINDOW_SAMPLES];
+        let shared = model.powerset_log_probs_at(&audio, &starts).expect("at");
+        let slices: Vec<&[f32]> = starts
+            .iter()
+            .map(|&s| &audio[s..s + WINDOW_SAMPLES])
+            .collect();
+        let plain = model.powerset_log_probs(&slices).expect("slices");
+        assert_eq!(shared.len(), plain.len());
+        for (w, (a, b)) in shared.iter().zip(&plain).enumerate() {
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-4,
+                "window {w}: shared vs per-window differ by {diff}"
+            );
+        }
+        let err = model
+            .powerset_log_probs_at(&audio, &[n - WINDOW_SAMPLES + 1])
+            .unwrap_err();
+        assert!(err.to_string().contains("runs past"), "{err}");
+    }
+
+    #[test]
+    fn exp_approx_is_exp() {
+        // Relative error: the series' own is under 1e-8; rounding x·log2 e
+        // to f32 adds up to about |x|·2⁻²³, so the bound grows with |x|.
+        let mut x = -87.0f32;
+        while x <= 87.0 {
+            let want = (x as f64).exp();
+            let got = exp_approx(x) as f64;
+            let bound = 4e-7 + x.abs() as f64 * 1e-7;
+            assert!(
+                ((got - want) / want).abs() < bound,
+                "e^{x}: {got} vs {want}"
+            );
+            x += 0.013;
+        }
+        assert!(exp_approx(-1e30) > 0.0 && exp_approx(-1e30) < 1e-37);
+        assert!(exp_approx(1e30).is_finite());
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
     }
 
     #[test]

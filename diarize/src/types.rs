@@ -55,6 +55,20 @@ pub trait SegmentModel: Sync {
     fn timing(&self) -> FrameTiming;
     /// Activity of each window (a batch: implementations run them together).
     fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>>;
+    /// Activity of the windows of `audio` starting at `starts` (each whole
+    /// inside `audio`): what [`Self::segment`] gives on their slices. A
+    /// model may override it to share work between overlapping windows.
+    fn segment_at(&self, audio: &[f32], starts: &[usize]) -> Result<Vec<WindowActivity>> {
+        let win = self.window_samples();
+        if let Some(&s) = starts.iter().find(|&&s| s + win > audio.len()) {
+            return Err(crate::error::DiarizeError::Input(format!(
+                "window at sample {s} runs past the audio's {} samples",
+                audio.len()
+            )));
+        }
+        let slices: Vec<&[f32]> = starts.iter().map(|&s| &audio[s..s + win]).collect();
+        self.segment(&slices)
+    }
 }
 
 /// A speaker-embedding network: one vector per clip of 16 kHz audio.
