@@ -133,6 +133,29 @@ impl Rig {
         })
     }
 
+    /// What moto's Transcribe job `name` was started with: speaker labels
+    /// on, and their maximum; `None` when the job had no settings.
+    fn transcribe_speaker_settings(&self, name: &str) -> Option<(bool, Option<i32>)> {
+        self.rt.block_on(async {
+            let conf = self.moto().sdk_config().await;
+            let client = aws_sdk_transcribe::Client::new(&conf);
+            let job = client
+                .get_transcription_job()
+                .transcription_job_name(name)
+                .send()
+                .await
+                .expect("get transcription job")
+                .transcription_job
+                .expect("the job");
+            job.settings().map(|s| {
+                (
+                    s.show_speaker_labels().unwrap_or(false),
+                    s.max_speaker_labels(),
+                )
+            })
+        })
+    }
+
     /// Sends jobs straight to the queue (ids chosen by the test).
     fn send_jobs(&self, jobs: &[Job]) {
         let q = SqsQueue::with_client(
@@ -196,6 +219,12 @@ fn managed_phase_worker_runs_every_task_type_without_loading_a_model() {
     .unwrap();
     let t = rig.submit(&clips[..1], "transcribe", &["--formats", "srt"]);
     let ts = rig.submit(&clips[1..2], "transcribe+summarize", &[]);
+    // Diarization on the managed backend is Transcribe's speaker labels.
+    let d = rig.submit(
+        &clips[..1],
+        "transcribe",
+        &["--num-speakers", "3", "--formats", "rttm"],
+    );
     let s = rig.submit(
         std::slice::from_ref(&notes),
         "summarize",
@@ -205,13 +234,41 @@ fn managed_phase_worker_runs_every_task_type_without_loading_a_model() {
     for id in [&t[0], &ts[0]] {
         rig.put_transcript(id, &fixture);
     }
+    let labelled: Value = serde_json::from_str(&earshot_managed::testing::speaker_labelled(
+        &fixture.to_string(),
+    ))
+    .unwrap();
+    rig.put_transcript(&d[0], &labelled);
     let stats = rig.drain(&MANAGED, "managed.log");
     let log = rig.log("managed.log");
     assert!(log.contains("no model is loaded"), "{log}");
-    assert_eq!(stats["succeeded"], 3, "{stats}\n{log}");
+    assert_eq!(stats["succeeded"], 4, "{stats}\n{log}");
 
     let records = rig.records();
-    assert_eq!(records.len(), 3, "{:?}", records.keys());
+    assert_eq!(records.len(), 4, "{:?}", records.keys());
+
+    // The diarized job asked Transcribe for speaker labels with its count,
+    // the others did not; its record carries Transcribe's speakers.
+    let name = |id: &str| earshot_managed::transcribe::job_name(id);
+    assert_eq!(
+        rig.transcribe_speaker_settings(&name(&d[0])),
+        Some((true, Some(3)))
+    );
+    let plain = rig.transcribe_speaker_settings(&name(&t[0]));
+    assert!(plain.is_none_or(|(show, _)| !show), "{plain:?}");
+    let dr = &record_of(&records, &d[0])["transcript"];
+    let speakers: Vec<&str> = dr["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(speakers, ["SPEAKER_00", "SPEAKER_01"], "{dr}");
+    let rttm = dr["formats"]["rttm"].as_str().unwrap();
+    assert!(
+        rttm.contains("SPEAKER_00") && rttm.contains("SPEAKER_01"),
+        "{rttm}"
+    );
     let expected_text = fixture["results"]["transcripts"][0]["transcript"]
         .as_str()
         .unwrap();
@@ -289,7 +346,7 @@ fn managed_phase_worker_runs_every_task_type_without_loading_a_model() {
     // The summarize job's maxTokens came from the job.
     assert!(requests.iter().any(|r| r.max_tokens == Some(80)));
     // One Transcribe job per earshot job.
-    assert_eq!(rig.transcribe_jobs().len(), 2);
+    assert_eq!(rig.transcribe_jobs().len(), 3);
     let docs: Vec<Value> = records.values().cloned().collect();
     validate_with_schema("result.schema.json", &docs);
 }

@@ -10,7 +10,9 @@
 //!   Point the SDK at it with `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`.
 //! - [`put_transcript`] and [`TRANSCRIBE_FIXTURE`]: moto runs Transcribe
 //!   jobs but writes no transcript, so tests put one (in Transcribe's real
-//!   output shape) where the job's `TranscriptFileUri` will point.
+//!   output shape) where the job's `TranscriptFileUri` will point;
+//!   [`speaker_labelled`] gives it the speaker labels Transcribe adds when
+//!   asked to (`ShowSpeakerLabels`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +29,42 @@ use crate::transcribe::{job_name, output_key};
 /// without times, `audio_segments`, two sentences): the committed fixture
 /// `managed/tests/fixtures/transcribe-output.json`.
 pub const TRANSCRIBE_FIXTURE: &str = include_str!("../tests/fixtures/transcribe-output.json");
+
+/// A Transcribe output (such as [`TRANSCRIBE_FIXTURE`]) as Transcribe
+/// writes it with `ShowSpeakerLabels`: the words of the first
+/// `audio_segments` entry by `spk_0`, the rest by `spk_1`, on the items
+/// and as `results.speaker_labels` turns. Panics on a document without
+/// two audio segments (test data).
+pub fn speaker_labelled(output: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(output).unwrap();
+    let results = &mut v["results"];
+    let second_start: f64 = results["audio_segments"][1]["start_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut turns: Vec<serde_json::Value> = Vec::new();
+    for item in results["items"].as_array_mut().unwrap() {
+        let Some(start) = item["start_time"].as_str().map(str::to_owned) else {
+            continue; // punctuation: no time, no speaker
+        };
+        let spk = if start.parse::<f64>().unwrap() < second_start {
+            "spk_0"
+        } else {
+            "spk_1"
+        };
+        item["speaker_label"] = spk.into();
+        let end = item["end_time"].clone();
+        turns.push(serde_json::json!({
+            "start_time": start, "end_time": end, "speaker_label": spk,
+            "items": [{"start_time": start, "end_time": end, "speaker_label": spk}],
+        }));
+    }
+    results["speaker_labels"] = serde_json::json!({
+        "channel_label": "ch_0", "speakers": 2, "segments": turns,
+    });
+    v.to_string()
+}
 
 /// Puts a transcript document where the Transcribe job of `job_id` writes
 /// its output (`s3://<bucket>/<prefix><earshot-job id>.json`, which is also

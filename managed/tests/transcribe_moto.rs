@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use earshot_managed::testing::{put_transcript, TRANSCRIBE_FIXTURE};
+use earshot_managed::testing::{put_transcript, speaker_labelled, TRANSCRIBE_FIXTURE};
 use earshot_managed::transcribe::{job_name, TranscribeBackend};
 use earshot_managed::{ensure_s3_media, PollConfig, SpeechRequest, TranscribeConfig};
 use earshot_queue_adapter::testing::MotoServer;
@@ -298,4 +298,70 @@ async fn local_media_is_uploaded_first() {
         .unwrap_err();
     assert_eq!(err.kind(), "not_found");
     assert_eq!(job_name("local-1"), "earshot-local-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaker_labels_are_asked_for_and_read_back() {
+    let e = env().await;
+    let labelled = speaker_labelled(TRANSCRIBE_FIXTURE);
+    for id in ["spk-4", "spk-1", "spk-99", "spk-none"] {
+        put_transcript(&e.store, OUT, PREFIX, id, labelled.as_bytes())
+            .await
+            .unwrap();
+    }
+    let with = |id: &str, n: Option<usize>| {
+        let mut r = request(id);
+        r.max_speakers = n;
+        r
+    };
+    let four = e.backend.transcribe(with("spk-4", Some(4))).await.unwrap();
+    e.backend.transcribe(with("spk-1", Some(1))).await.unwrap();
+    e.backend
+        .transcribe(with("spk-99", Some(99)))
+        .await
+        .unwrap();
+    e.backend.transcribe(with("spk-none", None)).await.unwrap();
+
+    // What Transcribe was asked for: speaker labels with the job's count,
+    // clamped to the 2-30 Transcribe accepts; nothing without one.
+    let settings = |name: &'static str| {
+        let c = e.transcribe.clone();
+        async move {
+            let job = c
+                .get_transcription_job()
+                .transcription_job_name(name)
+                .send()
+                .await
+                .unwrap()
+                .transcription_job
+                .unwrap();
+            job.settings().map(|s| {
+                (
+                    s.show_speaker_labels().unwrap_or(false),
+                    s.max_speaker_labels(),
+                )
+            })
+        }
+    };
+    assert_eq!(settings("earshot-spk-4").await, Some((true, Some(4))));
+    assert_eq!(settings("earshot-spk-1").await, Some((true, Some(2))));
+    assert_eq!(settings("earshot-spk-99").await, Some((true, Some(30))));
+    let none = settings("earshot-spk-none").await;
+    assert!(
+        none.is_none_or(|(show, _)| !show),
+        "no speaker labels asked for without a count: {none:?}"
+    );
+
+    // Read back: Transcribe's spk_N become earshot's SPEAKER_NN, on words
+    // and on the segments they make up.
+    let r = &four.record;
+    assert_eq!(r.segments.len(), 2);
+    for (seg, want) in r.segments.iter().zip(["SPEAKER_00", "SPEAKER_01"]) {
+        assert_eq!(seg.speaker.as_deref(), Some(want), "{seg:?}");
+        assert!(
+            seg.words.iter().all(|w| w.speaker.as_deref() == Some(want)),
+            "{:?}",
+            seg.words
+        );
+    }
 }
