@@ -1096,8 +1096,11 @@ mod tests {
                 .zip(b)
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max);
+            // Random weights, so rounding differs run to run: up to ~3e-4
+            // seen in log-probability; dropping the offset term gives
+            // 0.07-0.3.
             assert!(
-                diff < 1e-4,
+                diff < 2e-3,
                 "window {w}: shared vs per-window differ by {diff}"
             );
         }
