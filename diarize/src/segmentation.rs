@@ -830,7 +830,16 @@ fn lstm_recurrence(pre: &[f32], w_hh: &[Vec<f32>; 2], b: usize, t: usize, h: usi
         .par_iter()
         .map(|&(d, s0, n)| {
             let mut hs = vec![0f32; n * t * h];
-            recur_group(pre, &w_hh[d], d, s0, n, t, h, &mut hs);
+            let job = Group {
+                pre,
+                w: &w_hh[d],
+                d,
+                s0,
+                n,
+                t,
+                h,
+            };
+            recur_group(&job, &mut hs);
             hs
         })
         .collect();
@@ -847,59 +856,51 @@ fn lstm_recurrence(pre: &[f32], w_hh: &[Vec<f32>; 2], b: usize, t: usize, h: usi
     out
 }
 
-/// `n` sequences from `s0`, direction `d` (1: backward in time): writes
-/// each step's hidden state to `hs` ((n, T, H), in time order).
-#[allow(clippy::too_many_arguments)]
-fn recur_group(
-    pre: &[f32],
-    w: &[f32],
+/// One job of [`lstm_recurrence`]: `n` sequences from `s0` of the input
+/// projections `pre`, in direction `d` (1: backward in time), with that
+/// direction's recurrent weights `w`; `t` steps, hidden size `h`.
+struct Group<'a> {
+    pre: &'a [f32],
+    w: &'a [f32],
     d: usize,
     s0: usize,
     n: usize,
     t: usize,
     h: usize,
-    hs: &mut [f32],
-) {
+}
+
+/// Runs a [`Group`], writing each step's hidden state to `hs` ((n, T, H),
+/// in time order).
+fn recur_group(job: &Group, hs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { recur_group_avx2(pre, w, d, s0, n, t, h, hs) };
+            unsafe { recur_group_avx2(job, hs) };
             return;
         }
     }
-    recur_group_body(pre, w, d, s0, n, t, h, hs);
+    recur_group_body(job, hs);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn recur_group_avx2(
-    pre: &[f32],
-    w: &[f32],
-    d: usize,
-    s0: usize,
-    n: usize,
-    t: usize,
-    h: usize,
-    hs: &mut [f32],
-) {
-    recur_group_body(pre, w, d, s0, n, t, h, hs)
+unsafe fn recur_group_avx2(job: &Group, hs: &mut [f32]) {
+    recur_group_body(job, hs)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn recur_group_body(
-    pre: &[f32],
-    w: &[f32],
-    d: usize,
-    s0: usize,
-    n: usize,
-    t: usize,
-    h: usize,
-    hs: &mut [f32],
-) {
+fn recur_group_body(job: &Group, hs: &mut [f32]) {
+    let &Group {
+        pre,
+        w,
+        d,
+        s0,
+        n,
+        t,
+        h,
+    } = job;
     let g = 4 * h;
     let mut gates = vec![0f32; n * g];
     let mut hprev = vec![0f32; n * h];
