@@ -791,7 +791,7 @@ fn sort_turns(turns: &mut [Turn]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::der::{der, turns_to_segments, Segment};
+    use crate::der::{der, turns_to_segments, DerReport, Segment};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Speaker `k`'s samples hold `0.1 · 2^k` (bits add up in overlap);
@@ -940,6 +940,16 @@ mod tests {
             .collect()
     }
 
+    /// The pipeline on `audio` with the fakes and `opts`.
+    fn run_fakes(audio: &[f32], opts: &DiarizeOptions) -> Diarization {
+        diarize(audio, &FakeSeg::default(), &FakeEmbed, opts).unwrap()
+    }
+
+    /// DER of `d` against the script it was rendered from (no collar).
+    fn der_of(script: &[(f64, f64, usize, bool)], d: &Diarization) -> DerReport {
+        der(&reference(script), &turns_to_segments(&d.turns), 0.0, false)
+    }
+
     fn labels(d: &Diarization) -> usize {
         let mut seen: Vec<usize> = d.turns.iter().map(|t| t.speaker).collect();
         seen.sort();
@@ -960,16 +970,10 @@ mod tests {
     #[test]
     fn recovers_two_speakers() {
         let audio = render(TWO, 60.0);
-        let d = diarize(
-            &audio,
-            &FakeSeg::default(),
-            &FakeEmbed,
-            &DiarizeOptions::default(),
-        )
-        .unwrap();
+        let d = run_fakes(&audio, &DiarizeOptions::default());
         assert_eq!(d.speakers, 2);
         assert_eq!(labels(&d), 2);
-        let r = der(&reference(TWO), &turns_to_segments(&d.turns), 0.0, false);
+        let r = der_of(TWO, &d);
         assert!(r.der < 0.02, "{r:?} {:?}", d.turns);
         // SPEAKER_00 speaks first; sorted; talk time adds up.
         assert_eq!(d.turns[0].speaker, 0);
@@ -984,10 +988,7 @@ mod tests {
             embed_batch: 1,
             ..Default::default()
         };
-        assert_eq!(
-            diarize(&audio, &FakeSeg::default(), &FakeEmbed, &small).unwrap(),
-            d
-        );
+        assert_eq!(run_fakes(&audio, &small), d);
     }
 
     #[test]
@@ -1002,15 +1003,9 @@ mod tests {
             (41.0, 50.0, 0, false),
         ];
         let audio = render(script, 50.0);
-        let d = diarize(
-            &audio,
-            &FakeSeg::default(),
-            &FakeEmbed,
-            &DiarizeOptions::default(),
-        )
-        .unwrap();
+        let d = run_fakes(&audio, &DiarizeOptions::default());
         assert_eq!(d.speakers, 3);
-        let r = der(&reference(script), &turns_to_segments(&d.turns), 0.0, false);
+        let r = der_of(script, &d);
         assert!(r.der < 0.02, "{r:?}");
     }
 
@@ -1057,7 +1052,7 @@ mod tests {
         assert!(n_sparse * 3 < n_every, "{n_sparse} vs {n_every} clips");
         for d in [&every, &sparse] {
             assert_eq!(d.speakers, 3);
-            let r = der(&reference(script), &turns_to_segments(&d.turns), 0.0, false);
+            let r = der_of(script, d);
             assert!(r.der < 0.03, "{r:?} {:?}", d.turns);
         }
         // Long enough for the embedded windows to tile (clips from their
@@ -1075,7 +1070,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.speakers, 3);
-        let r = der(&reference(&long), &turns_to_segments(&d.turns), 0.0, false);
+        let r = der_of(&long, &d);
         assert!(r.der < 0.03, "{r:?} {:?}", d.turns);
         assert!(counter.0.into_inner() >= TILE_MIN_EMBEDDED);
 
@@ -1095,15 +1090,9 @@ mod tests {
             (28.0, 40.0, 1, false),
         ];
         let audio = render(script, 40.0);
-        let d = diarize(
-            &audio,
-            &FakeSeg::default(),
-            &FakeEmbed,
-            &DiarizeOptions::default(),
-        )
-        .unwrap();
+        let d = run_fakes(&audio, &DiarizeOptions::default());
         assert_eq!(d.speakers, 2);
-        let r = der(&reference(script), &turns_to_segments(&d.turns), 0.0, false);
+        let r = der_of(script, &d);
         assert!(r.der < 0.02, "{r:?} {:?}", d.turns);
         let both = |t: f64| d.turns.iter().filter(|x| x.start <= t && t < x.end).count();
         assert_eq!(both(9.0), 2);
@@ -1138,7 +1127,7 @@ mod tests {
     #[test]
     fn honours_speaker_counts() {
         let audio = render(DRIFT, 70.0);
-        let run = |o: DiarizeOptions| diarize(&audio, &FakeSeg::default(), &FakeEmbed, &o).unwrap();
+        let run = |o: DiarizeOptions| run_fakes(&audio, &o);
         let d = run(DiarizeOptions::default());
         assert_eq!((d.speakers, labels(&d)), (2, 2));
         let three = run(DiarizeOptions {
@@ -1194,7 +1183,7 @@ mod tests {
         assert!(d.turns.is_empty());
         // Shorter than a window: padded.
         let script = &[(0.5, 2.5, 0, false)];
-        let d = diarize(&render(script, 3.0), &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        let d = run_fakes(&render(script, 3.0), &opts);
         assert_eq!(d.speakers, 1);
         assert_eq!(d.turns.len(), 1);
         assert!((d.turns[0].start - 0.5).abs() < 0.03 && (d.turns[0].end - 2.5).abs() < 0.03);
@@ -1218,20 +1207,14 @@ mod tests {
             (10.5, 20.0, 1, false),
         ];
         let audio = render(script, 20.0);
-        let d = diarize(
-            &audio,
-            &FakeSeg::default(),
-            &FakeEmbed,
-            &DiarizeOptions::default(),
-        )
-        .unwrap();
+        let d = run_fakes(&audio, &DiarizeOptions::default());
         assert_eq!(d.turns.len(), 3);
         let opts = DiarizeOptions {
             min_duration_off_s: 0.5,
             min_duration_on_s: 6.0,
             ..Default::default()
         };
-        let d = diarize(&audio, &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        let d = run_fakes(&audio, &opts);
         assert_eq!(d.turns.len(), 2);
         assert!((d.turns[0].end - 10.0).abs() < 0.03);
     }

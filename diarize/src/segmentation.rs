@@ -138,6 +138,9 @@ pub struct Segmentation {
     /// Each sinc filter's sum of taps, (1, 80, 1): what a constant offset
     /// of the input adds to its output ([`Self::forward_at`]).
     sinc_sums: Tensor,
+    /// `wav_norm`'s scale and shift (one channel), on the host for
+    /// [`Self::forward_at`]'s per-window arithmetic.
+    wav_gamma_beta: (f64, f64),
     sinc_norm: InstanceNorm,
     convs: Vec<(Conv, InstanceNorm)>,
     lstm: Vec<LstmLayer>,
@@ -254,11 +257,16 @@ impl Segmentation {
             return Err(w.bad("the window is shorter than the network's receptive field"));
         }
         let sinc_sums = sinc_filters.sum_keepdim(2)?.reshape((1, n_filters, 1))?;
+        let wav_gamma_beta = (
+            to_f32(&wav_norm.weight)?[0] as f64,
+            to_f32(&wav_norm.bias)?[0] as f64,
+        );
         Ok(Self {
             device: device.clone(),
             wav_norm,
             sinc_filters,
             sinc_sums,
+            wav_gamma_beta,
             sinc_norm,
             convs,
             lstm,
@@ -370,8 +378,7 @@ impl Segmentation {
         let x = Tensor::from_slice(span, (1, 1, span.len()), &self.device)?;
         let conv = x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?;
         let out_len = (WINDOW_SAMPLES - self.sinc_filters.dim(2)?) / SINC_STRIDE + 1;
-        let gamma = to_f32(&self.wav_norm.weight)?[0] as f64;
-        let beta = to_f32(&self.wav_norm.bias)?[0] as f64;
+        let (gamma, beta) = self.wav_gamma_beta;
         let mut slices = Vec::with_capacity(starts.len());
         let (mut scale, mut shift) = (Vec::new(), Vec::new());
         for &s in starts {

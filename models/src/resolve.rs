@@ -102,6 +102,16 @@ pub struct ResolveOptions {
 }
 
 impl ResolveOptions {
+    /// For the crate's tests: the environment's options with `dir` as the
+    /// models folder and its `stamps` file for verified hashes.
+    #[cfg(test)]
+    pub(crate) fn for_test_dir(dir: &std::path::Path) -> Self {
+        let mut o = Self::from_env();
+        o.models_dir = dir.to_path_buf();
+        o.hub.verified_stamps = Some(dir.join("stamps"));
+        o
+    }
+
     /// Options from the environment: [`MODELS_DIR_ENV`], [`HUB_FORMAT_ENV`],
     /// `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`,
     /// else the file `HF_TOKEN_PATH` names (as `huggingface_hub` reads it),

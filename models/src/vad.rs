@@ -82,10 +82,7 @@ mod tests {
     use std::path::Path;
 
     fn opts(dir: &Path) -> ResolveOptions {
-        let mut o = ResolveOptions::from_env();
-        o.models_dir = dir.to_path_buf();
-        o.hub.verified_stamps = Some(dir.join("stamps"));
-        o
+        ResolveOptions::for_test_dir(dir)
     }
 
     #[test]
