@@ -451,9 +451,18 @@ fn kill_9_every_few_seconds_over_100_jobs() {
     ];
     let t0 = Instant::now();
     let mut kills = 0;
+    // Most inputs are empty WAVs that finish in milliseconds, so on a fast
+    // machine 100 jobs outran the storm (two kills, CI at stop 24). Every
+    // delivery is held 1.5 s before its fetch: the storm's length is then
+    // set by the clock (about 100 x 1.5 s / 4 in flight, plus redeliveries),
+    // not by how fast this machine decodes, and it spans several kills.
+    let hold = [
+        ("EARSHOT_TEST_STALL_MS", "1500"),
+        ("EARSHOT_TEST_STALL_STAGE", "fetch"),
+    ];
     while kills < kills_planned && rig.records().len() < n {
         let log = format!("kill-{kills}.log");
-        let child = worker(&rig, None, &[], &args, &log);
+        let child = worker(&rig, None, &hold, &args, &log);
         // Killed a random 1-5 s into its work (after the models load,
         // which takes a few seconds and holds no job): mid-batch, or
         // between a record's write and its acknowledgement.
@@ -472,7 +481,7 @@ fn kill_9_every_few_seconds_over_100_jobs() {
     let child = worker(
         &rig,
         None,
-        &[],
+        &hold,
         &[&args[..], &["--exit-when-empty"]].concat(),
         "final.log",
     );
