@@ -516,6 +516,13 @@ fn sigterm_storms_lose_nothing_and_strand_nothing() {
     let mut rng = Rng::seeded();
     let mut round = 0;
     let t0 = Instant::now();
+    // Held 1 s before each fetch, as in the kill storm: a fast machine
+    // cannot finish all 40 jobs inside the first round and leave the
+    // storm a single round.
+    let hold = [
+        ("EARSHOT_TEST_STALL_MS", "1000"),
+        ("EARSHOT_TEST_STALL_STAGE", "fetch"),
+    ];
     while rig.records().len() < n {
         assert!(t0.elapsed() < Duration::from_secs(600), "no progress");
         let log = format!("term-{round}.log");
@@ -523,7 +530,7 @@ fn sigterm_storms_lose_nothing_and_strand_nothing() {
         let child = worker(
             &rig,
             None,
-            &[],
+            &hold,
             &[
                 "--max-batch",
                 "4",
