@@ -43,6 +43,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::conv2d::HostConv2d;
 use crate::error::{DiarizeError, Result};
 use crate::fbank::{self, Fbank, NUM_MEL_BINS};
 use crate::types::{EmbedModel, SAMPLE_RATE};
@@ -172,6 +173,9 @@ struct Conv2dBn {
     /// 1, 3)` and the outer two `(out, in, 2, 3)`, applied to the even and
     /// the odd frequency rows (see [`Conv2dBn::forward_polyphase`]).
     polyphase: Option<(Tensor, Tensor)>,
+    /// On the CPU, convs wider than 1×1 run as implicit GEMM
+    /// ([`crate::conv2d`]), bias included.
+    host: Option<HostConv2d>,
 }
 
 impl Conv2dBn {
@@ -196,12 +200,18 @@ impl Conv2dBn {
         } else {
             None
         };
+        let host = if k > 1 && w.device.is_cpu() {
+            Some(HostConv2d::new(&weight, &shift, padding, freq_stride)?)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias: shift.reshape((1, cout, 1, 1))?,
             padding,
             freq_stride,
             polyphase,
+            host,
         })
     }
 
@@ -230,6 +240,9 @@ impl Conv2dBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(host) = &self.host {
+            return host.forward(x);
+        }
         let k = self.weight.dim(2)?;
         let y = if k == 1 {
             // A 1×1 conv: subsample first, then it is a matmul over channels.
@@ -954,21 +967,31 @@ mod tests {
         for h in [10usize, 9] {
             let v: Vec<f32> = (0..2 * 4 * h * 13).map(|_| rng.uniform()).collect();
             let x = Tensor::from_vec(v, (2, 4, h, 13), &Device::Cpu).unwrap();
-            let fast = conv.forward(&x).unwrap();
             let plain = every_other_row(&x.conv2d(&conv.weight, 1, 1, 1, 1).unwrap(), 2)
                 .unwrap()
                 .broadcast_add(&conv.bias)
                 .unwrap();
-            assert_eq!(fast.dims(), plain.dims());
-            let diff = (fast - plain)
+            // The GPU's polyphase path and the CPU's implicit GEMM (what
+            // `forward` takes here) both match the plain conv.
+            let (middle, outer) = conv.polyphase.as_ref().unwrap();
+            let poly = conv
+                .forward_polyphase(&x, middle, outer)
                 .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
+                .broadcast_add(&conv.bias)
                 .unwrap();
-            assert!(diff < 1e-5, "h = {h}: {diff}");
+            assert!(conv.host.is_some());
+            for (path, fast) in [("polyphase", poly), ("host", conv.forward(&x).unwrap())] {
+                assert_eq!(fast.dims(), plain.dims(), "{path}");
+                let diff = (fast - &plain)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "{path}, h = {h}: {diff}");
+            }
         }
     }
 

@@ -20,6 +20,7 @@
 pub mod assign;
 pub mod campplus;
 pub mod cluster;
+mod conv2d;
 pub mod der;
 pub mod error;
 pub mod fbank;
