@@ -36,9 +36,10 @@ pub(crate) struct DiarizeArgs {
     /// At most this many speakers (implies --diarize).
     #[arg(long, value_name = "N")]
     pub max_speakers: Option<usize>,
-    /// Seconds between the starts of the 10 s segmentation windows: smaller
-    /// sees every moment from more windows (steadier turns), larger is
-    /// faster (fewer windows to segment and embed).
+    /// Seconds between the starts of the 10 s segmentation windows
+    /// (default 2.5; pyannote's is 1): smaller sees every moment from more
+    /// windows (steadier turns), larger is faster (fewer windows to
+    /// segment and embed).
     #[arg(long, env = "EARSHOT_DIARIZE_STEP", value_name = "SECONDS")]
     pub diarize_step: Option<f64>,
     /// Seconds between the windows whose speakers are embedded (CAM++);
