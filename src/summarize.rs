@@ -257,13 +257,15 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
     args.pipeline.apply(&mut opts)?;
     let t = Instant::now();
     let refs: Vec<&[f32]> = inputs.iter().map(|(_, s)| s.as_slice()).collect();
-    let transcripts = whisper.transcribe_batch(&refs, &opts, None);
+    let (transcripts, turns) = crate::diarization::alongside(diarizer.as_ref(), &refs, || {
+        whisper.transcribe_batch(&refs, &opts, None)
+    });
     let transcribe_s = t.elapsed().as_secs_f64();
     drop(whisper);
 
     let mut ok = Vec::new();
-    for ((i, samples), r) in inputs.iter().zip(transcripts) {
-        match crate::diarization::labelled(r, diarizer.as_ref(), samples) {
+    for (((i, _), r), turns) in inputs.iter().zip(transcripts).zip(turns) {
+        match crate::diarization::labelled(r, turns) {
             Ok(tr) => ok.push((*i, tr)),
             Err(e) => {
                 eprintln!("error: {}: {e}", args.files[*i].display());

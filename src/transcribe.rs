@@ -14,7 +14,7 @@ use earshot_inference::whisper::format::RenderOptions;
 use earshot_inference::whisper::{Pipeline, Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::diarization::{labelled, CliDiarizer, DiarizeArgs};
+use crate::diarization::{alongside, labelled, CliDiarizer, DiarizeArgs};
 use crate::formats::{self, needs_words, Format};
 
 #[derive(clap::Args)]
@@ -240,7 +240,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let t0 = Instant::now();
     let refs: Vec<&[f32]> = inputs.iter().map(|(_, s)| s.as_slice()).collect();
-    let results = whisper.transcribe_batch(&refs, &opts, Some(&progress));
+    let (results, turns) = alongside(diarizer.as_ref(), &refs, || {
+        whisper.transcribe_batch(&refs, &opts, Some(&progress))
+    });
     let wall = t0.elapsed().as_secs_f64();
     if let Ok(b) = bars.lock() {
         b.iter().for_each(|b| b.finish_and_clear());
@@ -255,9 +257,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(dir) = &args.output {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for ((i, samples), r) in inputs.iter().zip(results) {
+    for (((i, _), r), turns) in inputs.iter().zip(results).zip(turns) {
         let path = &args.files[*i];
-        match labelled(r, diarizer.as_ref(), samples) {
+        match labelled(r, turns) {
             Ok(t) => {
                 let stem = output_stem(&args.files, *i);
                 let body = formats::render(&t, format, &stem, &words.render);

@@ -265,3 +265,49 @@ fn labels_reach_every_output_format() {
             .as_str()
             .is_some_and(|l| l.starts_with("spk_"))));
 }
+
+/// `process --diarize` on two inputs: each is diarized on its own thread
+/// while Whisper transcribes, and the turns come back to the right
+/// transcript. The call clip gets both its speakers on every segment and
+/// word; digital silence gets no segments, an empty summary, no error.
+#[test]
+fn process_diarizes_alongside_transcription_and_keeps_inputs_apart() {
+    require(&["whisper-tiny.en/model.bin"]);
+    earshot_inference::testing::real_llm_path("smollm2-135m-instruct");
+    let (wav, _) = sample();
+    let tmp = tempfile::tempdir().unwrap();
+    let call = tmp.path().join("call.wav");
+    let samples = earshot_inference::audio::load_file(&wav, Default::default()).unwrap();
+    common::write_wav(&call, &samples[..17 * 16_000]);
+    let quiet = tmp.path().join("quiet.wav");
+    common::write_wav(&quiet, &vec![0.0; 12 * 16_000]);
+    let out = earshot(&[
+        "process",
+        "--diarize",
+        "--format",
+        "json",
+        call.to_str().unwrap(),
+        quiet.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records[0]["file"].as_str().unwrap().ends_with("call.wav"));
+    let segs = records[0]["segments"].as_array().unwrap();
+    let speakers: BTreeSet<&str> = segs
+        .iter()
+        .map(|s| s["speaker"].as_str().expect("every segment has a speaker"))
+        .collect();
+    assert_eq!(speakers.len(), 2, "{speakers:?}");
+    assert!(records[1]["file"].as_str().unwrap().ends_with("quiet.wav"));
+    assert_eq!(records[1]["segments"].as_array().unwrap().len(), 0);
+    assert_eq!(records[1]["summary"], "");
+}
