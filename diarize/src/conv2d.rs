@@ -178,55 +178,33 @@ impl HostConv2d {
                     }
                 }
             }
+            // SAFETY: see above; `weight` is `cout × inner`, `col` `inner × n`.
             unsafe {
-                gemm::gemm(
-                    cout,
-                    n,
-                    inner,
-                    acc.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
+                gemm_accumulate(
+                    (cout, n, inner),
+                    &mut acc,
                     self.weight.as_ptr(),
-                    1,
-                    inner as isize,
+                    inner,
                     col.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
+                    n,
                     par,
-                );
-            }
+                )
+            };
         } else {
             for kh in 0..k {
                 for kw in 0..k {
+                    // SAFETY: see above; the tap is `cout × cin`.
                     unsafe {
-                        gemm::gemm(
-                            cout,
-                            n,
-                            cin,
-                            acc.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            true,
+                        gemm_accumulate(
+                            (cout, n, cin),
+                            &mut acc,
                             self.taps[kh * k + kw].as_ptr(),
-                            1,
-                            cin as isize,
+                            cin,
                             phases.as_ptr().add(view(kh, kw)),
-                            1,
-                            plane as isize,
-                            1.0f32,
-                            1.0f32,
-                            false,
-                            false,
-                            false,
+                            plane,
                             par,
-                        );
-                    }
+                        )
+                    };
                 }
             }
         }
@@ -238,6 +216,45 @@ impl HostConv2d {
             }
         }
     }
+}
+
+/// `dst (m × n) += lhs (m × k) · rhs (k × n)`, all row-major with unit
+/// column stride; `lhs_rs` and `rhs_rs` are their row strides.
+///
+/// # Safety
+/// `lhs` must point at `m` readable rows of `k` floats `lhs_rs` apart and
+/// `rhs` at `k` readable rows of `n` floats `rhs_rs` apart.
+unsafe fn gemm_accumulate(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    par: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n, "the output holds m × n");
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        1,
+        n as isize,
+        true,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        1,
+        rhs_rs as isize,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        par,
+    );
 }
 
 #[cfg(test)]
