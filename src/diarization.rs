@@ -110,16 +110,16 @@ pub(crate) fn alongside<T>(
     let Some(d) = d else {
         return (transcribe(), vec![None; inputs.len()]);
     };
+    let run = || {
+        inputs
+            .iter()
+            .map(|x| d.diarizer.turns(x, &d.opts).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    };
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("diarize".into())
             .spawn_scoped(scope, || {
-                let run = || {
-                    inputs
-                        .iter()
-                        .map(|x| d.diarizer.turns(x, &d.opts).map_err(|e| e.to_string()))
-                        .collect::<Vec<_>>()
-                };
                 // Its own rayon pool (as many threads as the global one):
                 // sharing Whisper's, each side's parallel loops queue
                 // behind the other's (10 min: 57 s against 52 s here).
@@ -140,10 +140,7 @@ pub(crate) fn alongside<T>(
             // No thread to be had: diarize here, after the transcription.
             Err(e) => {
                 tracing::warn!(error = %e, "no diarization thread; diarizing after transcription");
-                inputs
-                    .iter()
-                    .map(|x| d.diarizer.turns(x, &d.opts).map_err(|e| e.to_string()))
-                    .collect()
+                run()
             }
         };
         (out, turns.into_iter().map(Some).collect())

@@ -26,15 +26,23 @@ use crate::error::Result;
 /// Below this inner size (`cin·k²`) one im2col GEMM beats `k²` thin ones.
 const IM2COL_MAX_INNER: usize = 64;
 
+/// The weights in the layout the conv's path reads, chosen once at load.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// Thin inputs (`cin·k² ≤` [`IM2COL_MAX_INNER`]): `(cout, cin·k·k)`,
+    /// PyTorch's order (channel, then kernel row, column), for one GEMM
+    /// over an im2col matrix.
+    Im2col(Vec<f32>),
+    /// Tap `kh·k + kw` as its own `(cout, cin)` matrix, one GEMM each.
+    Taps(Vec<Vec<f32>>),
+}
+
 /// A `k×k` conv with equal padding on both axes, stride `freq_stride` on
 /// axis 2 (frequency) and 1 on axis 3 (time), and a per-channel bias; the
 /// weights live on the host.
 #[derive(Debug, Clone)]
 pub(crate) struct HostConv2d {
-    /// `(cout, cin·k·k)`, PyTorch's order (channel, then kernel row, column).
-    weight: Vec<f32>,
-    /// Tap `kh·k + kw` as its own `(cout, cin)` matrix.
-    taps: Vec<Vec<f32>>,
+    kernel: Kernel,
     bias: Vec<f32>,
     cout: usize,
     cin: usize,
@@ -63,20 +71,25 @@ impl HostConv2d {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let taps = (0..k * k)
-            .map(|tap| {
-                let mut m = Vec::with_capacity(cout * cin);
-                for co in 0..cout {
-                    for ci in 0..cin {
-                        m.push(flat[(co * cin + ci) * k * k + tap]);
-                    }
-                }
-                m
-            })
-            .collect();
+        let kernel = if cin * k * k <= IM2COL_MAX_INNER {
+            Kernel::Im2col(flat)
+        } else {
+            Kernel::Taps(
+                (0..k * k)
+                    .map(|tap| {
+                        let mut m = Vec::with_capacity(cout * cin);
+                        for co in 0..cout {
+                            for ci in 0..cin {
+                                m.push(flat[(co * cin + ci) * k * k + tap]);
+                            }
+                        }
+                        m
+                    })
+                    .collect(),
+            )
+        };
         Ok(Self {
-            weight: flat,
-            taps,
+            kernel,
             bias,
             cout,
             cin,
@@ -161,50 +174,53 @@ impl HostConv2d {
         for (co, row) in acc.chunks_mut(n).enumerate() {
             row.fill(self.bias[co]);
         }
-        let inner = cin * k * k;
-        // SAFETY (both branches): every matrix is described by its pointer,
+        // SAFETY (both kernels): every matrix is described by its pointer,
         // dimensions and strides within its buffer. The output is
         // `cout × n` in `acc`; a tap's input view starts at `view(kh, kw)`
         // and its last element is `view(kh, kw) + (cin − 1)·plane + n − 1
         // < s·cin·plane` because `(kh div s)·wp + kw + n ≤ rows·wp`.
-        if inner <= IM2COL_MAX_INNER {
-            let mut col = vec![0f32; inner * n];
-            for c in 0..cin {
-                for kh in 0..k {
-                    for kw in 0..k {
-                        let at = view(kh, kw) + c * plane;
-                        let r = (c * k + kh) * k + kw;
-                        col[r * n..(r + 1) * n].copy_from_slice(&phases[at..at + n]);
+        match &self.kernel {
+            Kernel::Im2col(weight) => {
+                let inner = cin * k * k;
+                let mut col = vec![0f32; inner * n];
+                for c in 0..cin {
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let at = view(kh, kw) + c * plane;
+                            let r = (c * k + kh) * k + kw;
+                            col[r * n..(r + 1) * n].copy_from_slice(&phases[at..at + n]);
+                        }
                     }
                 }
+                // SAFETY: see above; `weight` is `cout × inner`, `col` `inner × n`.
+                unsafe {
+                    gemm_accumulate(
+                        (cout, n, inner),
+                        &mut acc,
+                        weight.as_ptr(),
+                        inner,
+                        col.as_ptr(),
+                        n,
+                        par,
+                    )
+                };
             }
-            // SAFETY: see above; `weight` is `cout × inner`, `col` `inner × n`.
-            unsafe {
-                gemm_accumulate(
-                    (cout, n, inner),
-                    &mut acc,
-                    self.weight.as_ptr(),
-                    inner,
-                    col.as_ptr(),
-                    n,
-                    par,
-                )
-            };
-        } else {
-            for kh in 0..k {
-                for kw in 0..k {
-                    // SAFETY: see above; the tap is `cout × cin`.
-                    unsafe {
-                        gemm_accumulate(
-                            (cout, n, cin),
-                            &mut acc,
-                            self.taps[kh * k + kw].as_ptr(),
-                            cin,
-                            phases.as_ptr().add(view(kh, kw)),
-                            plane,
-                            par,
-                        )
-                    };
+            Kernel::Taps(taps) => {
+                for kh in 0..k {
+                    for kw in 0..k {
+                        // SAFETY: see above; the tap is `cout × cin`.
+                        unsafe {
+                            gemm_accumulate(
+                                (cout, n, cin),
+                                &mut acc,
+                                taps[kh * k + kw].as_ptr(),
+                                cin,
+                                phases.as_ptr().add(view(kh, kw)),
+                                plane,
+                                par,
+                            )
+                        };
+                    }
                 }
             }
         }
