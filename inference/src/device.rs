@@ -70,8 +70,8 @@ pub fn probe(device: &Device) -> Result<(), InferenceError> {
 pub enum ComputeType {
     #[default]
     Default,
-    /// Q8_0 weights for the decoder's linear layers and the logits (CPU
-    /// only).
+    /// int8 weights for every linear layer and the embeddings, quantized
+    /// per row as CTranslate2 does (CPU only).
     Int8,
     Float32,
     /// Half precision (CUDA only: the CPU has no fast f16 matmul).

@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod device;
 pub mod error;
+pub mod int8;
 pub mod llm;
 pub mod mel;
 pub mod q8;

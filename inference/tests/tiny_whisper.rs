@@ -284,7 +284,7 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
     }
 }
 
-/// `--compute-type int8`: Q8_0 weights for every linear layer and the
+/// `--compute-type int8`: int8 weights (per row) for every linear layer and the
 /// logits. The logits stay close to f32's (int8 rounding, not a different
 /// network), and transcription runs end to end.
 #[test]
@@ -320,4 +320,25 @@ fn int8_weights_track_float32() {
         )
         .unwrap();
     assert!((t.duration - 3.0).abs() < 1e-9);
+}
+
+/// The CPU encodes a batch a couple of windows at a time: a batch of five
+/// (passes of 2, 2 and 1) gives each window what encoding it alone gives,
+/// in f32 and in int8 (whose activation scales are per row, so a window's
+/// neighbours cannot move its rounding).
+#[test]
+fn batched_encoding_equals_one_window_at_a_time() {
+    let (_d, w32) = tiny();
+    let (_d2, mut w8) = tiny();
+    w8.model.quantize_int8(true).unwrap();
+    let mel = mel_batch(5);
+    for w in [&w32, &w8] {
+        let all = w.model.encode(&mel).unwrap();
+        assert_eq!(all.dim(0).unwrap(), 5);
+        for i in 0..5 {
+            let one = w.model.encode(&mel.narrow(0, i, 1).unwrap()).unwrap();
+            let d = max_diff(&all.narrow(0, i, 1).unwrap(), &one);
+            assert!(d < 1e-4, "window {i}: {d}");
+        }
+    }
 }

@@ -22,9 +22,12 @@ use candle_transformers::models::whisper::Config;
 use super::attn::{decode_attention, RowMask};
 use super::gelu::gelu_erf;
 use crate::error::InferenceError;
-use crate::q8::Q8Matrix;
+use crate::int8::I8Matrix;
 
 type Result<T> = std::result::Result<T, InferenceError>;
+
+/// Windows per encoder pass on the CPU (see [`WhisperModel::encode`]).
+const CPU_ENCODE_WINDOWS: usize = 2;
 
 struct Weights<'a> {
     map: &'a HashMap<String, Tensor>,
@@ -129,14 +132,11 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resul
 }
 
 /// A linear projection: dense (candle's matmul, any device and dtype), or
-/// Q8_0 weights on the CPU for `--compute-type int8` (the kernel the LLM
-/// uses: int8 weights and activations, f32 accumulation per block).
+/// int8 on the CPU for `--compute-type int8` (CTranslate2's per-row int8,
+/// [`I8Matrix`], bias included).
 enum Proj {
     Dense(Linear),
-    Q8 {
-        w: Arc<Q8Matrix>,
-        bias: Option<Tensor>,
-    },
+    Int8(Arc<I8Matrix>),
 }
 
 impl From<Linear> for Proj {
@@ -149,7 +149,7 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Proj::Dense(l) => Ok(l.forward(x)?),
-            Proj::Q8 { w, bias } => {
+            Proj::Int8(w) => {
                 let mut shape = x.dims().to_vec();
                 let k = shape.last().copied().unwrap_or(0);
                 if k != w.k {
@@ -164,17 +164,12 @@ impl Proj {
                 if let Some(last) = shape.last_mut() {
                     *last = w.n;
                 }
-                let y = Tensor::from_vec(out, shape, x.device())?;
-                Ok(match bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                })
+                Ok(Tensor::from_vec(out, shape, x.device())?)
             }
         }
     }
 
-    /// To Q8_0, when the width allows it (a multiple of 32; every Whisper
-    /// size is). Otherwise it stays dense.
+    /// To int8 weights with the bias carried along.
     fn quantize(&mut self) -> Result<()> {
         if let Proj::Dense(l) = self {
             let (n, k) = l.weight().dims2()?;
@@ -183,12 +178,13 @@ impl Proj {
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            if let Some(q) = Q8Matrix::quantize(&v, n, k) {
-                *self = Proj::Q8 {
-                    w: Arc::new(q.on_rayon()),
-                    bias: l.bias().cloned(),
-                };
-            }
+            let bias = match l.bias() {
+                Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                None => None,
+            };
+            let q = I8Matrix::quantize(&v, n, k, bias.as_deref())
+                .ok_or_else(|| InferenceError::Model(format!("cannot quantize a {n}x{k} layer")))?;
+            *self = Proj::Int8(Arc::new(q));
         }
         Ok(())
     }
@@ -347,8 +343,8 @@ pub struct WhisperModel {
     dec_pos: Tensor,
     dec_blocks: Vec<DecoderBlock>,
     dec_ln: LayerNorm,
-    /// The token-embedding matrix in Q8_0 for the logits, with int8.
-    logits_q8: Option<Arc<Q8Matrix>>,
+    /// The token-embedding matrix in int8 for the logits, with int8.
+    logits_i8: Option<Arc<I8Matrix>>,
 }
 
 fn sinusoids(length: usize, channels: usize, device: &Device, dtype: DType) -> Result<Tensor> {
@@ -437,7 +433,7 @@ impl WhisperModel {
             dec_pos: w.get("model.decoder.embed_positions.weight")?,
             dec_blocks,
             dec_ln: w.layer_norm("model.decoder.layer_norm")?,
-            logits_q8: None,
+            logits_i8: None,
             config,
             device: device.clone(),
             dtype,
@@ -453,7 +449,30 @@ impl WhisperModel {
     }
 
     /// Encode a batch of mel windows `[b, n_mels, 3000]` to `[b, 1500, d]`.
+    ///
+    /// On the CPU at most [`CPU_ENCODE_WINDOWS`] windows go through at once:
+    /// every product there already has 1500+ rows, and a batch of 8 made
+    /// 55–74 MB intermediates that the allocator hands back to the kernel
+    /// and faults in afresh (huge-page zeroing was ~10% of a batched run).
+    /// Peak RSS on a 592 s file went from 0.96 GB to 0.77 GB.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+        let b = mel.dim(0)?;
+        let chunk = CPU_ENCODE_WINDOWS;
+        if self.device.is_cpu() && b > chunk {
+            let mut parts = Vec::new();
+            let mut i = 0;
+            while i < b {
+                let n = chunk.min(b - i);
+                parts.push(self.encode_all(&mel.narrow(0, i, n)?)?);
+                i += n;
+            }
+            return Ok(Tensor::cat(&parts, 0)?);
+        }
+        self.encode_all(mel)
+    }
+
+    /// [`Self::encode`] in one pass.
+    fn encode_all(&self, mel: &Tensor) -> Result<Tensor> {
         let mel = mel.to_dtype(self.dtype)?;
         let x = gelu_erf(&self.conv1.forward(&mel)?)?;
         let x = gelu_erf(&self.conv2.forward(&x)?)?;
@@ -669,8 +688,11 @@ impl WhisperModel {
     }
 
     /// Switch the linear layers (the decoder's always, the encoder's too
-    /// when `encoder`) and the logits matrix to Q8_0 int8 weights. CPU f32
-    /// models only.
+    /// when `encoder`) and the token embeddings to int8 as faster-whisper's
+    /// `compute_type="int8"` holds them: every `*weight` but the two
+    /// convolutions' (CTranslate2's oneDNN build keeps those float). The
+    /// embedding lookups then read the dequantized int8 rows, and the
+    /// logits are an int8 product with the same matrix. CPU f32 models only.
     pub fn quantize_int8(&mut self, encoder: bool) -> Result<()> {
         if !self.device.is_cpu() || self.dtype != DType::F32 {
             return Err(InferenceError::BadOption(
@@ -700,13 +722,18 @@ impl WhisperModel {
         let e = self.tok_emb.embeddings();
         let (n, k) = e.dims2()?;
         let v = e.flatten_all()?.to_vec1::<f32>()?;
-        self.logits_q8 = Q8Matrix::quantize(&v, n, k).map(|q| Arc::new(q.on_rayon()));
+        let q = I8Matrix::quantize(&v, n, k, None)
+            .ok_or_else(|| InferenceError::Model("cannot quantize the embeddings".into()))?;
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let rows = Tensor::from_vec(q.rows(&ids), (n, k), &self.device)?;
+        self.tok_emb = Embedding::new(rows, k);
+        self.logits_i8 = Some(Arc::new(q));
         Ok(())
     }
 
     /// Vocabulary logits for hidden states `[n, d]` → `[n, vocab]` (f32).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        if let Some(q) = &self.logits_q8 {
+        if let Some(q) = &self.logits_i8 {
             let (n, d) = hidden.dims2()?;
             let v = hidden
                 .to_dtype(DType::F32)?

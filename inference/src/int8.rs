@@ -1,0 +1,532 @@
+//! CTranslate2's int8 linear layer on the CPU, for Whisper's
+//! `--compute-type int8`.
+//!
+//! faster-whisper's int8 scales each weight row by `127 / max|w|` once, each
+//! activation row the same way at every call, multiplies the integers with
+//! exact 32-bit sums and scales back. ggml's Q8_0 (`q8.rs`, 32-value blocks,
+//! f16 scales) rounds differently, and on the fixture clips that alone put
+//! earshot's int8 transcripts 3.3% of words away from faster-whisper's.
+//! Here every rounding step is CTranslate2's (its `quantize_s8` with the
+//! unsigned shift its MKL/oneDNN int8 GEMM uses, and its dequantize
+//! epilogue), so a layer returns faster-whisper's int8 output to the bit
+//! whenever it gets the same input.
+//!
+//! A whole row sums in integers, so the inner loop is one `vpdpbusd` (64
+//! products) per weight register with no per-block rescaling: that is what
+//! lets the encoder's 1500-row products run in int8, where Q8_0 lost to
+//! f32 gemm. The kernel is a 6-row by 64-column register tile over weights
+//! packed 16 columns × 4 depths per register. CPUs without AVX-512 VNNI
+//! take a portable loop with the same integer result.
+
+use rayon::prelude::*;
+
+/// Output columns per register tile (four 16-lane registers).
+const NR: usize = 64;
+/// Activation rows per register tile (6 × 4 accumulators + 4 weights + 1
+/// broadcast fit AVX-512's 32 registers).
+const MR: usize = 6;
+/// Activation rows per parallel task: 8 tiles, ~72 KB of a 1536-wide row
+/// block, reused against every weight column group while it sits in L2.
+const MC: usize = 8 * MR;
+/// Products (rows × columns × depth) below which one thread does the whole
+/// matrix product.
+const SERIAL_BELOW: usize = 1 << 21;
+
+/// A weight matrix `[n, k]` quantized per output row, with its bias.
+#[derive(Debug)]
+pub struct I8Matrix {
+    pub n: usize,
+    pub k: usize,
+    /// `k` rounded up to a multiple of 4 (one `vpdpbusd` lane's depth).
+    kp: usize,
+    /// Per row, CTranslate2's `weight_scale`: `127 / max|w|` (1 for a zero
+    /// row). Padded to a multiple of [`NR`] with 1.
+    scales: Vec<f32>,
+    /// Per row `-128 Σ q`: activations travel as `q + 128` (unsigned bytes,
+    /// what `vpdpbusd` multiplies), and this takes the shift back off.
+    /// Padded like `scales`.
+    corr: Vec<i32>,
+    /// Padded like `scales` (zeros), or empty for no bias.
+    bias: Vec<f32>,
+    /// Row-major `[n, kp]` values for the portable kernel and [`Self::rows`].
+    qs: Vec<i8>,
+    /// For the VNNI kernel: panels of 16 rows, each `[kp / 4][16][4]`.
+    packed: Vec<i8>,
+}
+
+impl I8Matrix {
+    /// Quantizes `w` (`[n, k]`, row-major) as CTranslate2 quantizes a float
+    /// weight at load: per row `s = 127 / max|w|`, `q = round(w · s)`, ties
+    /// to even. `None` when the shapes disagree.
+    pub fn quantize(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if k == 0 || w.len() != n * k || bias.is_some_and(|b| b.len() != n) {
+            return None;
+        }
+        let kp = k.next_multiple_of(4);
+        let np = n.next_multiple_of(NR);
+        let mut qs = vec![0i8; n * kp];
+        let mut scales = vec![1f32; np];
+        let mut corr = vec![0i32; np];
+        for (r, row) in w.chunks_exact(k).enumerate() {
+            let amax = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let s = if amax != 0.0 { 127.0 / amax } else { 1.0 };
+            scales[r] = s;
+            let q = &mut qs[r * kp..r * kp + k];
+            for (o, &v) in q.iter_mut().zip(row) {
+                *o = (v * s).round_ties_even().clamp(-127.0, 127.0) as i8;
+            }
+            corr[r] = -128 * q.iter().map(|&x| x as i32).sum::<i32>();
+        }
+        let mut b = Vec::new();
+        if let Some(bias) = bias {
+            b = vec![0f32; np];
+            b[..n].copy_from_slice(bias);
+        }
+        let packed = if has_vnni() {
+            pack(&qs, n, kp)
+        } else {
+            Vec::new()
+        };
+        Some(Self {
+            n,
+            k,
+            kp,
+            scales,
+            corr,
+            bias: b,
+            qs,
+            packed,
+        })
+    }
+
+    /// Dequantized rows (an embedding lookup), `[ids.len(), k]` flattened:
+    /// `q · (1 / s)`, CTranslate2's `Dequantize`.
+    pub fn rows(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * self.k);
+        for &id in ids {
+            let r = (id as usize).min(self.n.saturating_sub(1));
+            let inv = 1.0 / self.scales[r];
+            let q = &self.qs[r * self.kp..r * self.kp + self.k];
+            out.extend(q.iter().map(|&v| v as f32 * inv));
+        }
+        out
+    }
+
+    /// `x [m, k]` (row-major f32) times this matrix transposed, plus the
+    /// bias: `[m, n]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(x, m, !self.packed.is_empty())
+    }
+
+    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "activation shape");
+        let (a, ra) = quantize_activations(x, m, self.k, self.kp);
+        if m == 0 || self.n == 0 {
+            return vec![0f32; m * self.n];
+        }
+        // Every element is written below (the tiles cover all rows and
+        // columns), so the output is not zeroed first: for the encoder's
+        // products that was a pass over fresh pages as long as the product.
+        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let groups = self.n.div_ceil(NR);
+        let m_chunks = m.div_ceil(MC);
+        // Enough tasks to keep every thread busy when the rows are few (a
+        // decode step), whole weight sweeps per row block when they are many.
+        let threads = rayon::current_num_threads().max(1);
+        let per = (groups * m_chunks / (8 * threads)).clamp(1, groups);
+        let n_chunks = groups.div_ceil(per);
+        let task = |t: usize| {
+            let (mc, nc) = (t / n_chunks, t % n_chunks);
+            let rows = mc * MC..((mc + 1) * MC).min(m);
+            let cols = nc * per..((nc + 1) * per).min(groups);
+            let out = out_ptr;
+            for g in cols {
+                let c0 = g * NR;
+                let width = (self.n - c0).min(NR);
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    let h = (rows.end - r0).min(MR);
+                    // SAFETY: this task alone writes rows `rows` × columns
+                    // `c0..c0 + width` of `out`, which is `m × n`.
+                    unsafe {
+                        let o = out.0.add(r0 * self.n + c0);
+                        if vnni {
+                            self.tile_vnni(&a[r0 * self.kp..], &ra[r0..r0 + h], g, o, width);
+                        } else {
+                            self.tile_portable(&a[r0 * self.kp..], &ra[r0..r0 + h], c0, o, width);
+                        }
+                    }
+                    r0 += h;
+                }
+            }
+        };
+        // A decode step's smaller products (8 rows × 384 × 384 is ~1.2M
+        // products, ~20 µs here) finish before a rayon hand-off would pay
+        // for itself; the logits and every encoder product go parallel.
+        if m * self.n * self.kp < SERIAL_BELOW {
+            (0..m_chunks * n_chunks).for_each(task);
+        } else {
+            (0..m_chunks * n_chunks).into_par_iter().for_each(task);
+        }
+        // SAFETY: all `m * n` elements were initialised by the tiles.
+        unsafe { out.set_len(m * self.n) };
+        out
+    }
+
+    /// The `ra.len()` rows at `a` against column group `g`.
+    ///
+    /// # Safety
+    /// `out` must be writable for `ra.len()` rows of stride `n` and `width`
+    /// columns; the CPU must have AVX-512 VNNI (`packed` is only built then).
+    unsafe fn tile_vnni(&self, a: &[u8], ra: &[f32], g: usize, out: *mut f32, width: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let t = vnni::Tile {
+                a: a.as_ptr(),
+                kp: self.kp,
+                w: self.packed.as_ptr().add(g * NR * self.kp),
+                corr: self.corr.as_ptr().add(g * NR),
+                scale: self.scales.as_ptr().add(g * NR),
+                bias: if self.bias.is_empty() {
+                    std::ptr::null()
+                } else {
+                    self.bias.as_ptr().add(g * NR)
+                },
+                ra: ra.as_ptr(),
+                out,
+                ldo: self.n,
+                width,
+            };
+            match ra.len() {
+                6 => vnni::tile::<6>(&t),
+                5 => vnni::tile::<5>(&t),
+                4 => vnni::tile::<4>(&t),
+                3 => vnni::tile::<3>(&t),
+                2 => vnni::tile::<2>(&t),
+                _ => vnni::tile::<1>(&t),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, ra, g, out, width);
+            unreachable!("no VNNI packing off x86_64")
+        }
+    }
+
+    /// The same tile in plain Rust (any CPU), identical integers.
+    ///
+    /// # Safety
+    /// As [`Self::tile_vnni`], less the CPU feature.
+    unsafe fn tile_portable(&self, a: &[u8], ra: &[f32], c0: usize, out: *mut f32, width: usize) {
+        for (r, &rar) in ra.iter().enumerate() {
+            let ar = &a[r * self.kp..(r + 1) * self.kp];
+            for j in 0..width {
+                let col = c0 + j;
+                let w = &self.qs[col * self.kp..(col + 1) * self.kp];
+                let dot: i32 = ar
+                    .iter()
+                    .zip(w)
+                    .map(|(&x, &w)| x as i32 * w as i32)
+                    .sum::<i32>()
+                    + self.corr[col];
+                let mut v = dot as f32 * rar / self.scales[col];
+                if !self.bias.is_empty() {
+                    v += self.bias[col];
+                }
+                *out.add(r * self.n + j) = v;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles (see `matmul_with`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// CTranslate2's `quantize_s8` with `shift_to_uint8`: per row
+/// `s = 127 / max|x|` (1 for a zero row), byte `round(x · s + 128)`, ties
+/// to even; returns the bytes (`[m, kp]`, padding `128`, i.e. zero) and
+/// each row's `1 / s` as its dequantize step computes it.
+fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut a = Vec::with_capacity(m * kp);
+    let mut ra = Vec::with_capacity(m);
+    for row in x.chunks_exact(k) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: AVX-512F was detected at run time.
+            ra.push(unsafe { quantize_row_avx512(row, &mut a) });
+            a.extend(std::iter::repeat_n(128u8, kp - k));
+            continue;
+        }
+        ra.push(quantize_row(row, &mut a));
+        a.extend(std::iter::repeat_n(128u8, kp - k));
+    }
+    (a, ra)
+}
+
+/// [`quantize_row`] compiled for AVX-512 (the rounding becomes one
+/// instruction instead of a call per value; same results).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_row_avx512(row: &[f32], a: &mut Vec<u8>) -> f32 {
+    quantize_row(row, a)
+}
+
+/// Appends one row's bytes to `a`; returns `1 / s`.
+#[inline(always)]
+fn quantize_row(row: &[f32], a: &mut Vec<u8>) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let mut amax = chunks.remainder().iter().fold(0f32, |m, &v| m.max(v.abs()));
+    for c in chunks {
+        for l in 0..16 {
+            let v = c[l].abs();
+            lanes[l] = if v > lanes[l] { v } else { lanes[l] };
+        }
+    }
+    amax = lanes.iter().copied().fold(amax, f32::max);
+    let s = if amax != 0.0 { 127.0 / amax } else { 1.0 };
+    a.extend(
+        row.iter()
+            .map(|&v| (v * s + 128.0).round_ties_even().clamp(0.0, 255.0) as u8),
+    );
+    1.0 / s
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// Rows of `qs` (`[n, kp]`) into VNNI panels: 16 rows per panel, each
+/// 64-byte step holding 4 depths of those 16 rows; rows up to a multiple
+/// of [`NR`] are zero.
+fn pack(qs: &[i8], n: usize, kp: usize) -> Vec<i8> {
+    let np = n.next_multiple_of(NR);
+    let mut p = vec![0i8; np * kp];
+    for r in 0..n {
+        let (panel, lane) = (r / 16, r % 16);
+        let base = panel * 16 * kp;
+        for k4 in 0..kp / 4 {
+            let dst = base + k4 * 64 + lane * 4;
+            p[dst..dst + 4].copy_from_slice(&qs[r * kp + k4 * 4..r * kp + k4 * 4 + 4]);
+        }
+    }
+    p
+}
+
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::env::var_os("EARSHOT_NO_VNNI").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `R` × 4 accumulators kept in registers
+mod vnni {
+    use std::arch::x86_64::*;
+
+    /// One register tile's operands (see `I8Matrix::tile_vnni`).
+    pub(super) struct Tile {
+        pub a: *const u8,
+        pub kp: usize,
+        pub w: *const i8,
+        pub corr: *const i32,
+        pub scale: *const f32,
+        pub bias: *const f32,
+        pub ra: *const f32,
+        pub out: *mut f32,
+        pub ldo: usize,
+        pub width: usize,
+    }
+
+    /// `R` activation rows × 64 columns, summed over the whole depth in
+    /// 32-bit integers, then CTranslate2's dequantize:
+    /// `(c · (1 / s_a)) / s_w + bias`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        let ps = 16 * t.kp;
+        for k4 in 0..t.kp / 4 {
+            let w = t.w.add(k4 * 64);
+            let w0 = _mm512_loadu_si512(w as *const _);
+            let w1 = _mm512_loadu_si512(w.add(ps) as *const _);
+            let w2 = _mm512_loadu_si512(w.add(2 * ps) as *const _);
+            let w3 = _mm512_loadu_si512(w.add(3 * ps) as *const _);
+            for r in 0..R {
+                let x = (t.a.add(r * t.kp + 4 * k4) as *const i32).read_unaligned();
+                let av = _mm512_set1_epi32(x);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+                acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, w2);
+                acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, w3);
+            }
+        }
+        for r in 0..R {
+            let ra = _mm512_set1_ps(*t.ra.add(r));
+            for v in 0..4 {
+                let col = v * 16;
+                if col >= t.width {
+                    break;
+                }
+                let c =
+                    _mm512_add_epi32(acc[r][v], _mm512_loadu_si512(t.corr.add(col) as *const _));
+                let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(c), ra);
+                f = _mm512_div_ps(f, _mm512_loadu_ps(t.scale.add(col)));
+                if !t.bias.is_null() {
+                    f = _mm512_add_ps(f, _mm512_loadu_ps(t.bias.add(col)));
+                }
+                let dst = t.out.add(r * t.ldo + col);
+                let rem = t.width - col;
+                if rem >= 16 {
+                    _mm512_storeu_ps(dst, f);
+                } else {
+                    _mm512_mask_storeu_ps(dst, ((1u32 << rem) - 1) as u16, f);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantization_is_ctranslate2s() {
+        // Row max 127 → s = 1; 2.5 ties to 2, -3.5 to -4.
+        let w = [127f32, 2.5, -3.5, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let m = I8Matrix::quantize(&w, 2, 4, None).unwrap();
+        assert_eq!(m.scales[0], 1.0);
+        assert_eq!(&m.qs[..4], &[127, 2, -4, 0]);
+        // A zero row keeps scale 1 and zero values, as CTranslate2's does.
+        assert_eq!(m.scales[1], 1.0);
+        assert_eq!(&m.qs[4..8], &[0, 0, 0, 0]);
+        assert_eq!(m.corr[0], -128 * (127 + 2 - 4));
+        // Activations: bytes are round(x·s + 128); s = 63.5 here, so -1
+        // lands on 64.5 (ties down to 64) and 1 on 191.5 (up to 192).
+        let (a, ra) = quantize_activations(&[2.0, -1.0, 1.0, 0.0], 1, 4, 4);
+        assert_eq!(a, vec![255, 64, 192, 128]);
+        assert_eq!(ra, vec![1.0 / 63.5]);
+        assert!(I8Matrix::quantize(&w, 3, 4, None).is_none());
+        assert!(I8Matrix::quantize(&w, 2, 4, Some(&[0.0])).is_none());
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_bits_and_stays_close_to_f32() {
+        // Odd widths exercise the depth padding, odd row counts every tile
+        // height, odd column counts the masked stores.
+        for &(m, n, k) in &[
+            (1, 1, 4),
+            (3, 17, 7),
+            (7, 64, 64),
+            (13, 100, 384),
+            (50, 130, 96),
+            (2, 385, 40),
+        ] {
+            let w = data(n * k, (m * 31 + n * 7 + k) as u64, 0.2);
+            let x = data(m * k, (m + n + k) as u64, 3.0);
+            let bias = data(n, 5, 1.0);
+            for b in [None, Some(bias.as_slice())] {
+                let q = I8Matrix::quantize(&w, n, k, b).unwrap();
+                let portable = q.matmul_with(&x, m, false);
+                if has_vnni() {
+                    let fast = q.matmul_with(&x, m, true);
+                    assert_eq!(
+                        fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "m={m} n={n} k={k}"
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut exact: f32 = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
+                        if let Some(b) = b {
+                            exact += b[j];
+                        }
+                        let xmax = x[i * k..(i + 1) * k]
+                            .iter()
+                            .fold(0f32, |a, v| a.max(v.abs()));
+                        let wmax = w[j * k..(j + 1) * k]
+                            .iter()
+                            .fold(0f32, |a, v| a.max(v.abs()));
+                        // Each product is off by at most half a step of either factor.
+                        let bound = k as f32 * xmax * wmax / 127.0 + 1e-5;
+                        let got = portable[i * n + j];
+                        assert!(
+                            (got - exact).abs() <= bound,
+                            "{got} vs {exact} (m={m} n={n} k={k})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 build of the activation quantizer rounds like the
+    /// baseline one, ties included (x · s + 128 landing on .5).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn activation_quantizer_builds_agree() {
+        if !has_avx512() {
+            return;
+        }
+        let mut x = data(4096, 11, 8.0);
+        x[0] = 4.0; // s = 127 / 4 → many multiples of 1/63.5 below hit ties
+        for (i, v) in x.iter_mut().enumerate().skip(1).step_by(7) {
+            *v = (i % 200) as f32 / 63.5 - 1.5;
+        }
+        for row in x.chunks(97) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let ra = quantize_row(row, &mut a);
+            // SAFETY: AVX-512F was detected above.
+            let rb = unsafe { quantize_row_avx512(row, &mut b) };
+            assert_eq!(a, b);
+            assert_eq!(ra.to_bits(), rb.to_bits());
+        }
+    }
+
+    #[test]
+    fn rows_dequantize_like_ctranslate2() {
+        let w = data(5 * 8, 9, 1.0);
+        let q = I8Matrix::quantize(&w, 5, 8, None).unwrap();
+        let r = q.rows(&[3, 99]);
+        assert_eq!(r.len(), 16);
+        let inv = 1.0 / q.scales[3];
+        for t in 0..8 {
+            assert_eq!(r[t], q.qs[3 * q.kp + t] as f32 * inv);
+            // Out-of-range ids clamp to the last row.
+            assert_eq!(r[8 + t], q.qs[4 * q.kp + t] as f32 * (1.0 / q.scales[4]));
+        }
+    }
+}
