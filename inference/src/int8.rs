@@ -67,16 +67,20 @@ impl I8Matrix {
         let mut qs = vec![0i8; n * kp];
         let mut scales = vec![1f32; np];
         let mut corr = vec![0i32; np];
-        for (r, row) in w.chunks_exact(k).enumerate() {
-            let amax = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let s = if amax != 0.0 { 127.0 / amax } else { 1.0 };
-            scales[r] = s;
-            let q = &mut qs[r * kp..r * kp + k];
-            for (o, &v) in q.iter_mut().zip(row) {
-                *o = (v * s).round_ties_even().clamp(-127.0, 127.0) as i8;
-            }
-            corr[r] = -128 * q.iter().map(|&x| x as i32).sum::<i32>();
-        }
+        // Rows in parallel: the logits matrix alone is 20M values, and this
+        // runs at every model load.
+        qs.par_chunks_mut(kp)
+            .zip(scales.par_iter_mut().zip(corr.par_iter_mut()))
+            .zip(w.par_chunks(k))
+            .for_each(|((q, (scale, corr)), row)| {
+                let amax = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                let s = if amax != 0.0 { 127.0 / amax } else { 1.0 };
+                *scale = s;
+                for (o, &v) in q.iter_mut().zip(row) {
+                    *o = (v * s).round_ties_even().clamp(-127.0, 127.0) as i8;
+                }
+                *corr = -128 * q.iter().map(|&x| x as i32).sum::<i32>();
+            });
         let mut b = Vec::new();
         if let Some(bias) = bias {
             b = vec![0f32; np];
@@ -102,13 +106,17 @@ impl I8Matrix {
     /// Dequantized rows (an embedding lookup), `[ids.len(), k]` flattened:
     /// `q · (1 / s)`, CTranslate2's `Dequantize`.
     pub fn rows(&self, ids: &[u32]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(ids.len() * self.k);
-        for &id in ids {
-            let r = (id as usize).min(self.n.saturating_sub(1));
-            let inv = 1.0 / self.scales[r];
-            let q = &self.qs[r * self.kp..r * self.kp + self.k];
-            out.extend(q.iter().map(|&v| v as f32 * inv));
-        }
+        let mut out = vec![0f32; ids.len() * self.k];
+        out.par_chunks_mut(self.k.max(1))
+            .zip(ids.par_iter())
+            .for_each(|(o, &id)| {
+                let r = (id as usize).min(self.n.saturating_sub(1));
+                let inv = 1.0 / self.scales[r];
+                let q = &self.qs[r * self.kp..r * self.kp + self.k];
+                for (o, &v) in o.iter_mut().zip(q) {
+                    *o = v as f32 * inv;
+                }
+            });
         out
     }
 
@@ -312,14 +320,20 @@ fn has_avx512() -> bool {
 fn pack(qs: &[i8], n: usize, kp: usize) -> Vec<i8> {
     let np = n.next_multiple_of(NR);
     let mut p = vec![0i8; np * kp];
-    for r in 0..n {
-        let (panel, lane) = (r / 16, r % 16);
-        let base = panel * 16 * kp;
-        for k4 in 0..kp / 4 {
-            let dst = base + k4 * 64 + lane * 4;
-            p[dst..dst + 4].copy_from_slice(&qs[r * kp + k4 * 4..r * kp + k4 * 4 + 4]);
-        }
-    }
+    p.par_chunks_mut(16 * kp)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            for lane in 0..16 {
+                let r = panel * 16 + lane;
+                if r >= n {
+                    break;
+                }
+                for k4 in 0..kp / 4 {
+                    let d = k4 * 64 + lane * 4;
+                    dst[d..d + 4].copy_from_slice(&qs[r * kp + k4 * 4..r * kp + k4 * 4 + 4]);
+                }
+            }
+        });
     p
 }
 
