@@ -45,6 +45,9 @@ impl RowMask {
 
 struct DecodeAttention<'a> {
     mask: Option<&'a RowMask>,
+    /// Which batch row of the keys/values each query row reads (identity
+    /// when `None`).
+    kv_rows: Option<&'a [usize]>,
 }
 
 /// Which build of the loops below runs. They are the same Rust compiled
@@ -189,7 +192,11 @@ impl CustomOp3 for DecodeAttention<'_> {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, one, hd) = lq.shape().dims4()?;
         let (bk, hk, t, hdk) = lk.shape().dims4()?;
-        if one != 1 || (bk, hk, hdk) != (b, h, hd) || lv.shape() != lk.shape() {
+        let rows_ok = match self.kv_rows {
+            Some(m) => m.len() == b && m.iter().all(|&r| r < bk),
+            None => bk == b,
+        };
+        if one != 1 || !rows_ok || (hk, hdk) != (h, hd) || lv.shape() != lk.shape() {
             candle_core::bail!(
                 "decode attention: shapes {:?} {:?} {:?}",
                 lq.shape(),
@@ -215,8 +222,9 @@ impl CustomOp3 for DecodeAttention<'_> {
             |scores, (i, o)| {
                 let r = i / h;
                 let qv = &q[i * hd..(i + 1) * hd];
-                let kb = &k[i * t * hd..(i + 1) * t * hd];
-                let vb = &v[i * t * hd..(i + 1) * t * hd];
+                let kr = self.kv_rows.map_or(r, |m| m[r]) * h + i % h;
+                let kb = &k[kr * t * hd..(kr + 1) * t * hd];
+                let vb = &v[kr * t * hd..(kr + 1) * t * hd];
                 let valid = match self.mask {
                     Some(m) => (m.prompt_lens[r], m.prefill_len),
                     None => (t, t),
@@ -239,20 +247,23 @@ impl CustomOp3 for DecodeAttention<'_> {
     }
 }
 
-/// Attention of one query per (row, head) over `[b, h, t, hd]` keys/values.
-/// Returns `None` when the fused kernel does not apply (not CPU f32), so the
-/// caller uses the generic path.
+/// Attention of one query per (row, head) over `[b, h, t, hd]` keys/values;
+/// with `kv_rows`, query row `r` reads key/value row `kv_rows[r]` (the
+/// cross-attention of a batch whose finished rows have left, without
+/// copying the encoder's keys and values). Returns `None` when the fused
+/// kernel does not apply (not CPU f32), so the caller uses the generic path.
 pub fn decode_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&RowMask>,
+    kv_rows: Option<&[usize]>,
 ) -> candle_core::Result<Option<Tensor>> {
     if !q.device().is_cpu() || q.dtype() != candle_core::DType::F32 || q.dim(2)? != 1 {
         return Ok(None);
     }
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    q.apply_op3_no_bwd(&k, &v, &DecodeAttention { mask })
+    q.apply_op3_no_bwd(&k, &v, &DecodeAttention { mask, kv_rows })
         .map(Some)
 }
 
@@ -502,7 +513,9 @@ mod tests {
             prompt_lens: vec![2, 5, 6],
             prefill_len: 6,
         };
-        let fused = decode_attention(&q, &k, &v, Some(&rows)).unwrap().unwrap();
+        let fused = decode_attention(&q, &k, &v, Some(&rows), None)
+            .unwrap()
+            .unwrap();
         let mask = rows.to_tensor(t, &dev, DType::F32).unwrap();
         let w = ((q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (hd as f64).sqrt())).unwrap())
             .broadcast_add(&mask)
@@ -511,6 +524,31 @@ mod tests {
         let generic = w.matmul(&v).unwrap();
         let d = crate::testing::max_abs(&(fused - generic).unwrap());
         assert!(d < 1e-5, "{d}");
+    }
+
+    /// Reading keys/values through a row map equals gathering the rows
+    /// first (how a batch's finished rows leave cross-attention).
+    #[test]
+    fn row_map_equals_gathered_rows() {
+        let dev = Device::Cpu;
+        let (h, t, hd) = (2, 11, 8);
+        let k = Tensor::randn(0f32, 1.0, (4, h, t, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (4, h, t, hd), &dev).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (2, h, 1, hd), &dev).unwrap();
+        let map = [3usize, 1];
+        let mapped = decode_attention(&q, &k, &v, None, Some(&map))
+            .unwrap()
+            .unwrap();
+        let idx = Tensor::new(&[3u32, 1], &dev).unwrap();
+        let (kg, vg) = (
+            k.index_select(&idx, 0).unwrap(),
+            v.index_select(&idx, 0).unwrap(),
+        );
+        let gathered = decode_attention(&q, &kg, &vg, None, None).unwrap().unwrap();
+        assert_eq!(crate::testing::max_abs(&(mapped - gathered).unwrap()), 0.0);
+        // A map that points outside the keys is an error, not a read out of bounds.
+        assert!(decode_attention(&q, &k, &v, None, Some(&[4, 0])).is_err());
+        assert!(decode_attention(&q, &k, &v, None, Some(&[0])).is_err());
     }
 
     #[test]

@@ -257,8 +257,13 @@ struct DecoderBlock {
 pub struct DecoderState {
     /// Per layer `(k, v)`, `[b, h, t, hd]`.
     self_kv: Vec<Option<(Tensor, Tensor)>>,
-    /// Per layer `(k, v)` over the encoder output, `[b, h, 1500, hd]`.
+    /// Per layer `(k, v)` over the encoder output, `[b0, h, 1500, hd]`.
     cross_kv: Vec<(Tensor, Tensor)>,
+    /// On the CPU, which row of `cross_kv` each current row reads: rows
+    /// that finish leave the map instead of `cross_kv` being copied (for a
+    /// batch of 8 that was up to seven copies of the remaining rows' 147 MB
+    /// of encoder keys and values). `None` is the identity.
+    cross_rows: Option<Vec<usize>>,
     /// Tokens in each row's cache that are real (not right-padding).
     prompt_lens: Vec<usize>,
     /// Cache length after prefill (max prompt length).
@@ -289,8 +294,17 @@ impl DecoderState {
         for kv in self.self_kv.iter_mut().flatten() {
             *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
         }
-        for kv in self.cross_kv.iter_mut() {
-            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        if device.is_cpu() {
+            let old = self.cross_rows.take();
+            self.cross_rows = Some(
+                rows.iter()
+                    .map(|&r| old.as_ref().map_or(r, |m| m[r]))
+                    .collect(),
+            );
+        } else {
+            for kv in self.cross_kv.iter_mut() {
+                *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+            }
         }
         self.prompt_lens = rows.iter().map(|&r| self.prompt_lens[r]).collect();
         Ok(())
@@ -498,6 +512,7 @@ impl WhisperModel {
         Ok(DecoderState {
             self_kv: vec![None; self.dec_blocks.len()],
             cross_kv,
+            cross_rows: None,
             prompt_lens: vec![0; audio.dim(0)?],
             prefill_len: 0,
             steps: 0,
@@ -643,7 +658,7 @@ impl WhisperModel {
             };
             state.self_kv[i] = Some((k.clone(), v.clone()));
             let fused = match rows {
-                Some(r) => decode_attention(&q, &k, &v, Some(r))?,
+                Some(r) => decode_attention(&q, &k, &v, Some(r), None)?,
                 None => None,
             };
             let a = match fused {
@@ -668,16 +683,27 @@ impl WhisperModel {
             let h = b.ln_x.forward(&x)?;
             let q = split_heads(&b.xq.forward(&h)?, b.n_head)?;
             let (ck, cv) = &state.cross_kv[i];
-            if let Some(c) = capture.as_deref_mut() {
-                c.record(i, &q, ck)?;
-            }
+            let map = state.cross_rows.as_deref();
             let fused = match rows {
-                Some(_) => decode_attention(&q, ck, cv, None)?,
+                Some(_) => decode_attention(&q, ck, cv, None, map)?,
                 None => None,
             };
+            // The generic path and word timing need the rows gathered.
+            let gathered = |t: &Tensor| -> Result<Tensor> {
+                Ok(match map {
+                    Some(m) => {
+                        let idx: Vec<u32> = m.iter().map(|&r| r as u32).collect();
+                        t.index_select(&Tensor::from_vec(idx, m.len(), t.device())?, 0)?
+                    }
+                    None => t.clone(),
+                })
+            };
+            if let Some(c) = capture.as_deref_mut() {
+                c.record(i, &q, &gathered(ck)?)?;
+            }
             let a = match fused {
                 Some(a) => a,
-                None => attention(&q, ck, cv, None)?,
+                None => attention(&q, &gathered(ck)?, &gathered(cv)?, None)?,
             };
             let a = merge_heads(&a)?;
             x = (x + b.xout.forward(&a)?)?;
