@@ -122,9 +122,26 @@ fn attend_one(
         };
         max = max.max(*s);
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
+    // The encoder's vectorisable exp (to ~1 ulp; masked keys stay exactly
+    // 0), summed in 16 lanes rather than one chain of dependent adds.
+    let e = |s: f32| {
+        if s == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_nonpositive(s - max)
+        }
+    };
+    let mut sums = [0f32; 16];
+    let mut chunks = scores.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            c[l] = e(c[l]);
+            sums[l] += c[l];
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for s in chunks.into_remainder() {
+        *s = e(*s);
         sum += *s;
     }
     let inv = 1.0 / sum;
