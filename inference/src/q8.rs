@@ -28,8 +28,6 @@ pub struct Q8Matrix {
     /// Per block, `-128 * Σ q`: the VNNI kernel multiplies activations
     /// shifted to unsigned bytes (`a + 128`) and takes this back off.
     corr: Vec<i32>,
-    /// The threads that run [`Self::matmul`] (see [`Q8Matrix::on_rayon`]).
-    pool: Pool,
 }
 
 const QK: usize = 32;
@@ -62,20 +60,7 @@ impl Q8Matrix {
             scales,
             qs,
             corr,
-            pool: Pool::Candle,
         }
-    }
-
-    /// Runs the product on rayon's threads instead of candle's barrier
-    /// pool: for an engine whose other kernels (gemm, the fused attention)
-    /// run on rayon, so that the barrier pool's spinning worker does not
-    /// take a core from them between ops. The Whisper engine's int8 path
-    /// was measured 7% faster on a 592 s recording and 29% on a 1-minute
-    /// one this way (README, speech-only speed); the summarizer, whose
-    /// every linear layer is Q8, stays on the barrier pool.
-    pub fn on_rayon(mut self) -> Self {
-        self.pool = Pool::Rayon;
-        self
     }
 
     /// Quantizes an f32 weight matrix `[n, k]` (row-major) to Q8_0, as
@@ -110,12 +95,11 @@ impl Q8Matrix {
 
     /// `x [m, k]` (row-major f32) times this matrix transposed: `[m, n]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, has_vnni(), pool_override().unwrap_or(self.pool))
+        self.matmul_with(x, m, has_vnni())
     }
 
-    /// [`Self::matmul`] with the kernel (`vnni` needs the CPU feature) and
-    /// the threads chosen.
-    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool, pool: Pool) -> Vec<f32> {
+    /// [`Self::matmul`] with the kernel chosen (`vnni` needs the CPU feature).
+    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activation shape");
         let kb = self.k / QK;
         let (aq, ad) = quantize_rows(x, m, self.k);
@@ -160,41 +144,12 @@ impl Q8Matrix {
                 }
             }
         };
-        let chunks = n.div_ceil(COLS);
-        match pool {
-            // candle's barrier pool: its elementwise ops run there, and for
-            // the summarizer (every linear layer in Q8) one pool avoids two
-            // sets of threads fighting for the same cores.
-            Pool::Candle => candle_core::utils::barrier_pool().execute_chunked(chunks, task),
-            // rayon, like gemm and the fused attention kernels.
-            Pool::Rayon => {
-                use rayon::prelude::*;
-                let per = chunks.div_ceil(4 * rayon::current_num_threads()).max(1);
-                (0..chunks.div_ceil(per))
-                    .into_par_iter()
-                    .for_each(|t| task(t * per..((t + 1) * per).min(chunks)));
-            }
-        }
+        // candle's barrier pool: its elementwise ops run there, and for the
+        // summarizer (every linear layer in Q8) one pool avoids two sets of
+        // threads fighting for the same cores.
+        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLS), task);
         out
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Pool {
-    Candle,
-    Rayon,
-}
-
-/// `EARSHOT_Q8_POOL=rayon|candle` overrides every matrix's pool: a
-/// measuring knob (`scripts/compare-faster-whisper --batched
-/// --earshot-config 'NAME=EARSHOT_Q8_POOL=candle ...'`).
-fn pool_override() -> Option<Pool> {
-    static POOL: std::sync::OnceLock<Option<Pool>> = std::sync::OnceLock::new();
-    *POOL.get_or_init(|| match std::env::var("EARSHOT_Q8_POOL").as_deref() {
-        Ok("rayon") => Some(Pool::Rayon),
-        Ok("candle") => Some(Pool::Candle),
-        _ => None,
-    })
 }
 
 /// ggml's `quantize_row_q8_0`: per block d = amax/127 (stored as f16),
@@ -488,11 +443,9 @@ mod tests {
             if has_vnni() {
                 kernels.push(true);
             }
-            // And on both thread pools: the same columns, the same sums.
             let got: Vec<Vec<f32>> = kernels
                 .iter()
-                .flat_map(|&v| [Pool::Candle, Pool::Rayon].map(|p| (v, p)))
-                .map(|(v, p)| mine.matmul_with(&x, m, v, p))
+                .map(|&v| mine.matmul_with(&x, m, v))
                 .collect();
             let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
             let want = qm

@@ -291,7 +291,7 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
 fn int8_weights_track_float32() {
     let (_d, w32) = tiny();
     let (_d2, mut w8) = tiny();
-    w8.model.quantize_int8(true).unwrap();
+    w8.model.quantize_int8().unwrap();
     let seq: Vec<u32> = vec![51, 55, 3, 17, 42, 8];
     let logits = |w: &Whisper| {
         let audio = w.model.encode(&mel_batch(1)).unwrap();
@@ -330,7 +330,7 @@ fn int8_weights_track_float32() {
 fn batched_encoding_equals_one_window_at_a_time() {
     let (_d, w32) = tiny();
     let (_d2, mut w8) = tiny();
-    w8.model.quantize_int8(true).unwrap();
+    w8.model.quantize_int8().unwrap();
     let mel = mel_batch(5);
     for w in [&w32, &w8] {
         let all = w.model.encode(&mel).unwrap();

@@ -48,7 +48,7 @@ impl Whisper {
             // int8 does: the decoder's steps read a quarter of the weight
             // bytes, and the encoder's 1500-row products run 64 integer
             // products per instruction.
-            whisper.model.quantize_int8(true)?;
+            whisper.model.quantize_int8()?;
         }
         // Silero VAD rides along when installed: it is small (1.2 MB,
         // loaded in milliseconds), and `vad` / the batched pipeline need it.

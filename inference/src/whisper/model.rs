@@ -471,18 +471,14 @@ impl WhisperModel {
     /// Peak RSS on a 592 s file went from 0.96 GB to 0.77 GB.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
         let b = mel.dim(0)?;
-        let chunk = CPU_ENCODE_WINDOWS;
-        if self.device.is_cpu() && b > chunk {
-            let mut parts = Vec::new();
-            let mut i = 0;
-            while i < b {
-                let n = chunk.min(b - i);
-                parts.push(self.encode_all(&mel.narrow(0, i, n)?)?);
-                i += n;
-            }
-            return Ok(Tensor::cat(&parts, 0)?);
+        if !self.device.is_cpu() || b <= CPU_ENCODE_WINDOWS {
+            return self.encode_all(mel);
         }
-        self.encode_all(mel)
+        let parts = (0..b)
+            .step_by(CPU_ENCODE_WINDOWS)
+            .map(|i| self.encode_all(&mel.narrow(0, i, CPU_ENCODE_WINDOWS.min(b - i))?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// [`Self::encode`] in one pass.
@@ -713,13 +709,12 @@ impl WhisperModel {
         Ok(self.dec_ln.forward(&x)?)
     }
 
-    /// Switch the linear layers (the decoder's always, the encoder's too
-    /// when `encoder`) and the token embeddings to int8 as faster-whisper's
+    /// Switch every linear layer and the token embeddings to int8 as faster-whisper's
     /// `compute_type="int8"` holds them: every `*weight` but the two
     /// convolutions' (CTranslate2's oneDNN build keeps those float). The
     /// embedding lookups then read the dequantized int8 rows, and the
     /// logits are an int8 product with the same matrix. CPU f32 models only.
-    pub fn quantize_int8(&mut self, encoder: bool) -> Result<()> {
+    pub fn quantize_int8(&mut self) -> Result<()> {
         if !self.device.is_cpu() || self.dtype != DType::F32 {
             return Err(InferenceError::BadOption(
                 "int8 runs on the CPU (use float16 on CUDA)".into(),
@@ -738,11 +733,9 @@ impl WhisperModel {
                 p.quantize()?;
             }
         }
-        if encoder {
-            for b in &mut self.enc_blocks {
-                for p in [&mut b.qkv, &mut b.out, &mut b.fc1, &mut b.fc2] {
-                    p.quantize()?;
-                }
+        for b in &mut self.enc_blocks {
+            for p in [&mut b.qkv, &mut b.out, &mut b.fc1, &mut b.fc2] {
+                p.quantize()?;
             }
         }
         let e = self.tok_emb.embeddings();
