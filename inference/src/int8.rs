@@ -15,8 +15,14 @@
 //! products) per weight register with no per-block rescaling: that is what
 //! lets the encoder's 1500-row products run in int8, where Q8_0 lost to
 //! f32 gemm. The kernel is a 6-row by 64-column register tile over weights
-//! packed 16 columns × 4 depths per register. CPUs without AVX-512 VNNI
-//! take a portable loop with the same integer result.
+//! packed 16 columns × 4 depths per register. CPUs with AVX2 but not
+//! AVX-512 VNNI (AMD's EPYC before Zen 4, Intel before Cascade Lake) take a
+//! 6-row × 16-column `vpmaddwd` tile over weights widened to 16 bits at
+//! load: `vpmaddubsw`, the usual AVX2 int8 product, saturates its 16-bit
+//! pair sums (255 · 127 · 2 > 32767) and would round differently from the
+//! VNNI path, while widened pairs sum exactly in 32 bits. Other CPUs take
+//! a portable loop; all three give the same integers. (The portable loop
+//! was ~72% of a batched int8 run on a 2-core EPYC, 2× slower than f32.)
 
 use rayon::prelude::*;
 
@@ -52,6 +58,17 @@ pub struct I8Matrix {
     qs: Vec<i8>,
     /// For the VNNI kernel: panels of 16 rows, each `[kp / 4][16][4]`.
     packed: Vec<i8>,
+    /// For the AVX2 kernel (built only without VNNI): panels of 8 rows,
+    /// each `[kp / 2][8][2]`, widened to 16 bits.
+    packed16: Vec<i16>,
+}
+
+/// Which tile kernel a product runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kernel {
+    Portable,
+    Avx2,
+    Vnni,
 }
 
 impl I8Matrix {
@@ -86,10 +103,12 @@ impl I8Matrix {
             b = vec![0f32; np];
             b[..n].copy_from_slice(bias);
         }
-        let packed = if has_vnni() {
-            pack(&qs, n, kp)
+        let (packed, packed16) = if has_vnni() {
+            (pack(&qs, n, kp), Vec::new())
+        } else if has_avx2() {
+            (Vec::new(), pack16(&qs, n, kp))
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         Some(Self {
             n,
@@ -100,6 +119,7 @@ impl I8Matrix {
             bias: b,
             qs,
             packed,
+            packed16,
         })
     }
 
@@ -123,15 +143,28 @@ impl I8Matrix {
     /// `x [m, k]` (row-major f32) times this matrix transposed, plus the
     /// bias: `[m, n]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, !self.packed.is_empty())
+        let kernel = if !self.packed.is_empty() {
+            Kernel::Vnni
+        } else if !self.packed16.is_empty() {
+            Kernel::Avx2
+        } else {
+            Kernel::Portable
+        };
+        self.matmul_with(x, m, kernel)
     }
 
-    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Vec<f32> {
+    fn matmul_with(&self, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activation shape");
         let (a, ra) = quantize_activations(x, m, self.k, self.kp);
         if m == 0 || self.n == 0 {
             return vec![0f32; m * self.n];
         }
+        // The AVX2 kernel broadcasts 16-bit pairs of activations.
+        let a16: Vec<i16> = if kernel == Kernel::Avx2 {
+            a.iter().map(|&v| v as i16).collect()
+        } else {
+            Vec::new()
+        };
         // Every element is written below (the tiles cover all rows and
         // columns), so the output is not zeroed first: for the encoder's
         // products that was a pass over fresh pages as long as the product.
@@ -159,8 +192,10 @@ impl I8Matrix {
                     // `c0..c0 + width` of `out`, which is `m × n`.
                     unsafe {
                         let o = out.0.add(r0 * self.n + c0);
-                        if vnni {
+                        if kernel == Kernel::Vnni {
                             self.tile_vnni(&a[r0 * self.kp..], &ra[r0..r0 + h], g, o, width);
+                        } else if kernel == Kernel::Avx2 {
+                            self.tile_avx2(&a16[r0 * self.kp..], &ra[r0..r0 + h], c0, o, width);
                         } else {
                             self.tile_portable(&a[r0 * self.kp..], &ra[r0..r0 + h], c0, o, width);
                         }
@@ -222,6 +257,51 @@ impl I8Matrix {
         }
     }
 
+    /// The tile on AVX2: 16 columns (two 8-row panels of `packed16`) at a
+    /// time.
+    ///
+    /// # Safety
+    /// As [`Self::tile_vnni`]; the CPU must have AVX2 (`packed16` is only
+    /// built then).
+    unsafe fn tile_avx2(&self, a: &[i16], ra: &[f32], c0: usize, out: *mut f32, width: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut j = 0;
+            while j < width {
+                let t = avx2::Tile {
+                    a: a.as_ptr(),
+                    kp: self.kp,
+                    w: self.packed16.as_ptr().add((c0 + j) * self.kp),
+                    corr: self.corr.as_ptr().add(c0 + j),
+                    scale: self.scales.as_ptr().add(c0 + j),
+                    bias: if self.bias.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        self.bias.as_ptr().add(c0 + j)
+                    },
+                    ra: ra.as_ptr(),
+                    out: out.add(j),
+                    ldo: self.n,
+                    width: (width - j).min(16),
+                };
+                match ra.len() {
+                    6 => avx2::tile::<6>(&t),
+                    5 => avx2::tile::<5>(&t),
+                    4 => avx2::tile::<4>(&t),
+                    3 => avx2::tile::<3>(&t),
+                    2 => avx2::tile::<2>(&t),
+                    _ => avx2::tile::<1>(&t),
+                }
+                j += 16;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, ra, c0, out, width);
+            unreachable!("no AVX2 packing off x86_64")
+        }
+    }
+
     /// The same tile in plain Rust (any CPU), identical integers.
     ///
     /// # Safety
@@ -269,6 +349,13 @@ fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, V
             a.extend(std::iter::repeat_n(128u8, kp - k));
             continue;
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: AVX2 was detected at run time.
+            ra.push(unsafe { quantize_row_avx2(row, &mut a) });
+            a.extend(std::iter::repeat_n(128u8, kp - k));
+            continue;
+        }
         ra.push(quantize_row(row, &mut a));
         a.extend(std::iter::repeat_n(128u8, kp - k));
     }
@@ -283,6 +370,17 @@ fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, V
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn quantize_row_avx512(row: &[f32], a: &mut Vec<u8>) -> f32 {
+    quantize_row(row, a)
+}
+
+/// [`quantize_row`] compiled for AVX2 (`vroundps` instead of a `rintf`
+/// call per value; same results).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(row: &[f32], a: &mut Vec<u8>) -> f32 {
     quantize_row(row, a)
 }
 
@@ -335,6 +433,43 @@ fn pack(qs: &[i8], n: usize, kp: usize) -> Vec<i8> {
             }
         });
     p
+}
+
+/// Rows of `qs` (`[n, kp]`) into AVX2 panels, widened to 16 bits: 8 rows
+/// per panel, each 32-byte step holding 2 depths of those 8 rows; rows up
+/// to a multiple of [`NR`] are zero.
+fn pack16(qs: &[i8], n: usize, kp: usize) -> Vec<i16> {
+    let np = n.next_multiple_of(NR);
+    let mut p = vec![0i16; np * kp];
+    p.par_chunks_mut(8 * kp)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            for lane in 0..8 {
+                let r = panel * 8 + lane;
+                if r >= n {
+                    break;
+                }
+                for k2 in 0..kp / 2 {
+                    let d = k2 * 16 + lane * 2;
+                    dst[d] = qs[r * kp + 2 * k2] as i16;
+                    dst[d + 1] = qs[r * kp + 2 * k2 + 1] as i16;
+                }
+            }
+        });
+    p
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::env::var_os("EARSHOT_NO_AVX2").is_none() && is_x86_feature_detected!("avx2")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn has_vnni() -> bool {
@@ -420,6 +555,73 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// One register tile's operands (see `I8Matrix::tile_avx2`).
+    pub(super) struct Tile {
+        /// Activations widened to 16 bits, rows `kp` apart.
+        pub a: *const i16,
+        pub kp: usize,
+        /// The first of two consecutive 8-row panels.
+        pub w: *const i16,
+        pub corr: *const i32,
+        pub scale: *const f32,
+        pub bias: *const f32,
+        pub ra: *const f32,
+        pub out: *mut f32,
+        pub ldo: usize,
+        /// Columns to write, 1..=16.
+        pub width: usize,
+    }
+
+    /// `R` activation rows × 16 columns: per depth pair one broadcast
+    /// activation pair against 8 columns' weight pairs (`vpmaddwd`, exact
+    /// in 32 bits), then the same dequantize as the VNNI tile.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let ps = 8 * t.kp;
+        for k2 in 0..t.kp / 2 {
+            let w = t.w.add(k2 * 16);
+            let w0 = _mm256_loadu_si256(w as *const _);
+            let w1 = _mm256_loadu_si256(w.add(ps) as *const _);
+            for r in 0..R {
+                let x = (t.a.add(r * t.kp + 2 * k2) as *const i32).read_unaligned();
+                let av = _mm256_set1_epi32(x);
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, w0));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, w1));
+            }
+        }
+        for r in 0..R {
+            let ra = _mm256_set1_ps(*t.ra.add(r));
+            for v in 0..2 {
+                let col = v * 8;
+                if col >= t.width {
+                    break;
+                }
+                let c =
+                    _mm256_add_epi32(acc[r][v], _mm256_loadu_si256(t.corr.add(col) as *const _));
+                let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), ra);
+                f = _mm256_div_ps(f, _mm256_loadu_ps(t.scale.add(col)));
+                if !t.bias.is_null() {
+                    f = _mm256_add_ps(f, _mm256_loadu_ps(t.bias.add(col)));
+                }
+                let dst = t.out.add(r * t.ldo + col);
+                let rem = t.width - col;
+                if rem >= 8 {
+                    _mm256_storeu_ps(dst, f);
+                } else {
+                    let mut buf = [0f32; 8];
+                    _mm256_storeu_ps(buf.as_mut_ptr(), f);
+                    std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, rem);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,14 +674,23 @@ mod tests {
             let x = data(m * k, (m + n + k) as u64, 3.0);
             let bias = data(n, 5, 1.0);
             for b in [None, Some(bias.as_slice())] {
-                let q = I8Matrix::quantize(&w, n, k, b).unwrap();
-                let portable = q.matmul_with(&x, m, false);
-                if has_vnni() {
-                    let fast = q.matmul_with(&x, m, true);
+                let mut q = I8Matrix::quantize(&w, n, k, b).unwrap();
+                // Test the AVX2 kernel on VNNI machines too.
+                if has_avx2() && q.packed16.is_empty() {
+                    q.packed16 = pack16(&q.qs, n, q.kp);
+                }
+                let portable = q.matmul_with(&x, m, Kernel::Portable);
+                // Only the kernel this CPU packed for can run.
+                let fast = [
+                    (Kernel::Vnni, !q.packed.is_empty()),
+                    (Kernel::Avx2, !q.packed16.is_empty()),
+                ];
+                for (kernel, _) in fast.into_iter().filter(|f| f.1) {
+                    let got = q.matmul_with(&x, m, kernel);
                     assert_eq!(
-                        fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                         portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "m={m} n={n} k={k}"
+                        "{kernel:?} m={m} n={n} k={k}"
                     );
                 }
                 for i in 0..m {
@@ -507,26 +718,31 @@ mod tests {
         }
     }
 
-    /// The AVX-512 build of the activation quantizer rounds like the
+    /// The AVX-512 and AVX2 builds of the activation quantizer round like the
     /// baseline one, ties included (x · s + 128 landing on .5).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn activation_quantizer_builds_agree() {
-        if !has_avx512() {
-            return;
-        }
         let mut x = data(4096, 11, 8.0);
         x[0] = 4.0; // s = 127 / 4 → many multiples of 1/63.5 below hit ties
         for (i, v) in x.iter_mut().enumerate().skip(1).step_by(7) {
             *v = (i % 200) as f32 / 63.5 - 1.5;
         }
         for row in x.chunks(97) {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
             let ra = quantize_row(row, &mut a);
-            // SAFETY: AVX-512F was detected above.
-            let rb = unsafe { quantize_row_avx512(row, &mut b) };
-            assert_eq!(a, b);
-            assert_eq!(ra.to_bits(), rb.to_bits());
+            if has_avx512() {
+                // SAFETY: AVX-512F was detected.
+                let rb = unsafe { quantize_row_avx512(row, &mut b) };
+                assert_eq!(a, b);
+                assert_eq!(ra.to_bits(), rb.to_bits());
+            }
+            if has_avx2() {
+                // SAFETY: AVX2 was detected.
+                let rc = unsafe { quantize_row_avx2(row, &mut c) };
+                assert_eq!(a, c);
+                assert_eq!(ra.to_bits(), rc.to_bits());
+            }
         }
     }
 
