@@ -57,13 +57,13 @@ struct DecodeAttention<'a> {
 /// lanes wide: a decode step's cross-attention was ~20% of a batched int8
 /// run.)
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Simd {
+pub(super) enum Simd {
     Baseline,
     Avx2,
     Avx512,
 }
 
-fn simd_level() -> Simd {
+pub(super) fn simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
@@ -225,13 +225,13 @@ impl CustomOp3 for DecodeAttention<'_> {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => (q, k, v),
             _ => candle_core::bail!("decode attention expects f32"),
         };
-        let contiguous = |l: &Layout| l.contiguous_offsets();
-        let (Some((q0, _)), Some((k0, _)), Some((v0, _))) =
-            (contiguous(lq), contiguous(lk), contiguous(lv))
-        else {
-            candle_core::bail!("decode attention expects contiguous inputs");
+        let Some((q0, _)) = lq.contiguous_offsets() else {
+            candle_core::bail!("decode attention expects a contiguous query");
         };
-        let (q, k, v) = (&q[q0..], &k[k0..], &v[v0..]);
+        let (Some((k0, ks)), Some((v0, vs))) = (kv_strides(lk, hd), kv_strides(lv, hd)) else {
+            candle_core::bail!("decode attention expects keys/values contiguous per head");
+        };
+        let q = &q[q0..];
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; b * h * hd];
         out.par_chunks_mut(hd).enumerate().for_each_init(
@@ -239,9 +239,11 @@ impl CustomOp3 for DecodeAttention<'_> {
             |scores, (i, o)| {
                 let r = i / h;
                 let qv = &q[i * hd..(i + 1) * hd];
-                let kr = self.kv_rows.map_or(r, |m| m[r]) * h + i % h;
-                let kb = &k[kr * t * hd..(kr + 1) * t * hd];
-                let vb = &v[kr * t * hd..(kr + 1) * t * hd];
+                let (kr, head) = (self.kv_rows.map_or(r, |m| m[r]), i % h);
+                let ko = k0 + kr * ks.0 + head * ks.1;
+                let vo = v0 + kr * vs.0 + head * vs.1;
+                let kb = &k[ko..ko + t * hd];
+                let vb = &v[vo..vo + t * hd];
                 let valid = match self.mask {
                     Some(m) => (m.prompt_lens[r], m.prefill_len),
                     None => (t, t),
@@ -264,6 +266,16 @@ impl CustomOp3 for DecodeAttention<'_> {
     }
 }
 
+/// Where a `[b, h, t, hd]` key or value tensor's data starts and its row
+/// and head strides, when each (row, head) holds its `t` positions as one
+/// contiguous block (a contiguous tensor, or the first `t` positions of a
+/// longer cache); `None` otherwise.
+fn kv_strides(l: &Layout, hd: usize) -> Option<(usize, (usize, usize))> {
+    let (s, dims) = (l.stride(), l.dims());
+    let blocked = dims.len() == 4 && dims[3] == hd && (s[3] == 1 || hd == 1) && s[2] == hd;
+    blocked.then(|| (l.start_offset(), (s[0], s[1])))
+}
+
 /// Attention of one query per (row, head) over `[b, h, t, hd]` keys/values;
 /// with `kv_rows`, query row `r` reads key/value row `kv_rows[r]` (the
 /// cross-attention of a batch whose finished rows have left, without
@@ -279,7 +291,17 @@ pub fn decode_attention(
     if !q.device().is_cpu() || q.dtype() != candle_core::DType::F32 || q.dim(2)? != 1 {
         return Ok(None);
     }
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    // Keys and values may be views into a longer cache (per-head blocks
+    // of contiguous positions); anything else is copied first.
+    let hd = q.dim(3)?;
+    let packed = |x: &Tensor| -> candle_core::Result<Tensor> {
+        if kv_strides(x.layout(), hd).is_some() {
+            Ok(x.clone())
+        } else {
+            x.contiguous()
+        }
+    };
+    let (q, k, v) = (q.contiguous()?, packed(k)?, packed(v)?);
     q.apply_op3_no_bwd(&k, &v, &DecodeAttention { mask, kv_rows })
         .map(Some)
 }
@@ -481,7 +503,7 @@ fn softmax_unnormalised_impl(x: &mut [f32], scale: f32) -> f32 {
 /// reduction by ln 2), written so the compiler vectorises it: no calls, no
 /// branches, rounding by the 1.5·2²³ trick instead of `round()`.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;

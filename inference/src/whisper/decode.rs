@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::WhisperModel;
 use super::pipeline::Pipeline;
+use super::reduce::{self, log_sum_exp};
 use super::timing;
 use super::tokenizer::WhisperTokenizer;
 use crate::error::InferenceError;
@@ -260,20 +261,6 @@ pub fn compression_ratio(text: &str) -> f64 {
 }
 
 /// `ln Σ exp(x)`, skipping suppressed (-inf) entries cheaply.
-fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    // f32 exponentials, f64 sum: 50k terms summed in f32 drift by ~1e-4.
-    let sum: f64 = x
-        .iter()
-        .filter(|v| **v != f32::NEG_INFINITY)
-        .map(|&v| (v - max).exp() as f64)
-        .sum();
-    max + sum.ln() as f32
-}
-
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
@@ -380,10 +367,7 @@ impl Rules {
         // token, sample a timestamp. Compared in raw logit units: both sides
         // would subtract the same normaliser.
         let ts_lse = log_sum_exp(&logits[tb..]);
-        let text_max = logits[..tb]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
+        let text_max = reduce::max(&logits[..tb]);
         if ts_lse.is_finite() && ts_lse > text_max {
             logits[..tb].fill(ninf);
             return ts_lse;
@@ -399,9 +383,9 @@ impl Rules {
 
 fn pick_token(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
     if temperature <= 0.0 {
-        return crate::llm::sampling::argmax(logits);
+        return reduce::argmax(logits);
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = reduce::max(logits);
     let weights: Vec<f64> = logits
         .iter()
         .map(|&x| (((x - max) / temperature) as f64).exp())

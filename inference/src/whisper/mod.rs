@@ -7,6 +7,7 @@ pub mod format;
 pub mod gelu;
 pub mod model;
 pub mod pipeline;
+mod reduce;
 pub mod timing;
 pub mod tokenizer;
 

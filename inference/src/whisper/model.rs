@@ -255,8 +255,8 @@ struct DecoderBlock {
 /// Per-row decoding state for a batch: self-attention caches, the encoder's
 /// keys/values for cross-attention, and each row's prompt length.
 pub struct DecoderState {
-    /// Per layer `(k, v)`, `[b, h, t, hd]`.
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, the self-attention keys and values so far.
+    self_kv: Vec<Option<SelfKv>>,
     /// Per layer `(k, v)` over the encoder output, `[b0, h, 1500, hd]`.
     cross_kv: Vec<(Tensor, Tensor)>,
     /// On the CPU, which row of `cross_kv` each current row reads: rows
@@ -292,7 +292,8 @@ impl DecoderState {
             &device,
         )?;
         for kv in self.self_kv.iter_mut().flatten() {
-            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+            kv.k = kv.k.index_select(&idx, 0)?;
+            kv.v = kv.v.index_select(&idx, 0)?;
         }
         if device.is_cpu() {
             let old = self.cross_rows.take();
@@ -308,6 +309,68 @@ impl DecoderState {
         }
         self.prompt_lens = rows.iter().map(|&r| self.prompt_lens[r]).collect();
         Ok(())
+    }
+}
+
+/// One decoder layer's self-attention keys and values, `[b, h, len, hd]`
+/// as seen by attention.
+///
+/// On the CPU in f32 they live in buffers of the decoder's whole context
+/// (`[b, h, max_target_positions, hd]`, allocated at prefill) that each
+/// step writes one position of, and attention reads the first `len`
+/// through strides. Growing them by `Tensor::cat` instead copied every
+/// layer's whole cache into fresh memory on every step (for 8 rows ~15 MB
+/// a step, most of it page faults), time the decode loop spent on one
+/// core. Elsewhere (GPUs, f16) they are exactly `len` long and grow by
+/// concatenation, which the generic attention path expects.
+struct SelfKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl SelfKv {
+    /// The cache after the prefill's keys and values `[b, h, t, hd]`.
+    fn new(k: Tensor, v: Tensor, capacity: usize) -> Result<Self> {
+        let len = k.dim(2)?;
+        if !(k.device().is_cpu() && k.dtype() == DType::F32) || capacity <= len {
+            return Ok(Self { k, v, len });
+        }
+        let (b, h, _, hd) = k.dims4()?;
+        let buf = |x: &Tensor| -> Result<Tensor> {
+            let t = Tensor::zeros((b, h, capacity, hd), DType::F32, x.device())?;
+            t.slice_set(&x.contiguous()?, 2, 0)?;
+            Ok(t)
+        };
+        Ok(Self {
+            k: buf(&k)?,
+            v: buf(&v)?,
+            len,
+        })
+    }
+
+    /// Appends one step's keys and values `[b, h, 1, hd]`.
+    fn push(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        if self.k.dim(2)? > self.len {
+            self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+            self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        } else {
+            self.k = Tensor::cat(&[&self.k, k], 2)?;
+            self.v = Tensor::cat(&[&self.v, v], 2)?;
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Keys and values `[b, h, len, hd]` (views into the buffers).
+    fn view(&self) -> Result<(Tensor, Tensor)> {
+        if self.k.dim(2)? == self.len {
+            return Ok((self.k.clone(), self.v.clone()));
+        }
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
     }
 }
 
@@ -506,7 +569,7 @@ impl WhisperModel {
             cross_kv.push((k, v));
         }
         Ok(DecoderState {
-            self_kv: vec![None; self.dec_blocks.len()],
+            self_kv: (0..self.dec_blocks.len()).map(|_| None).collect(),
             cross_kv,
             cross_rows: None,
             prompt_lens: vec![0; audio.dim(0)?],
@@ -648,11 +711,20 @@ impl WhisperModel {
             let q = split_heads(&qkv.narrow(D::Minus1, 0, d)?, b.n_head)?;
             let k = split_heads(&qkv.narrow(D::Minus1, d, d)?, b.n_head)?;
             let v = split_heads(&qkv.narrow(D::Minus1, 2 * d, d)?, b.n_head)?;
-            let (k, v) = match &state.self_kv[i] {
-                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                None => (k, v),
+            let (k, v) = match &mut state.self_kv[i] {
+                Some(kv) => {
+                    kv.push(&k, &v)?;
+                    kv.view()?
+                }
+                slot @ None => {
+                    *slot = Some(SelfKv::new(
+                        k.clone(),
+                        v.clone(),
+                        self.config.max_target_positions,
+                    )?);
+                    (k, v)
+                }
             };
-            state.self_kv[i] = Some((k.clone(), v.clone()));
             let fused = match rows {
                 Some(r) => decode_attention(&q, &k, &v, Some(r), None)?,
                 None => None,
