@@ -110,19 +110,34 @@ pub(crate) fn alongside<T>(
     let Some(d) = d else {
         return (transcribe(), vec![None; inputs.len()]);
     };
+    let work: Vec<(&[f32], &DiarizeOptions)> = inputs.iter().map(|x| (*x, &d.opts)).collect();
+    let (out, turns) = diarize_alongside(&d.diarizer, &work, transcribe);
+    (out, turns.into_iter().map(Some).collect())
+}
+
+/// [`alongside`] for inputs with options of their own (the batcher's
+/// requests): `transcribe` runs here while `work` is diarized, in order,
+/// on a second thread with its own rayon pool (as many threads as the
+/// global one: sharing Whisper's, each side's parallel loops queue behind
+/// the other's; 10 min: 57 s against 52 s). With nothing to diarize no
+/// thread is started.
+pub(crate) fn diarize_alongside<T>(
+    d: &Diarizer,
+    work: &[(&[f32], &DiarizeOptions)],
+    transcribe: impl FnOnce() -> T,
+) -> (T, Vec<Result<Vec<Turn>, String>>) {
+    if work.is_empty() {
+        return (transcribe(), Vec::new());
+    }
     let run = || {
-        inputs
-            .iter()
-            .map(|x| d.diarizer.turns(x, &d.opts).map_err(|e| e.to_string()))
+        work.iter()
+            .map(|(x, o)| d.turns(x, o).map_err(|e| e.to_string()))
             .collect::<Vec<_>>()
     };
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("diarize".into())
             .spawn_scoped(scope, || {
-                // Its own rayon pool (as many threads as the global one):
-                // sharing Whisper's, each side's parallel loops queue
-                // behind the other's (10 min: 57 s against 52 s here).
                 match rayon::ThreadPoolBuilder::new()
                     .num_threads(rayon::current_num_threads())
                     .thread_name(|i| format!("diarize-{i}"))
@@ -135,7 +150,7 @@ pub(crate) fn alongside<T>(
         let out = transcribe();
         let turns = match worker {
             Ok(h) => h.join().unwrap_or_else(|_| {
-                vec![Err("the diarization thread panicked".into()); inputs.len()]
+                vec![Err("the diarization thread panicked".into()); work.len()]
             }),
             // No thread to be had: diarize here, after the transcription.
             Err(e) => {
@@ -143,7 +158,7 @@ pub(crate) fn alongside<T>(
                 run()
             }
         };
-        (out, turns.into_iter().map(Some).collect())
+        (out, turns)
     })
 }
 

@@ -14,7 +14,7 @@ use earshot_inference::llm::summarize::{summarize_many, Summary};
 use earshot_inference::llm::Llm;
 use earshot_inference::whisper::{Pipeline, TranscribeOptions, Transcript, Whisper};
 
-use crate::diarization::{label_transcript, LazyDiarizer};
+use crate::diarization::{diarize_alongside, label_transcript, LazyDiarizer};
 use crate::summarize::LlmArgs;
 use earshot_diarize::pipeline::DiarizeOptions;
 
@@ -241,32 +241,77 @@ impl SpeechEngine {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        for ((m, language, prompt, t, word_timestamps, vad), idx) in groups {
-            let mut opts = TranscribeOptions {
-                language: language.map(str::to_owned),
-                initial_prompt: prompt.map(str::to_owned),
-                max_batch: self.max_batch,
-                word_timestamps,
-                vad,
-                pipeline: self.pipeline,
-                ..Default::default()
-            };
-            let t = f32::from_bits(t);
-            if t > 0.0 {
-                // Start at the asked temperature; fall back upwards from it.
-                opts.temperatures.retain(|&x| x > t);
-                opts.temperatures.insert(0, t);
+        // Diarization (requests that ask for speakers) runs on its own
+        // thread while the groups transcribe: the two only meet when the
+        // words are labelled.
+        let want: Vec<usize> = (0..reqs.len())
+            .filter(|&i| reqs[i].diarize.is_some() && out[i].is_none())
+            .collect();
+        let diarizer = if want.is_empty() {
+            None
+        } else {
+            match self.diarizer.get() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    for &i in &want {
+                        out[i] = Some(Err(InferenceError::Model(e.clone())));
+                    }
+                    None
+                }
             }
-            let inputs: Vec<&[f32]> = idx.iter().map(|&i| reqs[i].samples).collect();
-            let results = self.whisper[m].1.transcribe_batch(&inputs, &opts, None);
-            for (i, r) in idx.into_iter().zip(results) {
-                out[i] = Some(r);
+        };
+        let work: Vec<(&[f32], &DiarizeOptions)> = match diarizer {
+            Some(_) => want
+                .iter()
+                .filter_map(|&i| reqs[i].diarize.map(|o| (reqs[i].samples, o)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let transcribe = || {
+            let mut done = Vec::new();
+            for ((m, language, prompt, t, word_timestamps, vad), idx) in groups {
+                // Requests already failed (no diarizer to be had) are not transcribed.
+                let idx: Vec<usize> = idx.into_iter().filter(|&i| out[i].is_none()).collect();
+                if idx.is_empty() {
+                    continue;
+                }
+                let mut opts = TranscribeOptions {
+                    language: language.map(str::to_owned),
+                    initial_prompt: prompt.map(str::to_owned),
+                    max_batch: self.max_batch,
+                    word_timestamps,
+                    vad,
+                    pipeline: self.pipeline,
+                    ..Default::default()
+                };
+                let t = f32::from_bits(t);
+                if t > 0.0 {
+                    // Start at the asked temperature; fall back upwards from it.
+                    opts.temperatures.retain(|&x| x > t);
+                    opts.temperatures.insert(0, t);
+                }
+                let inputs: Vec<&[f32]> = idx.iter().map(|&i| reqs[i].samples).collect();
+                let results = self.whisper[m].1.transcribe_batch(&inputs, &opts, None);
+                for (i, r) in idx.into_iter().zip(results) {
+                    done.push((i, r));
+                }
             }
+            done
+        };
+        let (done, turns) = match diarizer {
+            Some(d) => diarize_alongside(d, &work, transcribe),
+            None => (transcribe(), Vec::new()),
+        };
+        for (i, r) in done {
+            out[i] = Some(r);
         }
-        for (r, slot) in reqs.iter().zip(out.iter_mut()) {
-            if let (Some(o), Some(Ok(t))) = (r.diarize, slot.as_mut()) {
-                if let Err(e) = self.label_speakers(t, r.samples, o) {
-                    *slot = Some(Err(e));
+        for (&i, turns) in want.iter().zip(turns) {
+            if let Some(Ok(t)) = out[i].as_mut() {
+                match turns {
+                    Ok(turns) => label_transcript(t, &turns),
+                    Err(e) => {
+                        out[i] = Some(Err(InferenceError::Model(format!("diarization: {e}"))))
+                    }
                 }
             }
         }
@@ -275,22 +320,6 @@ impl SpeechEngine {
                 r.unwrap_or_else(|| Err(InferenceError::Model("no transcript produced".into())))
             })
             .collect()
-    }
-
-    /// Diarizes `samples` and labels `t`'s words and segments.
-    fn label_speakers(
-        &self,
-        t: &mut Transcript,
-        samples: &[f32],
-        opts: &DiarizeOptions,
-    ) -> Result<(), InferenceError> {
-        let d = self.diarizer.get().map_err(InferenceError::Model)?;
-        let turns = d.turns(samples, opts).map_err(|e| match e {
-            earshot_diarize::DiarizeError::Options(m) => InferenceError::BadOption(m),
-            e => InferenceError::Model(format!("diarization: {e}")),
-        })?;
-        label_transcript(t, &turns);
-        Ok(())
     }
 }
 
