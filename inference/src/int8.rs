@@ -328,6 +328,26 @@ impl I8Matrix {
     }
 }
 
+/// One register tile's operands, for either SIMD kernel: activations `A`
+/// (bytes for VNNI, 16-bit for AVX2) `kp` apart per row, weights `W` from
+/// the tile's first panel, and the epilogue's per-column and per-row
+/// factors.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Tile<A, W> {
+    a: *const A,
+    kp: usize,
+    w: *const W,
+    corr: *const i32,
+    scale: *const f32,
+    /// Null for no bias.
+    bias: *const f32,
+    ra: *const f32,
+    out: *mut f32,
+    ldo: usize,
+    /// Columns to write (up to the kernel's tile width).
+    width: usize,
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint tiles (see `matmul_with`).
@@ -493,19 +513,7 @@ fn has_vnni() -> bool {
 mod vnni {
     use std::arch::x86_64::*;
 
-    /// One register tile's operands (see `I8Matrix::tile_vnni`).
-    pub(super) struct Tile {
-        pub a: *const u8,
-        pub kp: usize,
-        pub w: *const i8,
-        pub corr: *const i32,
-        pub scale: *const f32,
-        pub bias: *const f32,
-        pub ra: *const f32,
-        pub out: *mut f32,
-        pub ldo: usize,
-        pub width: usize,
-    }
+    pub(super) type Tile = super::Tile<u8, i8>;
 
     /// `R` activation rows × 64 columns, summed over the whole depth in
     /// 32-bit integers, then CTranslate2's dequantize:
@@ -556,25 +564,11 @@ mod vnni {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `R` × 2 accumulators kept in registers
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// One register tile's operands (see `I8Matrix::tile_avx2`).
-    pub(super) struct Tile {
-        /// Activations widened to 16 bits, rows `kp` apart.
-        pub a: *const i16,
-        pub kp: usize,
-        /// The first of two consecutive 8-row panels.
-        pub w: *const i16,
-        pub corr: *const i32,
-        pub scale: *const f32,
-        pub bias: *const f32,
-        pub ra: *const f32,
-        pub out: *mut f32,
-        pub ldo: usize,
-        /// Columns to write, 1..=16.
-        pub width: usize,
-    }
+    pub(super) type Tile = super::Tile<i16, i16>;
 
     /// `R` activation rows × 16 columns: per depth pair one broadcast
     /// activation pair against 8 columns' weight pairs (`vpmaddwd`, exact
