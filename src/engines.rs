@@ -77,6 +77,11 @@ pub struct EngineArgs {
     /// windows, each conditioned on the text before it).
     #[arg(long, env = "EARSHOT_PIPELINE", default_value = "sequential")]
     pub pipeline: Pipeline,
+    /// With --pipeline batched: retry a window whose text looks wrong at
+    /// the next temperature (off by default, as in faster-whisper's
+    /// BatchedInferencePipeline: each retry is a whole extra pass).
+    #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
+    pub batched_fallback: bool,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -97,6 +102,7 @@ impl EngineArgs {
         )?;
         let mut engines = engines;
         engines.speech.pipeline = self.pipeline;
+        engines.speech.batched_fallback = self.batched_fallback;
         tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
         Ok(engines)
     }
@@ -135,6 +141,8 @@ pub struct SpeechEngine {
     pub max_batch: usize,
     /// How recordings are cut and decoded.
     pub pipeline: Pipeline,
+    /// Temperature fallback in the batched pipeline.
+    pub batched_fallback: bool,
     /// The diarization networks, loaded by the first request that asks.
     diarizer: LazyDiarizer,
 }
@@ -184,6 +192,7 @@ impl Engines {
                 whisper,
                 max_batch: max_batch.max(1),
                 pipeline: Pipeline::default(),
+                batched_fallback: false,
                 diarizer: LazyDiarizer::new(dev.clone()),
             },
             llm,
@@ -282,6 +291,7 @@ impl SpeechEngine {
                     word_timestamps,
                     vad,
                     pipeline: self.pipeline,
+                    batched_fallback: self.batched_fallback,
                     ..Default::default()
                 };
                 let t = f32::from_bits(t);

@@ -102,12 +102,21 @@ pub(crate) struct PipelineArgs {
     /// windows, each conditioned on the text before it.
     #[arg(long, env = "EARSHOT_PIPELINE", default_value = "sequential")]
     pipeline: Pipeline,
+    /// With --pipeline batched: retry a window whose text looks wrong
+    /// (compression ratio, log probability) at the next --temperature, as
+    /// the sequential pipeline does. Off by default, as in faster-whisper's
+    /// BatchedInferencePipeline: each retry is a whole extra pass of its
+    /// window.
+    #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
+    batched_fallback: bool,
 }
 
 impl PipelineArgs {
-    /// Sets `vad`, `vad_parameters` and `pipeline` on `opts`.
+    /// Sets `vad`, `vad_parameters`, `pipeline` and `batched_fallback` on
+    /// `opts`.
     pub(crate) fn apply(&self, opts: &mut TranscribeOptions) -> Result<()> {
         opts.pipeline = self.pipeline;
+        opts.batched_fallback = self.batched_fallback;
         opts.vad = self.vad || self.vad_parameters.is_some();
         if let Some(json) = &self.vad_parameters {
             let v: VadOptions =

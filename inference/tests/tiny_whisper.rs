@@ -204,6 +204,54 @@ fn batched_transcription_equals_one_at_a_time() {
     }
 }
 
+/// One-pass windows (no timestamp tokens) let the next round be encoded
+/// while this one decodes; with two threads that path runs, and its
+/// transcripts must be the ones of rounds run one after another.
+#[test]
+fn encoding_the_next_round_ahead_changes_nothing() {
+    let (_d, w) = tiny();
+    let inputs: Vec<Vec<f32>> = (0..5)
+        .map(|i| signal(3.0 + 5.0 * i as f64, 10 + i))
+        .collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let opts = TranscribeOptions {
+        max_batch: 2,
+        sample_len: 16,
+        without_timestamps: true,
+        temperatures: vec![0.0, 1.0],
+        // Random weights often look like silence; keep every window.
+        no_speech_threshold: None,
+        ..Default::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let run = |encode_ahead: bool| {
+        let o = TranscribeOptions {
+            encode_ahead,
+            ..opts.clone()
+        };
+        pool.install(|| w.transcribe_batch(&refs, &o, None))
+    };
+    let (ahead, serial) = (run(true), run(false));
+    assert_eq!(ahead.len(), inputs.len());
+    let mut decoded = 0;
+    for (i, (a, s)) in ahead.into_iter().zip(serial).enumerate() {
+        let (a, s) = (a.unwrap(), s.unwrap());
+        assert_eq!(a.text, s.text, "input {i}");
+        let toks = |t: &earshot_inference::whisper::Transcript| {
+            t.segments
+                .iter()
+                .map(|g| g.tokens.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(toks(&a), toks(&s), "input {i}");
+        decoded += toks(&a).iter().map(Vec::len).sum::<usize>();
+    }
+    assert!(decoded > 0, "nothing was decoded, so nothing was compared");
+}
+
 #[test]
 fn empty_and_tiny_audio_give_empty_transcripts() {
     let (_d, w) = tiny();

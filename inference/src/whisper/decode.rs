@@ -102,6 +102,18 @@ pub struct TranscribeOptions {
     /// each window is one pass without them (segments then follow the
     /// speech spans when word timestamps are on, else the windows).
     pub batched_timestamps: bool,
+    /// With the batched pipeline: retry a window that looks wrong at the
+    /// next of `temperatures`, as the sequential pipeline does. Off by
+    /// default, as in faster-whisper's `BatchedInferencePipeline` (it keeps
+    /// only the first temperature): a retry decodes its window alone, one
+    /// full pass per temperature, and on long recordings those passes were
+    /// a fifth of the run.
+    pub batched_fallback: bool,
+    /// On the CPU, when every window is decoded in one pass (the batched
+    /// pipeline without timestamps), encode the next round's windows while
+    /// this round decodes. Same results either way; off only to time or
+    /// test the difference.
+    pub encode_ahead: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -132,6 +144,8 @@ impl Default for TranscribeOptions {
             vad_parameters: None,
             pipeline: Pipeline::Sequential,
             batched_timestamps: false,
+            batched_fallback: false,
+            encode_ahead: true,
         }
     }
 }
@@ -195,6 +209,14 @@ struct Decoded {
     no_speech_prob: f64,
     temperature: f32,
     compression_ratio: f64,
+}
+
+/// A round's windows after the encoder.
+struct Encoded {
+    audio: Tensor,
+    /// Content frames of each window.
+    sizes: Vec<usize>,
+    encode_ms: u64,
 }
 
 struct Stream {
@@ -497,16 +519,55 @@ impl Whisper {
                 });
             }
         }
+        // Windows that are decoded in one pass each (the batched pipeline's)
+        // let the next round's windows be known before this round decodes:
+        // on the CPU their encoder pass then runs beside this round's
+        // decoding, whose many small products leave cores idle.
+        let overlap = self.model.device().is_cpu()
+            && rayon::current_num_threads() > 1
+            && opts.without_timestamps
+            && !opts.word_timestamps
+            && opts.encode_ahead;
+        let mut ahead: Option<(Vec<usize>, Result<Encoded>)> = None;
+        let pending =
+            |streams: &[Stream], results: &[Option<Result<Transcript>>], skip: &[usize]| {
+                (0..streams.len())
+                    .filter(|&i| results[streams[i].input].is_none())
+                    .filter(|&i| streams[i].seek < streams[i].content_frames)
+                    .filter(|i| !skip.contains(i))
+                    .take(max_batch)
+                    .collect::<Vec<usize>>()
+            };
         loop {
-            let active: Vec<usize> = (0..streams.len())
-                .filter(|&i| results[streams[i].input].is_none())
-                .filter(|&i| streams[i].seek < streams[i].content_frames)
-                .take(max_batch)
-                .collect();
+            let active = pending(&streams, &results, &[]);
             if active.is_empty() {
                 break;
             }
-            if let Err(e) = self.round(&mut streams, &active, opts, &rules) {
+            let encoded = match ahead.take() {
+                Some((rows, enc)) if rows == active => enc,
+                _ => self.encode_round(&streams, &active),
+            };
+            let one_pass = overlap
+                && active
+                    .iter()
+                    .all(|&i| streams[i].content_frames - streams[i].seek <= N_FRAMES);
+            let next = if one_pass {
+                pending(&streams, &results, &active)
+            } else {
+                Vec::new()
+            };
+            let outcome = if next.is_empty() {
+                encoded.and_then(|enc| self.round(&mut streams, &active, enc, opts, &rules))
+            } else {
+                let mel = self.round_mel(&streams, &next);
+                let (outcome, enc) = rayon::join(
+                    || encoded.and_then(|enc| self.round(&mut streams, &active, enc, opts, &rules)),
+                    || self.encode_mel(mel),
+                );
+                ahead = Some((next, enc));
+                outcome
+            };
+            if let Err(e) = outcome {
                 // A batch-level failure (device error) fails these streams,
                 // not the others.
                 for &i in &active {
@@ -556,15 +617,9 @@ impl Whisper {
             .collect()
     }
 
-    /// One window for each active stream: encode together, detect language
-    /// where needed, decode with fallback, advance each stream.
-    fn round(
-        &self,
-        streams: &mut [Stream],
-        active: &[usize],
-        opts: &TranscribeOptions,
-        rules: &Rules,
-    ) -> Result<()> {
+    /// The active streams' next windows of features, one row each, and how
+    /// many frames of each are content.
+    fn round_mel(&self, streams: &[Stream], active: &[usize]) -> (Vec<f32>, Vec<usize>) {
         let n_mels = self.mel.n_mels();
         let mut batch = vec![0f32; active.len() * n_mels * N_FRAMES];
         let mut sizes = Vec::with_capacity(active.len());
@@ -578,11 +633,46 @@ impl Whisper {
             );
             sizes.push(size);
         }
-        let device = self.model.device();
+        (batch, sizes)
+    }
+
+    /// The encoder's pass over [`Self::round_mel`]'s windows.
+    fn encode_mel(&self, (batch, sizes): (Vec<f32>, Vec<usize>)) -> Result<Encoded> {
         let t0 = std::time::Instant::now();
-        let mel = Tensor::from_vec(batch, (active.len(), n_mels, N_FRAMES), device)?;
+        let rows = sizes.len();
+        let mel = Tensor::from_vec(
+            batch,
+            (rows, self.mel.n_mels(), N_FRAMES),
+            self.model.device(),
+        )?;
         let audio = self.model.encode(&mel)?;
-        let t_encode = t0.elapsed();
+        Ok(Encoded {
+            audio,
+            sizes,
+            encode_ms: t0.elapsed().as_millis() as u64,
+        })
+    }
+
+    fn encode_round(&self, streams: &[Stream], active: &[usize]) -> Result<Encoded> {
+        self.encode_mel(self.round_mel(streams, active))
+    }
+
+    /// One round over the active streams, whose windows `enc` holds
+    /// encoded: language where needed, decode with fallback, advance each
+    /// stream.
+    fn round(
+        &self,
+        streams: &mut [Stream],
+        active: &[usize],
+        enc: Encoded,
+        opts: &TranscribeOptions,
+        rules: &Rules,
+    ) -> Result<()> {
+        let Encoded {
+            audio,
+            sizes,
+            encode_ms,
+        } = enc;
 
         // Language: on multilingual models, from each stream's first window.
         let need_lang: Vec<usize> = (0..active.len())
@@ -605,7 +695,7 @@ impl Whisper {
         let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, &mut rngs)?;
         tracing::debug!(
             batch = active.len(),
-            encode_ms = t_encode.as_millis() as u64,
+            encode_ms,
             decode_ms = t1.elapsed().as_millis() as u64,
             tokens = decoded.iter().map(|d| d.tokens.len()).sum::<usize>(),
             "whisper round"
@@ -978,6 +1068,8 @@ impl Whisper {
         rngs: &mut [StdRng],
     ) -> Result<Vec<Decoded>> {
         let n = jobs.len();
+        let t0 = std::time::Instant::now();
+        let mut steps = 0usize;
         let idx = Tensor::from_vec(
             jobs.iter().map(|j| j.row as u32).collect::<Vec<_>>(),
             n,
@@ -1035,7 +1127,15 @@ impl Whisper {
             let h = self.model.step(&mut state, &next_tokens)?;
             logits = self.model.logits(&h)?.to_vec2::<f32>()?;
             active = next_active;
+            steps += 1;
         }
+        tracing::debug!(
+            rows = n,
+            temperature,
+            steps,
+            decode_ms = t0.elapsed().as_millis() as u64,
+            "whisper decode pass"
+        );
         Ok((0..n)
             .map(|r| {
                 let text = self.tokenizer.decode(&tokens[r]).unwrap_or_default();

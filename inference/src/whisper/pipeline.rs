@@ -16,8 +16,9 @@
 //!   most 30 s ([`plan_chunks`]); each window is decoded on its own, without
 //!   the previous window's text, and by default without timestamp tokens
 //!   (one segment per window; with word timestamps, one segment per speech
-//!   span, cut at the words). Temperature fallback still applies per
-//!   window.
+//!   span, cut at the words). Each window is decoded once, at the first
+//!   temperature, as faster-whisper's pipeline does; `batched_fallback`
+//!   turns the sequential pipeline's temperature fallback back on.
 //!
 //! Input with no speech at all costs only the VAD pass and gives an empty
 //! transcript.
@@ -129,14 +130,7 @@ impl Whisper {
                 owners.extend(plan_chunks(&sp.spans, max_s).into_iter().map(|c| (i, c)));
             }
         }
-        let mut inner = opts.clone();
-        inner.vad = false;
-        inner.pipeline = Pipeline::Sequential;
-        if opts.pipeline == Pipeline::Batched {
-            inner.condition_on_previous_text = false;
-            inner.split_min_region_s = 0.0;
-            inner.without_timestamps = !opts.batched_timestamps;
-        }
+        let inner = window_options(opts);
         // Windows go to the decoder a few batches at a time, their audio
         // gathered just before: memory beyond the recording itself stays
         // bounded by the group, however long the recording is. A group of
@@ -177,6 +171,25 @@ impl Whisper {
             })
             .collect()
     }
+}
+
+/// How the speech windows themselves are decoded: as recordings of their
+/// own (no VAD, the sequential loop), and for the batched pipeline as
+/// faster-whisper's does, independently, without timestamp tokens unless
+/// asked, and at the first temperature only unless `batched_fallback`.
+fn window_options(opts: &TranscribeOptions) -> TranscribeOptions {
+    let mut inner = opts.clone();
+    inner.vad = false;
+    inner.pipeline = Pipeline::Sequential;
+    if opts.pipeline == Pipeline::Batched {
+        inner.condition_on_previous_text = false;
+        inner.split_min_region_s = 0.0;
+        inner.without_timestamps = !opts.batched_timestamps;
+        if !opts.batched_fallback {
+            inner.temperatures.truncate(1);
+        }
+    }
+    inner
 }
 
 /// One input's transcript on its original timeline, from its windows'.
@@ -327,6 +340,37 @@ mod tests {
                 .collect(),
             speaker: None,
         }
+    }
+
+    #[test]
+    fn batched_windows_decode_once_unless_fallback_is_asked() {
+        let batched = TranscribeOptions {
+            pipeline: Pipeline::Batched,
+            ..Default::default()
+        };
+        let w = window_options(&batched);
+        assert_eq!(w.temperatures, vec![0.0]);
+        assert!(w.without_timestamps && !w.condition_on_previous_text);
+        assert_eq!((w.pipeline, w.vad), (Pipeline::Sequential, false));
+        let w = window_options(&TranscribeOptions {
+            batched_fallback: true,
+            temperatures: vec![0.2, 0.6],
+            ..batched.clone()
+        });
+        assert_eq!(w.temperatures, vec![0.2, 0.6]);
+        // A request's own temperature is the one kept.
+        let w = window_options(&TranscribeOptions {
+            temperatures: vec![0.4, 0.6, 0.8],
+            ..batched
+        });
+        assert_eq!(w.temperatures, vec![0.4]);
+        // `--vad` on the sequential pipeline keeps the whole fallback.
+        let w = window_options(&TranscribeOptions {
+            vad: true,
+            ..Default::default()
+        });
+        assert_eq!(w.temperatures.len(), 6);
+        assert!(w.condition_on_previous_text && !w.vad);
     }
 
     #[test]
