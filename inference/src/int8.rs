@@ -400,7 +400,7 @@ fn quantize_weight_row_dispatch(row: &[f32], q: &mut [i8]) -> (f32, i32) {
         quantize_weight_row(row, q)
     }
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+    if has_avx2() {
         // SAFETY: the feature was detected at run time.
         return unsafe { avx2(row, q) };
     }

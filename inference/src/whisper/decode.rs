@@ -545,7 +545,7 @@ impl Whisper {
             }
             let encoded = match ahead.take() {
                 Some((rows, enc)) if rows == active => enc,
-                _ => self.encode_round(&streams, &active),
+                _ => self.encode_mel(self.round_mel(&streams, &active)),
             };
             let one_pass = overlap
                 && active
@@ -651,10 +651,6 @@ impl Whisper {
             sizes,
             encode_ms: t0.elapsed().as_millis() as u64,
         })
-    }
-
-    fn encode_round(&self, streams: &[Stream], active: &[usize]) -> Result<Encoded> {
-        self.encode_mel(self.round_mel(streams, active))
     }
 
     /// One round over the active streams, whose windows `enc` holds
