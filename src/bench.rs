@@ -777,6 +777,46 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan_of(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("arguments parse");
+        cli.bench.plan().expect("a valid plan")
+    }
+
+    #[test]
+    fn quick_and_full_plans_and_their_overrides() {
+        assert_eq!(plan_of(&[]), Plan::full());
+        let q = plan_of(&["--quick"]);
+        assert_eq!(q, Plan::quick());
+        assert_eq!(
+            (q.batches.as_slice(), q.long_s, q.short_clips),
+            (&[1, 8][..], 40.0, 8)
+        );
+        assert_eq!((q.prefill_tokens, q.decode_tokens), (256, 24));
+        // The per-figure flags override either plan.
+        let o = plan_of(&[
+            "--quick",
+            "--batches",
+            "2,1,2",
+            "--long-seconds",
+            "31",
+            "--short-clips",
+            "2",
+        ]);
+        assert_eq!(
+            (o.batches.as_slice(), o.long_s, o.short_clips),
+            (&[1, 2][..], 31.0, 2)
+        );
+        assert_eq!(o.decode_tokens, 24);
+    }
 
     #[test]
     fn cut_wraps_around_short_sources() {

@@ -60,6 +60,49 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
+    /// Every format, in the order `all` expands to.
+    pub const ALL: [Format; 8] = [
+        Format::Whisper(OutputFormat::Text),
+        Format::Whisper(OutputFormat::Json),
+        Format::Whisper(OutputFormat::VerboseJson),
+        Format::Whisper(OutputFormat::Srt),
+        Format::Whisper(OutputFormat::Vtt),
+        Format::Whisper(OutputFormat::Rttm),
+        Format::Whisper(OutputFormat::DiarizedJson),
+        Format::Transcribe,
+    ];
+
+    /// A `--format` list: names separated by commas, or `all` (openai-
+    /// whisper's `--output_format all`); repeats are dropped, order kept.
+    pub fn parse_list(s: &str) -> Result<Vec<Format>, UnknownFormat> {
+        let mut out = Vec::new();
+        for name in s.split(',').map(str::trim) {
+            let add: Vec<Format> = if name == "all" {
+                Self::ALL.to_vec()
+            } else {
+                vec![name.parse()?]
+            };
+            for f in add {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The part of an `--output` file's name after the input's stem when
+    /// several formats are written together: the four JSON formats would
+    /// all be `.json`, so all but plain `json` carry their name.
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            Format::Whisper(OutputFormat::VerboseJson) => "verbose_json.json",
+            Format::Whisper(OutputFormat::DiarizedJson) => "diarized_json.json",
+            Format::Transcribe => "transcribe.json",
+            f => f.extension(),
+        }
+    }
+
     /// File extension for `--output` files.
     pub fn extension(self) -> &'static str {
         match self {
@@ -218,6 +261,26 @@ pub fn transcript_of(r: &TranscriptRecord) -> Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_formats_parse_by_name_and_get_distinct_file_names() {
+        let names: Vec<&str> = FORMAT_NAMES.split(", ").collect();
+        let parsed: Vec<Format> = names.iter().map(|n| n.parse().unwrap()).collect();
+        let mut want = Format::ALL.to_vec();
+        let mut got = parsed.clone();
+        want.sort_by_key(|f| f.file_suffix());
+        got.sort_by_key(|f| f.file_suffix());
+        assert_eq!(got, want, "ALL and FORMAT_NAMES list the same formats");
+        let mut suffixes: Vec<&str> = Format::ALL.iter().map(|f| f.file_suffix()).collect();
+        suffixes.sort();
+        suffixes.dedup();
+        assert_eq!(suffixes.len(), Format::ALL.len(), "{suffixes:?}");
+        assert_eq!(Format::parse_list("all,json").unwrap(), Format::ALL);
+        assert_eq!(
+            Format::parse_list("vtt").unwrap(),
+            [Format::Whisper(OutputFormat::Vtt)]
+        );
+    }
 
     fn word(w: &str, start: f64, end: f64, p: f64) -> Word {
         Word {

@@ -25,8 +25,10 @@ pub struct Args {
     /// Model: a catalog name (tiny.en, base, large-v3-turbo, …) or a folder.
     #[arg(long, short, env = "EARSHOT_WHISPER_MODEL", default_value = "tiny.en")]
     model: String,
-    /// Output format: text, json, verbose_json, srt, vtt, or transcribe
-    /// (Amazon Transcribe's output JSON; turns on --word-timestamps).
+    /// Output format: text, json, verbose_json, srt, vtt, rttm,
+    /// diarized_json or transcribe (Amazon Transcribe's output JSON; turns
+    /// on --word-timestamps). Several, comma-separated, or `all`, with
+    /// --output: one transcription, one file per format.
     #[arg(long, short, default_value = "text")]
     format: String,
     /// Spoken language (ISO code); detected when omitted on multilingual models.
@@ -42,7 +44,8 @@ pub struct Args {
     /// (float16 on CUDA, float32 on the CPU).
     #[arg(long, env = "EARSHOT_COMPUTE_TYPE", default_value = "default")]
     compute_type: ComputeType,
-    /// Write `<name>.<format>` files here instead of printing.
+    /// Write `<name>.<ext>` files here instead of printing (with several
+    /// formats, `<name>.verbose_json.json` etc. for the JSON ones).
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Text that conditions the first window (names, jargon).
@@ -132,7 +135,8 @@ impl PipelineArgs {
 /// `--hallucination-silence-threshold` ask for, checked together.
 #[derive(Debug, PartialEq)]
 pub(crate) struct WordSettings {
-    pub format: Format,
+    /// At least one; several only with `--output`.
+    pub formats: Vec<Format>,
     pub render: RenderOptions,
     /// Explicit, or implied by the format or the cue size.
     pub word_timestamps: bool,
@@ -140,7 +144,7 @@ pub(crate) struct WordSettings {
 }
 
 /// Checks the word-timing flags: `--max-words-per-cue` is at least 1 and
-/// only for srt/vtt; `transcribe` and word cues turn word timestamps on;
+/// only with srt/vtt among the formats; `transcribe` and word cues turn word timestamps on;
 /// `--hallucination-silence-threshold` is a positive number of seconds and
 /// needs word timestamps (it works on word timings), so without them it
 /// is an error rather than silently ignored.
@@ -150,17 +154,18 @@ pub(crate) fn word_settings(
     max_words_per_cue: Option<usize>,
     hallucination_silence_threshold: Option<f32>,
 ) -> Result<WordSettings> {
-    let format: Format = format.parse()?;
+    let formats = Format::parse_list(format)
+        .map_err(|e| anyhow::anyhow!("{e}; several: comma-separated, or all"))?;
     if let Some(n) = max_words_per_cue {
         if n == 0 {
             bail!("--max-words-per-cue must be at least 1");
         }
-        if !format.is_captions() {
+        if !formats.iter().any(|f| f.is_captions()) {
             bail!("--max-words-per-cue applies to --format srt and vtt only");
         }
     }
     let render = RenderOptions { max_words_per_cue };
-    let word_timestamps = word_timestamps || needs_words(&[format], &render);
+    let word_timestamps = word_timestamps || needs_words(&formats, &render);
     if let Some(s) = hallucination_silence_threshold {
         if !(s.is_finite() && s > 0.0) {
             bail!("--hallucination-silence-threshold must be a positive number of seconds");
@@ -170,7 +175,7 @@ pub(crate) fn word_settings(
         }
     }
     Ok(WordSettings {
-        format,
+        formats,
         render,
         word_timestamps,
         hallucination_silence_threshold,
@@ -184,7 +189,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.max_words_per_cue,
         args.hallucination_silence_threshold,
     )?;
-    let format = words.format;
+    if words.formats.len() > 1 && args.output.is_none() {
+        bail!("several formats need --output DIR (one file per format)");
+    }
     let kind: DeviceKind = args.device.parse()?;
     let dev = device::open(kind, 0)?;
     let diarizer = CliDiarizer::load(&args.diarize, &dev)?;
@@ -271,14 +278,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         match labelled(r, turns) {
             Ok(t) => {
                 let stem = output_stem(&args.files, *i);
-                let body = formats::render(&t, format, &stem, &words.render);
-                match &args.output {
-                    Some(dir) => {
-                        let out = dir.join(format!("{stem}.{}", format.extension()));
-                        std::fs::write(&out, body)
-                            .with_context(|| format!("writing {}", out.display()))?;
+                let several = words.formats.len() > 1;
+                for &format in &words.formats {
+                    let body = formats::render(&t, format, &stem, &words.render);
+                    match &args.output {
+                        Some(dir) => {
+                            let ext = if several {
+                                format.file_suffix()
+                            } else {
+                                format.extension()
+                            };
+                            let out = dir.join(format!("{stem}.{ext}"));
+                            std::fs::write(&out, body)
+                                .with_context(|| format!("writing {}", out.display()))?;
+                        }
+                        None => print!("{body}"),
                     }
-                    None => print!("{body}"),
                 }
             }
             Err(e) => {
@@ -365,7 +380,10 @@ mod tests {
         );
         // The transcribe format and word cues turn word timestamps on.
         let s = word_settings("transcribe", false, None, None).unwrap();
-        assert_eq!((s.format, s.word_timestamps), (Format::Transcribe, true));
+        assert_eq!(
+            (s.formats, s.word_timestamps),
+            (vec![Format::Transcribe], true)
+        );
         let s = word_settings("srt", false, Some(3), Some(2.0)).unwrap();
         assert!(s.word_timestamps);
         assert_eq!(s.render.max_words_per_cue, Some(3));
@@ -386,6 +404,16 @@ mod tests {
             assert!(err(word_settings("json", true, None, Some(bad))).contains("positive"));
         }
         assert!(err(word_settings("docx", false, None, None)).contains("transcribe"));
+        // Several formats: a list or all; words when any format needs them.
+        let s = word_settings("srt, json,srt", false, None, None).unwrap();
+        assert_eq!(s.formats.len(), 2);
+        assert!(!s.word_timestamps);
+        let s = word_settings("all", false, Some(2), None).unwrap();
+        assert_eq!(s.formats, Format::ALL);
+        assert!(s.word_timestamps, "all includes transcribe");
+        assert!(word_settings("json,srt", false, Some(2), None).is_ok());
+        assert!(err(word_settings("json,docx", false, None, None)).contains("docx"));
+        assert!(err(word_settings("json,", false, None, None)).contains("\"\""));
     }
 
     #[test]

@@ -116,8 +116,18 @@ fn quick_profile_is_valid_and_sane() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = tmp.path().join("profile.json");
     let t = Instant::now();
+    // --quick, made smaller still by the per-figure flags (the quick plan's
+    // own sizes are a unit test in src/bench.rs): batch sizes 1 and 2,
+    // 31 s recordings (two windows, so window-to-window decoding is in),
+    // 2 clips.
     let out = bench([
         OsStr::new("--quick"),
+        OsStr::new("--batches"),
+        OsStr::new("1,2"),
+        OsStr::new("--long-seconds"),
+        OsStr::new("31"),
+        OsStr::new("--short-clips"),
+        OsStr::new("2"),
         OsStr::new("--format"),
         OsStr::new("json"),
         OsStr::new("--output"),
@@ -154,12 +164,12 @@ fn quick_profile_is_valid_and_sane() {
         assert!(s > 0.0, "load_seconds.{k} = {s}");
     }
 
-    // Quick measures batch sizes 1 and 8, on long audio and on 5 s clips.
+    // The asked-for batch sizes, on long audio and on 5 s clips.
     let batches = |v: &[earshot_planner::profile::SpeechPoint]| -> Vec<usize> {
         v.iter().map(|x| x.batch).collect()
     };
-    assert_eq!(batches(&p.speech.long), [1, 8]);
-    assert_eq!(batches(&p.speech.short), [1, 8]);
+    assert_eq!(batches(&p.speech.long), [1, 2]);
+    assert_eq!(batches(&p.speech.short), [1, 2]);
     let mut max = 0.0f64;
     for x in p.speech.long.iter().chain(&p.speech.short) {
         assert!(x.audio_seconds > 0.0 && x.wall_seconds > 0.0, "{x:?}");

@@ -166,8 +166,9 @@ fn speaker_counts_are_honoured_and_checked() {
     assert!(!out.status.success());
 }
 
-/// `transcribe --diarize` on the sample's first 17 s (both speakers talk):
-/// every format carries the labels, in its own way.
+/// `transcribe --diarize` on the sample's first 17 s (both speakers talk),
+/// every format written by one run (`--format all --output DIR`): every
+/// format carries the labels, in its own way.
 #[test]
 fn labels_reach_every_output_format() {
     require(&["whisper-tiny.en/model.bin"]);
@@ -176,29 +177,50 @@ fn labels_reach_every_output_format() {
     let clip = tmp.path().join("call.wav");
     let samples = earshot_inference::audio::load_file(&wav, Default::default()).unwrap();
     common::write_wav(&clip, &samples[..17 * 16_000]);
-    let c = clip.to_str().unwrap();
-    let run = |format: &str| -> String {
-        let out = earshot(&[
-            "transcribe",
-            "--model",
-            "tiny.en",
-            "--no-progress",
-            "--diarize",
-            "--diarize-step",
-            "2",
-            "--format",
-            format,
-            c,
-        ]);
-        assert!(
-            out.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+    let dir = tmp.path().join("out");
+    let out = earshot(&[
+        "transcribe",
+        "--model",
+        "tiny.en",
+        "--no-progress",
+        "--diarize",
+        "--diarize-step",
+        "2",
+        "--format",
+        "all",
+        "--output",
+        dir.to_str().unwrap(),
+        clip.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "everything went to files");
+    let mut written: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "call.diarized_json.json",
+            "call.json",
+            "call.rttm",
+            "call.srt",
+            "call.transcribe.json",
+            "call.txt",
+            "call.verbose_json.json",
+            "call.vtt"
+        ]
+    );
+    let run = |suffix: &str| -> String {
+        std::fs::read_to_string(dir.join(format!("call.{suffix}"))).unwrap()
     };
 
-    let json: Value = serde_json::from_str(&run("verbose_json")).unwrap();
+    let json: Value = serde_json::from_str(&run("verbose_json.json")).unwrap();
     let segs = json["segments"].as_array().unwrap();
     let speakers: BTreeSet<&str> = segs
         .iter()
@@ -230,7 +252,7 @@ fn labels_reach_every_output_format() {
         vtt.contains("<v SPEAKER_00>") && vtt.contains("<v SPEAKER_01>"),
         "{vtt}"
     );
-    let text = run("text");
+    let text = run("txt");
     assert!(
         text.lines().any(|l| l.starts_with("SPEAKER_01: ")),
         "{text}"
@@ -244,7 +266,7 @@ fn labels_reach_every_output_format() {
         assert_eq!((f.len(), f[0], f[1]), (10, "SPEAKER", "call"), "{l}");
     }
 
-    let diarized: Value = serde_json::from_str(&run("diarized_json")).unwrap();
+    let diarized: Value = serde_json::from_str(&run("diarized_json.json")).unwrap();
     let ds: BTreeSet<&str> = diarized["segments"]
         .as_array()
         .unwrap()
@@ -254,7 +276,7 @@ fn labels_reach_every_output_format() {
     assert_eq!(ds, BTreeSet::from(["A", "B"]));
     assert_eq!(diarized["segments"][0]["type"], "transcript.text.segment");
 
-    let aws: Value = serde_json::from_str(&run("transcribe")).unwrap();
+    let aws: Value = serde_json::from_str(&run("transcribe.json")).unwrap();
     let sl = &aws["results"]["speaker_labels"];
     assert_eq!(sl["speakers"], 2, "{sl}");
     let items = aws["results"]["items"].as_array().unwrap();
