@@ -173,16 +173,11 @@ impl Proj {
     fn quantize(&mut self) -> Result<()> {
         if let Proj::Dense(l) = self {
             let (n, k) = l.weight().dims2()?;
-            let v = l
-                .weight()
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
             let bias = match l.bias() {
                 Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
                 None => None,
             };
-            let q = I8Matrix::quantize(&v, n, k, bias.as_deref())
+            let q = with_host_f32(l.weight(), |v| I8Matrix::quantize(v, n, k, bias.as_deref()))?
                 .ok_or_else(|| InferenceError::Model(format!("cannot quantize a {n}x{k} layer")))?;
             *self = Proj::Int8(Arc::new(q));
         }
@@ -416,12 +411,32 @@ pub struct WhisperModel {
     enc_pos: Tensor,
     enc_blocks: Vec<EncoderBlock>,
     enc_ln: LayerNorm,
-    tok_emb: Embedding,
+    /// The token embeddings (also the logits matrix); `None` once
+    /// [`Self::quantize_int8`] moved them to `logits_i8`.
+    tok_emb: Option<Embedding>,
     dec_pos: Tensor,
     dec_blocks: Vec<DecoderBlock>,
     dec_ln: LayerNorm,
-    /// The token-embedding matrix in int8 for the logits, with int8.
+    /// With int8: the token-embedding matrix in int8, for the logits and
+    /// the embedding lookups both.
     logits_i8: Option<Arc<I8Matrix>>,
+}
+
+/// Runs `f` on a CPU tensor's values as f32: in place when the tensor is
+/// f32 and one contiguous run (weights as loaded), else on a converted
+/// copy. Quantizing at load reads each weight once; a `to_vec1` copy of
+/// every matrix first would touch the model's size again in fresh pages.
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&cpu.as_slice::<f32>()?[a..b]));
+        }
+    }
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(f(&v))
 }
 
 fn sinusoids(length: usize, channels: usize, device: &Device, dtype: DType) -> Result<Tensor> {
@@ -506,7 +521,10 @@ impl WhisperModel {
             enc_pos,
             enc_blocks,
             enc_ln: w.layer_norm("model.encoder.layer_norm")?,
-            tok_emb: Embedding::new(w.get("model.decoder.embed_tokens.weight")?, d),
+            tok_emb: Some(Embedding::new(
+                w.get("model.decoder.embed_tokens.weight")?,
+                d,
+            )),
             dec_pos: w.get("model.decoder.embed_positions.weight")?,
             dec_blocks,
             dec_ln: w.layer_norm("model.decoder.layer_norm")?,
@@ -656,7 +674,7 @@ impl WhisperModel {
         let toks = Tensor::from_vec(toks, (b, t), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, 1, t, t), &self.device)?.to_dtype(self.dtype)?;
         let pos = self.dec_pos.narrow(0, 0, t)?;
-        let x = self.tok_emb.forward(&toks)?.broadcast_add(&pos)?;
+        let x = self.embed(&toks)?.broadcast_add(&pos)?;
         for s in state.self_kv.iter_mut() {
             *s = None;
         }
@@ -680,7 +698,7 @@ impl WhisperModel {
         let toks = Tensor::from_vec(tokens.to_vec(), (b, 1), &self.device)?;
         let pos = Tensor::from_vec(pos, b, &self.device)?;
         let pe = self.dec_pos.index_select(&pos, 0)?.unsqueeze(1)?;
-        let x = self.tok_emb.forward(&toks)?.broadcast_add(&pe)?;
+        let x = self.embed(&toks)?.broadcast_add(&pe)?;
         let rows = RowMask {
             prompt_lens: state.prompt_lens.clone(),
             prefill_len: state.prefill_len,
@@ -810,16 +828,35 @@ impl WhisperModel {
                 p.quantize()?;
             }
         }
-        let e = self.tok_emb.embeddings();
+        let Some(table) = &self.tok_emb else {
+            return Ok(()); // quantized already
+        };
+        let e = table.embeddings();
         let (n, k) = e.dims2()?;
-        let v = e.flatten_all()?.to_vec1::<f32>()?;
-        let q = I8Matrix::quantize(&v, n, k, None)
+        let q = with_host_f32(e, |v| I8Matrix::quantize(v, n, k, None))?
             .ok_or_else(|| InferenceError::Model("cannot quantize the embeddings".into()))?;
-        let ids: Vec<u32> = (0..n as u32).collect();
-        let rows = Tensor::from_vec(q.rows(&ids), (n, k), &self.device)?;
-        self.tok_emb = Embedding::new(rows, k);
+        // Lookups read the int8 rows from now on (see `embed`): the f32
+        // table (80 MB for the 51,864-token vocabulary at d=384) is freed
+        // rather than replaced by a dequantized copy of the same size.
+        self.tok_emb = None;
         self.logits_i8 = Some(Arc::new(q));
         Ok(())
+    }
+
+    /// Token embeddings for `toks` (any shape of ids) → `[..., d]`. int8:
+    /// each looked-up row dequantized (`q / scale`), the values
+    /// CTranslate2's int8 embedding gives.
+    fn embed(&self, toks: &Tensor) -> Result<Tensor> {
+        match (&self.logits_i8, &self.tok_emb) {
+            (Some(q), _) => {
+                let ids = toks.flatten_all()?.to_vec1::<u32>()?;
+                let mut shape = toks.dims().to_vec();
+                shape.push(q.k);
+                Ok(Tensor::from_vec(q.rows(&ids), shape, &self.device)?)
+            }
+            (None, Some(e)) => Ok(e.forward(toks)?),
+            (None, None) => Err(InferenceError::Model("no token embeddings".into())),
+        }
     }
 
     /// Vocabulary logits for hidden states `[n, d]` → `[n, vocab]` (f32).
@@ -830,11 +867,18 @@ impl WhisperModel {
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            if d == q.k {
-                return Ok(Tensor::from_vec(q.matmul(&v, n), (n, q.n), &self.device)?);
+            if d != q.k {
+                return Err(InferenceError::Model(format!(
+                    "hidden size {d} does not match the {}-wide logits matrix",
+                    q.k
+                )));
             }
+            return Ok(Tensor::from_vec(q.matmul(&v, n), (n, q.n), &self.device)?);
         }
-        let w = self.tok_emb.embeddings();
+        let Some(table) = &self.tok_emb else {
+            return Err(InferenceError::Model("no token embeddings".into()));
+        };
+        let w = table.embeddings();
         Ok(hidden.matmul(&w.t()?)?.to_dtype(DType::F32)?)
     }
 
