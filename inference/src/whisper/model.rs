@@ -850,6 +850,12 @@ impl WhisperModel {
         match (&self.logits_i8, &self.tok_emb) {
             (Some(q), _) => {
                 let ids = toks.flatten_all()?.to_vec1::<u32>()?;
+                if let Some(&bad) = ids.iter().find(|&&i| i as usize >= q.n) {
+                    return Err(InferenceError::Model(format!(
+                        "token id {bad} is outside the {}-token vocabulary",
+                        q.n
+                    )));
+                }
                 let mut shape = toks.dims().to_vec();
                 shape.push(q.k);
                 Ok(Tensor::from_vec(q.rows(&ids), shape, &self.device)?)
