@@ -143,7 +143,9 @@ fn summarize_reads_text_or_transcript_json_and_is_deterministic() {
 #[test]
 fn long_transcripts_go_through_map_reduce() {
     let text = std::fs::read_to_string(fixtures_dir().join("sample.txt")).unwrap();
-    let long: String = (0..25).map(|i| format!("Part {i}.\n{text}")).collect();
+    // 18 copies: three chunks at a 768-token context, so the chunk
+    // summaries need a reduce level (12 copies make only two chunks).
+    let long: String = (0..18).map(|i| format!("Part {i}.\n{text}")).collect();
     let v = ok_json(&earshot(
         &[
             "summarize",
