@@ -77,12 +77,14 @@ impl Format {
     pub fn parse_list(s: &str) -> Result<Vec<Format>, UnknownFormat> {
         let mut out = Vec::new();
         for name in s.split(',').map(str::trim) {
-            let add: Vec<Format> = if name == "all" {
-                Self::ALL.to_vec()
+            let one: [Format; 1];
+            let add: &[Format] = if name == "all" {
+                &Self::ALL
             } else {
-                vec![name.parse()?]
+                one = [name.parse()?];
+                &one
             };
-            for f in add {
+            for &f in add {
                 if !out.contains(&f) {
                     out.push(f);
                 }

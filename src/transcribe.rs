@@ -270,6 +270,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "transcribed"
     );
 
+    // Several formats in one folder: the JSON ones get distinct names.
+    let several = words.formats.len() > 1;
     if let Some(dir) = &args.output {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -278,7 +280,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         match labelled(r, turns) {
             Ok(t) => {
                 let stem = output_stem(&args.files, *i);
-                let several = words.formats.len() > 1;
                 for &format in &words.formats {
                     let body = formats::render(&t, format, &stem, &words.render);
                     match &args.output {
