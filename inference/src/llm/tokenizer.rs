@@ -459,6 +459,6 @@ fn build_bpe(
         .filter(|(_, &ty)| ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED)
         .map(|(t, _)| AddedToken::from(t.clone(), true))
         .collect();
-    tk.add_special_tokens(&specials);
+    tk.add_special_tokens(specials).map_err(tok_err)?;
     Ok(tk)
 }
