@@ -12,7 +12,7 @@ use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::error::InferenceError;
 use earshot_inference::llm::summarize::{summarize_many, Summary};
 use earshot_inference::llm::Llm;
-use earshot_inference::whisper::{Pipeline, TranscribeOptions, Transcript, Whisper};
+use earshot_inference::whisper::{EncoderWindow, Pipeline, TranscribeOptions, Transcript, Whisper};
 
 use crate::diarization::{diarize_alongside, label_transcript, LazyDiarizer};
 use crate::summarize::LlmArgs;
@@ -82,6 +82,11 @@ pub struct EngineArgs {
     /// BatchedInferencePipeline: each retry is a whole extra pass).
     #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
     pub batched_fallback: bool,
+    /// Encoder window over audio shorter than 30 s: `fit` (the audio plus
+    /// 5 s of padding: short clips cost a fraction of a 30 s window) or
+    /// `full` (always 30 s, as the reference and faster-whisper decode).
+    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "fit")]
+    pub encoder_window: EncoderWindow,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -103,6 +108,7 @@ impl EngineArgs {
         let mut engines = engines;
         engines.speech.pipeline = self.pipeline;
         engines.speech.batched_fallback = self.batched_fallback;
+        engines.speech.encoder_window = self.encoder_window;
         tracing::info!(load_seconds = ?engines.load_seconds, "models loaded");
         Ok(engines)
     }
@@ -143,6 +149,8 @@ pub struct SpeechEngine {
     pub pipeline: Pipeline,
     /// Temperature fallback in the batched pipeline.
     pub batched_fallback: bool,
+    /// The encoder's window over short audio.
+    pub encoder_window: EncoderWindow,
     /// The diarization networks, loaded by the first request that asks.
     diarizer: LazyDiarizer,
 }
@@ -193,6 +201,7 @@ impl Engines {
                 max_batch: max_batch.max(1),
                 pipeline: Pipeline::default(),
                 batched_fallback: false,
+                encoder_window: EncoderWindow::default(),
                 diarizer: LazyDiarizer::new(dev.clone()),
             },
             llm,
@@ -292,6 +301,7 @@ impl SpeechEngine {
                     vad,
                     pipeline: self.pipeline,
                     batched_fallback: self.batched_fallback,
+                    encoder_window: self.encoder_window,
                     ..Default::default()
                 };
                 let t = f32::from_bits(t);

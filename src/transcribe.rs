@@ -11,7 +11,7 @@ use earshot_inference::audio::{self, DecodeLimits};
 use earshot_inference::device::{self, ComputeType, DeviceKind};
 use earshot_inference::vad::VadOptions;
 use earshot_inference::whisper::format::RenderOptions;
-use earshot_inference::whisper::{Pipeline, Task, TranscribeOptions, Whisper};
+use earshot_inference::whisper::{EncoderWindow, Pipeline, Task, TranscribeOptions, Whisper};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::diarization::{alongside, labelled, CliDiarizer, DiarizeArgs};
@@ -112,14 +112,20 @@ pub(crate) struct PipelineArgs {
     /// window.
     #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
     batched_fallback: bool,
+    /// Encoder window over audio shorter than 30 s: `fit` (the audio plus
+    /// 5 s of padding; a 5 s clip costs about a third of a 30 s window) or
+    /// `full` (always 30 s, as the reference and faster-whisper decode).
+    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "fit")]
+    encoder_window: EncoderWindow,
 }
 
 impl PipelineArgs {
-    /// Sets `vad`, `vad_parameters`, `pipeline` and `batched_fallback` on
-    /// `opts`.
+    /// Sets `vad`, `vad_parameters`, `pipeline`, `batched_fallback` and
+    /// `encoder_window` on `opts`.
     pub(crate) fn apply(&self, opts: &mut TranscribeOptions) -> Result<()> {
         opts.pipeline = self.pipeline;
         opts.batched_fallback = self.batched_fallback;
+        opts.encoder_window = self.encoder_window;
         opts.vad = self.vad || self.vad_parameters.is_some();
         if let Some(json) = &self.vad_parameters {
             let v: VadOptions =

@@ -123,15 +123,17 @@ impl LogMel {
         self.n_frames.saturating_sub(1)
     }
 
-    /// Copy frames `[start, start+len)` into a `[n_mels, N_FRAMES]` window,
-    /// zero-padded on the right (the reference pads features, not audio).
+    /// Copy frames `[start, start+len)` into a `[n_mels, width]` window
+    /// (`width = out.len() / n_mels`, normally [`N_FRAMES`]), zero-padded
+    /// on the right (the reference pads features, not audio).
     pub fn window_into(&self, start: usize, len: usize, out: &mut [f32]) {
-        debug_assert_eq!(out.len(), self.n_mels * N_FRAMES);
+        let width = out.len() / self.n_mels.max(1);
+        debug_assert_eq!(out.len(), self.n_mels * width);
         out.fill(0.0);
-        let len = len.min(N_FRAMES).min(self.n_frames.saturating_sub(start));
+        let len = len.min(width).min(self.n_frames.saturating_sub(start));
         for m in 0..self.n_mels {
             let src = &self.data[m * self.n_frames + start..m * self.n_frames + start + len];
-            out[m * N_FRAMES..m * N_FRAMES + len].copy_from_slice(src);
+            out[m * width..m * width + len].copy_from_slice(src);
         }
     }
 }
