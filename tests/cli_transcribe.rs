@@ -962,7 +962,7 @@ fn compute_types() {
     );
 }
 
-/// `--encoder-window fit` (the default) encodes a short clip in a window of
+/// `--encoder-window fit` encodes a short clip in a window of
 /// its own length plus 5-10 s of padding instead of 30 s. The decoder must
 /// still see where the speech ends: cut with no padding it loops (a clip's
 /// text repeated to the token limit). Clips of sample.wav, cut between the
@@ -979,14 +979,7 @@ fn short_clips_fit_the_encoder_window() {
         assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
     };
     let full_out = dir.path().join("full");
-    json(
-        &[
-            fixture("sample.wav").as_os_str(),
-            "--encoder-window".as_ref(),
-            "full".as_ref(),
-        ],
-        &full_out,
-    );
+    json(&[fixture("sample.wav").as_os_str()], &full_out);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full_out.join("sample.json")).unwrap())
             .unwrap();
@@ -1036,7 +1029,8 @@ fn short_clips_fit_the_encoder_window() {
     assert!(clips.len() >= 3, "{clips:?}");
     // All clips in one batch: every window is shorter than 30 s.
     let fit_out = dir.path().join("fit");
-    let args: Vec<&std::ffi::OsStr> = clips.iter().map(|c| c.0.as_os_str()).collect();
+    let mut args: Vec<&std::ffi::OsStr> = clips.iter().map(|c| c.0.as_os_str()).collect();
+    args.extend_from_slice(&["--encoder-window".as_ref(), "fit".as_ref()]);
     json(&args, &fit_out);
     let reference = std::fs::read_to_string(fixture("sample.txt")).unwrap();
     let full_text: String = segs.iter().map(|s| s.2.as_str()).collect();
@@ -1063,6 +1057,17 @@ fn short_clips_fit_the_encoder_window() {
     let (w_fit, w_full) = (wer(&reference, &fit_text), wer(&reference, &full_text));
     println!("WER against sample.txt: fit clips {w_fit:.3}, full window {w_full:.3}");
     assert!(w_fit <= w_full + 0.05, "fit {w_fit:.3} vs full {w_full:.3}");
+    // Pure silence reads "you" in a fitted window (the no-speech
+    // probability is calibrated on 30 s windows); with --vad it never
+    // reaches the decoder.
+    let o = earshot([
+        fixture("silence-10s.wav").as_os_str(),
+        "--encoder-window".as_ref(),
+        "fit".as_ref(),
+        "--vad".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", o.status, stderr(&o));
+    assert_eq!(stdout(&o).trim(), "", "{:?}", stdout(&o));
     let o = earshot([
         fixture("sample.wav").as_os_str(),
         "--encoder-window".as_ref(),
