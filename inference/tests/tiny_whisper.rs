@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use earshot_inference::mel::N_FRAMES;
 use earshot_inference::testing::{load_tiny_whisper, max_abs, write_tiny_whisper, TINY_VOCAB};
-use earshot_inference::whisper::{TranscribeOptions, Whisper, WhisperModel};
+use earshot_inference::whisper::{EncoderWindow, TranscribeOptions, Whisper, WhisperModel};
 
 fn tiny() -> (tempfile::TempDir, Whisper) {
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +166,11 @@ fn batched_transcription_equals_one_at_a_time() {
     let (_d, w) = tiny();
     let inputs = [signal(4.0, 1), signal(12.0, 2), signal(33.0, 3)];
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    // Fitted encoder windows: the 4 s input and the 33 s one's last 3 s
+    // share a width, the 12 s one has its own, so the batch must not change
+    // any row's window.
     let opts = TranscribeOptions {
+        encoder_window: EncoderWindow::Fit,
         max_batch: 3,
         sample_len: 24,
         // Greedy first, then a sampled fallback (random weights always fail
@@ -219,6 +223,7 @@ fn encoding_the_next_round_ahead_changes_nothing() {
         .collect();
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let opts = TranscribeOptions {
+        encoder_window: EncoderWindow::Fit,
         max_batch: 2,
         sample_len: 16,
         without_timestamps: true,
@@ -286,7 +291,11 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
     let (_d, w) = tiny();
     let inputs = [signal(0.05, 4), signal(3.0, 1), signal(31.0, 3)];
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    // Fitted encoder windows: the 4 s input and the 33 s one's last 3 s
+    // share a width, the 12 s one has its own, so the batch must not change
+    // any row's window.
     let opts = TranscribeOptions {
+        encoder_window: EncoderWindow::Fit,
         max_batch: 3,
         sample_len: 24,
         temperatures: vec![0.0],
