@@ -82,11 +82,11 @@ pub struct EngineArgs {
     /// BatchedInferencePipeline: each retry is a whole extra pass).
     #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
     pub batched_fallback: bool,
-    /// Encoder window over audio shorter than 30 s: `full` (always 30 s, as
-    /// the reference and faster-whisper decode) or `fit` (the audio plus
-    /// 5-10 s of padding: short clips cost a fraction of a 30 s window and
-    /// read as well, but pure silence can read "you"; pair it with VAD).
-    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "full")]
+    /// Encoder window over audio shorter than 30 s: `fit` (the audio plus
+    /// 5-10 s of padding, so short clips cost a fraction of a 30 s window
+    /// and read as well; a window that looks like silence is decided 30 s
+    /// wide) or `full` (always 30 s, as the reference and faster-whisper).
+    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "fit")]
     pub encoder_window: EncoderWindow,
     #[command(flatten)]
     pub llm: LlmArgs,

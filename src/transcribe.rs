@@ -112,11 +112,11 @@ pub(crate) struct PipelineArgs {
     /// window.
     #[arg(long, env = "EARSHOT_BATCHED_FALLBACK")]
     batched_fallback: bool,
-    /// Encoder window over audio shorter than 30 s: `full` (always 30 s, as
-    /// the reference and faster-whisper decode) or `fit` (the audio plus
+    /// Encoder window over audio shorter than 30 s: `fit` (the audio plus
     /// 5-10 s of padding: a 5 s clip costs a third of a 30 s window and
-    /// reads as well, but pure silence can read "you"; pair it with --vad).
-    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "full")]
+    /// reads as well; a window that looks like silence is decided 30 s
+    /// wide) or `full` (always 30 s, as the reference and faster-whisper).
+    #[arg(long, env = "EARSHOT_ENCODER_WINDOW", default_value = "fit")]
     encoder_window: EncoderWindow,
 }
 

@@ -208,6 +208,48 @@ fn batched_transcription_equals_one_at_a_time() {
     }
 }
 
+/// A fitted window whose no-speech probability crosses the threshold is
+/// decided in a 30 s window, as the reference decides it: with a threshold
+/// every window crosses, `Fit` must give exactly `Full`'s transcripts,
+/// while without the threshold the narrower windows read differently.
+#[test]
+fn fitted_windows_over_the_no_speech_threshold_are_decided_at_full_width() {
+    let (_d, w) = tiny();
+    let inputs = [signal(4.0, 21), signal(12.0, 22), signal(33.0, 23)];
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let run = |encoder_window: EncoderWindow, no_speech_threshold: Option<f32>| {
+        let opts = TranscribeOptions {
+            encoder_window,
+            no_speech_threshold,
+            // Kept whatever the no-speech probability (the log-prob rule
+            // overrules it), so every window has text to compare.
+            log_prob_threshold: Some(-1e9),
+            max_batch: 3,
+            sample_len: 16,
+            ..Default::default()
+        };
+        w.transcribe_batch(&refs, &opts, None)
+            .into_iter()
+            .map(|t| {
+                let t = t.unwrap();
+                t.segments
+                    .iter()
+                    .map(|g| (g.tokens.clone(), g.start, g.end))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let full = run(EncoderWindow::Full, Some(-1.0));
+    assert!(full.iter().all(|t| !t.is_empty()), "{full:?}");
+    assert_eq!(run(EncoderWindow::Fit, Some(-1.0)), full);
+    // Without the recheck the fitted windows (4 s, 12 s and the last 3 s)
+    // are other inputs to the decoder: the comparison above can fail.
+    assert_ne!(
+        run(EncoderWindow::Fit, None),
+        run(EncoderWindow::Full, None)
+    );
+}
+
 /// One-pass windows (no timestamp tokens) let the next round be encoded
 /// while this one decodes; with two threads that path runs, and its
 /// transcripts must be the ones of rounds run one after another.
