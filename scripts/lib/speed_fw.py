@@ -102,7 +102,10 @@ def main():
         times = {n: [] for n, _, _ in configs}
         rss = {n: 0.0 for n, _, _ in configs}
         for r in range(a.rounds):
-            for name, cmd, _ in configs:
+            # Each round starts one configuration later, so that no one
+            # always runs first (after the previous round's slowest peer).
+            k = r % len(configs)
+            for name, cmd, _ in configs[k:] + configs[:k]:
                 wall, peak = run(cmd, env)
                 times[name].append(wall)
                 rss[name] = max(rss[name], peak)
