@@ -333,9 +333,8 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
     let (_d, w) = tiny();
     let inputs = [signal(0.05, 4), signal(3.0, 1), signal(31.0, 3)];
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-    // Fitted encoder windows: the 4 s input and the 33 s one's last 3 s
-    // share a width, the 12 s one has its own, so the batch must not change
-    // any row's window.
+    // Fitted encoder windows: the two short inputs and the 31 s one's last
+    // second share a 10 s width, its first window is 30 s wide.
     let opts = TranscribeOptions {
         encoder_window: EncoderWindow::Fit,
         max_batch: 3,

@@ -817,36 +817,32 @@ impl Whisper {
         for ((r, (&i, d)), rng) in active.iter().zip(&decoded).enumerate().zip(rngs) {
             let s = &mut streams[i];
             let size = sizes[r];
-            if let Some(ns) = opts.no_speech_threshold {
-                // The threshold (and the log-probability rule that may
-                // overrule it) is calibrated on 30 s windows: a fitted
-                // window that crosses it is decided at full width, in a
-                // later round, from where it stands (same seek, same rng).
-                if d.no_speech_prob > ns as f64 && width < N_FRAMES {
-                    s.full_at = Some(s.seek);
-                    windows.push(None);
-                    tracing::debug!(
-                        seek = s.seek,
-                        width,
-                        no_speech_prob = d.no_speech_prob,
-                        "fitted window rechecked at full width"
-                    );
-                    continue;
-                }
+            let silent = opts
+                .no_speech_threshold
+                .is_some_and(|ns| d.no_speech_prob > ns as f64);
+            // The threshold (and the log-probability rule that may overrule
+            // it) is calibrated on 30 s windows: a fitted window that
+            // crosses it is decided at full width, in a later round, from
+            // where it stands (same seek, same rng).
+            if silent && width < N_FRAMES {
+                s.full_at = Some(s.seek);
+                windows.push(None);
+                tracing::debug!(
+                    seek = s.seek,
+                    width,
+                    no_speech_prob = d.no_speech_prob,
+                    "fitted window rechecked at full width"
+                );
+                continue;
             }
             s.rng = rng;
-            if let Some(ns) = opts.no_speech_threshold {
-                let mut skip = d.no_speech_prob > ns as f64;
-                if let Some(lp) = opts.log_prob_threshold {
-                    if d.avg_logprob > lp as f64 {
-                        skip = false;
-                    }
-                }
-                if skip {
-                    s.seek += size;
-                    windows.push(None);
-                    continue;
-                }
+            let confident = opts
+                .log_prob_threshold
+                .is_some_and(|lp| d.avg_logprob > lp as f64);
+            if silent && !confident {
+                s.seek += size;
+                windows.push(None);
+                continue;
             }
             windows.push(Some(self.split_window(s, d, size)));
         }
