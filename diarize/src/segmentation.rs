@@ -813,7 +813,8 @@ fn lstm_steps_candle(layer: &LstmLayer, proj: &Tensor) -> candle_core::Result<Te
 
 /// Gate columns per block of [`block_columns`]: two AVX2 registers.
 const COLS: usize = 16;
-/// Sequences whose products one pass over a weight block accumulates.
+/// Sequences per job of [`lstm_recurrence`], all accumulated in one pass
+/// over each weight block.
 const SEQS: usize = 4;
 
 /// Recurrent weights of one direction, H rows of 4H (row `r` multiplies
@@ -847,13 +848,12 @@ fn block_columns(w: &[f32], h: usize) -> Vec<f32> {
 /// once), and the loops are compiled for AVX2 where the CPU has it.
 fn lstm_recurrence(pre: &[f32], w_hh: &[Vec<f32>; 2], b: usize, t: usize, h: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    const GROUP: usize = 4;
     let g = 4 * h;
     let mut out = vec![0f32; b * t * 2 * h];
     // Jobs: (direction, first sequence, sequences); each returns its
     // outputs (seqs, T, H), scattered into `out` afterwards.
     let jobs: Vec<(usize, usize, usize)> = (0..2)
-        .flat_map(|d| (0..b).step_by(GROUP).map(move |s| (d, s, GROUP.min(b - s))))
+        .flat_map(|d| (0..b).step_by(SEQS).map(move |s| (d, s, SEQS.min(b - s))))
         .collect();
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
@@ -885,10 +885,10 @@ fn lstm_recurrence(pre: &[f32], w_hh: &[Vec<f32>; 2], b: usize, t: usize, h: usi
     out
 }
 
-/// One job of [`lstm_recurrence`]: `n` sequences from `s0` of the input
-/// projections `pre`, in direction `d` (1: backward in time), with that
-/// direction's recurrent weights `w` ([`block_columns`]); `t` steps,
-/// hidden size `h`.
+/// One job of [`lstm_recurrence`]: `n` (at most [`SEQS`]) sequences from
+/// `s0` of the input projections `pre`, in direction `d` (1: backward in
+/// time), with that direction's recurrent weights `w` ([`block_columns`]);
+/// `t` steps, hidden size `h`.
 struct Group<'a> {
     pre: &'a [f32],
     w: &'a [f32],
@@ -933,12 +933,11 @@ fn recur_group_body(job: &Group, hs: &mut [f32]) {
     } = job;
     let g = 4 * h;
     let blocks = g.div_ceil(COLS);
-    // Gates padded to whole blocks; hidden states padded to whole sets of
-    // SEQS sequences (the padding rows stay zero).
+    // Gates padded to whole blocks; hidden states to SEQS sequences (the
+    // padding rows stay zero).
     let gp = blocks * COLS;
-    let np = n.div_ceil(SEQS) * SEQS;
     let mut gates = vec![0f32; n * gp];
-    let mut hprev = vec![0f32; np * h];
+    let mut hprev = vec![0f32; SEQS * h];
     let mut cell = vec![0f32; n * h];
     for k in 0..t {
         let step = if d == 0 { k } else { t - 1 - k };
@@ -948,22 +947,19 @@ fn recur_group_body(job: &Group, hs: &mut [f32]) {
         }
         if k > 0 {
             for (blk, wb) in w.chunks_exact(h * COLS).enumerate() {
-                for i0 in (0..n).step_by(SEQS) {
-                    let mut acc = [[0f32; COLS]; SEQS];
-                    let hp = &hprev[i0 * h..(i0 + SEQS) * h];
-                    for (r, wr) in wb.chunks_exact(COLS).enumerate() {
-                        for (q, a) in acc.iter_mut().enumerate() {
-                            let x = hp[q * h + r];
-                            for (av, &wv) in a.iter_mut().zip(wr) {
-                                *av += x * wv;
-                            }
+                let mut acc = [[0f32; COLS]; SEQS];
+                for (r, wr) in wb.chunks_exact(COLS).enumerate() {
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let x = hprev[q * h + r];
+                        for (av, &wv) in a.iter_mut().zip(wr) {
+                            *av += x * wv;
                         }
                     }
-                    for (q, a) in acc.iter().enumerate().take(n - i0) {
-                        let dst = (i0 + q) * gp + blk * COLS;
-                        for (gv, &av) in gates[dst..dst + COLS].iter_mut().zip(a) {
-                            *gv += av;
-                        }
+                }
+                for (q, a) in acc.iter().enumerate().take(n) {
+                    let dst = q * gp + blk * COLS;
+                    for (gv, &av) in gates[dst..dst + COLS].iter_mut().zip(a) {
+                        *gv += av;
                     }
                 }
             }
