@@ -1,14 +1,18 @@
 //! Diarization end to end through the binary, on real weights (pyannote
 //! segmentation-3.0 and CAM++ from `scripts/fetch-models --only diarize`)
-//! and two kinds of recording with known turns:
+//! and three kinds of recording with known turns:
 //!
 //! - pyannote.audio's bundled `sample.wav` (real speech, two people on a
 //!   phone call) with its reference `sample.rttm` (`--only pyannote-sample`);
 //! - espeak-ng voices taking turns with pauses and one overlap, written by
-//!   `scripts/lib/make_turns.py` with their true spans as RTTM.
+//!   `scripts/lib/make_turns.py` with their true spans as RTTM;
+//! - real recorded voices (2, 3 and 4 people) taking short turns, from
+//!   `scripts/fetch-real-voices`, with their RTTM.
 //!
 //! Asserted: the diarization error rate (0.25 s collar, best speaker
-//! mapping) stays under 10% on both; `--num-speakers` is honoured both
+//! mapping) stays under 10% on the first two and the two-voice real
+//! recording, under 20% on three and four real voices, with the right
+//! number of speakers; `--num-speakers` is honoured both
 //! ways; impossible counts are clear errors; and `transcribe --diarize`
 //! puts the labels into every output format. Missing models or tools fail
 //! the test, never skip it.
@@ -100,6 +104,25 @@ fn labels(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The DER of a `diarize --reference` JSON, logged with its parts.
+fn der_of(v: &Value, wav: &Path) -> f64 {
+    let d = &v["der"];
+    let der = d["der"].as_f64().expect("a DER with --reference");
+    eprintln!(
+        "{}: DER {:.2}% (missed {:.2} s, false alarm {:.2} s, confusion {:.2} s of {:.2} s), {} speakers, {:.2} s for {:.1} s",
+        wav.display(),
+        100.0 * der,
+        d["missed_s"].as_f64().unwrap(),
+        d["false_alarm_s"].as_f64().unwrap(),
+        d["confusion_s"].as_f64().unwrap(),
+        d["total_s"].as_f64().unwrap(),
+        v["speakers"].as_array().unwrap().len(),
+        v["seconds"].as_f64().unwrap(),
+        v["audio_s"].as_f64().unwrap(),
+    );
+    der
+}
+
 #[test]
 fn der_under_ten_percent_on_real_and_generated_turns() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,20 +130,8 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
     let (twav, trttm) = turns(tmp.path());
     for (wav, rttm) in [(&wav, &rttm), (&twav, &trttm)] {
         let v = diarize_json(wav, &["--reference", rttm.to_str().unwrap()]);
+        let der = der_of(&v, wav);
         let d = &v["der"];
-        let der = d["der"].as_f64().expect("a DER with --reference");
-        eprintln!(
-            "{}: DER {:.2}% (missed {:.2} s, false alarm {:.2} s, confusion {:.2} s of {:.2} s), {} speakers, {:.2} s for {:.1} s",
-            wav.display(),
-            100.0 * der,
-            d["missed_s"].as_f64().unwrap(),
-            d["false_alarm_s"].as_f64().unwrap(),
-            d["confusion_s"].as_f64().unwrap(),
-            d["total_s"].as_f64().unwrap(),
-            v["speakers"].as_array().unwrap().len(),
-            v["seconds"].as_f64().unwrap(),
-            v["audio_s"].as_f64().unwrap(),
-        );
         assert!(
             d["total_s"].as_f64().unwrap() > 10.0,
             "the reference was matched by file id"
@@ -141,6 +152,46 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
             .map(|t| t["end"].as_f64().unwrap() - t["start"].as_f64().unwrap())
             .sum();
         assert!((talk - turns).abs() < 0.05, "talk {talk} vs turns {turns}");
+    }
+}
+
+/// Real people taking short turns (`scripts/fetch-real-voices`: Asterisk's
+/// studio prompts in four voices, 2-9 s turns, one overlap): harder than
+/// the sample's two speakers or espeak-ng's voices, and where embedding
+/// only every other window (`--diarize-embed-step 5`, the default until
+/// these recordings showed it) measured 29% and 25% on three and four
+/// voices, against 14% and 12% with every window embedded.
+#[test]
+fn real_voices_taking_short_turns() {
+    let dir = std::env::var_os("EARSHOT_REAL_VOICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/real-voices"));
+    require(&[
+        "diarize/segmentation-3.0.bin",
+        "diarize/campplus_cn_en_common.pt",
+    ]);
+    for (name, people, max_der) in [
+        ("real-2spk", 2, 0.10),
+        ("real-3spk", 3, 0.20),
+        ("real-4spk", 4, 0.20),
+    ] {
+        let (wav, rttm) = (
+            dir.join(format!("{name}.wav")),
+            dir.join(format!("{name}.rttm")),
+        );
+        assert!(
+            wav.is_file() && rttm.is_file(),
+            "{} is missing: run scripts/fetch-real-voices",
+            wav.display()
+        );
+        let v = diarize_json(&wav, &["--reference", rttm.to_str().unwrap()]);
+        let der = der_of(&v, &wav);
+        assert!(
+            v["der"]["total_s"].as_f64().unwrap() > 40.0,
+            "the reference was matched by file id"
+        );
+        assert!(der <= max_der, "DER {der} on {}", wav.display());
+        assert_eq!(labels(&v).len(), people, "speakers in {}", wav.display());
     }
 }
 

@@ -250,7 +250,110 @@ fn cluster_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
             *l = nearest(points[i], large_centroids);
         }
     }
+    if let Some(want) = target {
+        split_to_count(points, &mut labels, want, min_size);
+    }
     labels
+}
+
+/// Meets a forced count (`num_clusters`, or `min_clusters` above what the
+/// threshold found) that the dendrogram can only give with outliers: its
+/// cut with that many clusters leaves some of one or two embeddings. Such
+/// a speaker wins no frame of the recording (every other window that
+/// hears its speech votes for someone else) and vanishes from the output,
+/// so the forced count came out short (two espeak-ng voices with
+/// `--num-speakers 3`, every window embedded: clusters of 18, 18 and 1
+/// embeddings, 2 speakers out). Instead, clusters under `min_size` join their nearest large one
+/// and the largest cluster is halved along its main axis of spread until
+/// there are `want`; a few Lloyd iterations over all clusters then settle
+/// the borders. Deterministic; a no-op when `want` large clusters exist.
+fn split_to_count(points: &[&[f64]], labels: &mut [usize], want: usize, min_size: usize) {
+    let n = points.len();
+    let dim = points.first().map_or(0, |p| p.len());
+    let k = labels.iter().copied().max().map_or(0, |m| m + 1);
+    let mut sizes = vec![0usize; k];
+    for &l in labels.iter() {
+        sizes[l] += 1;
+    }
+    let large: Vec<usize> = (0..k).filter(|&c| sizes[c] >= min_size).collect();
+    if large.len() >= want || large.is_empty() || want > n {
+        return;
+    }
+    // Small clusters fold into the nearest large one; large ones renumbered.
+    let centroids = mean_directions(points, labels, k, dim);
+    let kept: Vec<Vec<f64>> = large.iter().map(|&c| centroids[c].clone()).collect();
+    for (i, l) in labels.iter_mut().enumerate() {
+        *l = match large.iter().position(|&c| c == *l) {
+            Some(new) => new,
+            None => nearest(points[i], &kept),
+        };
+    }
+    let mut k = large.len();
+    while k < want {
+        let mut sizes = vec![0usize; k];
+        for &l in labels.iter() {
+            sizes[l] += 1;
+        }
+        let big = (0..k)
+            .max_by_key(|&c| (sizes[c], usize::MAX - c))
+            .unwrap_or(0);
+        if sizes[big] < 2 {
+            break;
+        }
+        let members: Vec<usize> = (0..n).filter(|&i| labels[i] == big).collect();
+        // Halves along the members' main axis of spread (power iteration on
+        // their scatter about the centre), split at the median: both sides
+        // are groups, where 2-means would cut the one outlier off again.
+        let centre = &mean_directions(points, labels, k, dim)[big];
+        let diffs: Vec<Vec<f64>> = members
+            .iter()
+            .map(|&i| points[i].iter().zip(centre).map(|(x, c)| x - c).collect())
+            .collect();
+        let mut axis: Vec<f64> = (0..dim).map(|d| 1.0 + d as f64 * 1e-3).collect();
+        for _ in 0..50 {
+            let mut next = vec![0f64; dim];
+            for v in &diffs {
+                let p: f64 = v.iter().zip(&axis).map(|(x, a)| x * a).sum();
+                for (n, x) in next.iter_mut().zip(v) {
+                    *n += p * x;
+                }
+            }
+            let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                break;
+            }
+            axis = next.into_iter().map(|x| x / norm).collect();
+        }
+        let proj: Vec<f64> = diffs
+            .iter()
+            .map(|v| v.iter().zip(&axis).map(|(x, a)| x * a).sum())
+            .collect();
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by(|&a, &b| proj[a].total_cmp(&proj[b]).then(a.cmp(&b)));
+        let mut side = vec![0usize; members.len()];
+        for &o in &order[members.len() / 2..] {
+            side[o] = 1;
+        }
+        for (&i, &s) in members.iter().zip(&side) {
+            if s == 1 {
+                labels[i] = k;
+            }
+        }
+        k += 1;
+    }
+    // Lloyd iterations over all clusters; stop before one empties.
+    for _ in 0..20 {
+        let centroids = mean_directions(points, labels, k, dim);
+        let next: Vec<usize> = points.iter().map(|p| nearest(p, &centroids)).collect();
+        let mut used = vec![false; k];
+        for &l in &next {
+            used[l] = true;
+        }
+        if next == *labels || used.contains(&false) {
+            break;
+        }
+        labels.copy_from_slice(&next);
+    }
 }
 
 fn find(parent: &[usize], mut i: usize) -> usize {
@@ -647,6 +750,37 @@ mod tests {
         let c = cluster(&emb, &ClusterOptions::default()).unwrap();
         assert_eq!(c.num_clusters(), 2);
         assert!(same_partition(&c.labels, &truth));
+    }
+
+    #[test]
+    fn forced_count_splits_a_group_not_an_outlier() {
+        // Two voices, three speakers asked for: no cut of the dendrogram
+        // has three large clusters, and its three-cluster cut is a voice,
+        // most of the other, and one or two stray embeddings of it.
+        let (emb, truth) = blobs(2, 20, 16, 0.1);
+        let forced = cluster(
+            &emb,
+            &ClusterOptions {
+                num_clusters: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(forced.num_clusters(), 3);
+        let mut sizes = [0usize; 3];
+        for &l in &forced.labels {
+            sizes[l] += 1;
+        }
+        // min(12, 10% of 40) = 4: every forced speaker is a group.
+        assert!(sizes.iter().all(|&s| s >= 4), "sizes {sizes:?}");
+        // One voice is split, the other kept whole: no cluster mixes them.
+        for c in 0..3 {
+            let voices: std::collections::BTreeSet<usize> = (0..emb.len())
+                .filter(|&i| forced.labels[i] == c)
+                .map(|i| truth[i])
+                .collect();
+            assert_eq!(voices.len(), 1, "cluster {c} mixes voices");
+        }
     }
 
     #[test]

@@ -6,16 +6,17 @@
 //!    the recording, a recording shorter than a window zero-padded) go
 //!    through the segmentation model in batches; only the per-window
 //!    activities are kept, never copies of the audio.
-//! 2. Each local speaker of every `embed_step_s / step_s`-th window (and
-//!    of the last) gets one embedding, from the samples where it speaks
-//!    alone (all of its speech when that is too short), embedded in
-//!    batches. pyannote embeds every window; the windows between carry no
-//!    new identity information (the segmentation of overlapping windows
-//!    agrees), so they take their speakers from the embedded neighbours
-//!    by activity (below): a 10-minute call went from 215 s to 69 s at the
-//!    same DER. Once there are enough embedded windows to tile the
-//!    recording, a window's clips come from its central share only, so
-//!    each second is embedded once (DER 2.88% → 1.19% on that call).
+//! 2. Each local speaker of every window gets one embedding, from the
+//!    samples where it speaks alone (all of its speech when that is too
+//!    short), embedded in batches. Once there are enough windows to tile
+//!    the recording, a window's clips come from its central 5 s only
+//!    (DER 2.88% → 1.19% on a 10-minute call, against whole windows).
+//!    `embed_step_s` embeds only every few windows, the others taking
+//!    their speakers from the embedded neighbours by activity (below):
+//!    half the embedding cost, as accurate on long turns (that call, the
+//!    espeak-ng turns) but not on short ones between real voices, where
+//!    the propagated identities drift (DER 29% against 14% on three women
+//!    taking 2-9 s turns; README), so it is off by default.
 //! 3. Embeddings with enough clean speech are clustered ([`crate::cluster`]);
 //!    then, per window, local speakers are given global speakers by an
 //!    optimal one-to-one assignment on centroid similarity, so two local
@@ -61,8 +62,8 @@ const TILE_MIN_EMBEDDED: usize = 12;
 const MIN_CLIP_SPAN_S: f64 = 5.0;
 
 /// What the caller may tune; [`Default`] is pyannote 3.1's pipeline with
-/// a 2.5 s window step and every fifth second's windows embedded (see
-/// the fields; missing fields in JSON take their defaults).
+/// a 2.5 s window step, every window embedded (see the fields; missing
+/// fields in JSON take their defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DiarizeOptions {
@@ -71,20 +72,19 @@ pub struct DiarizeOptions {
     pub min_speakers: Option<usize>,
     pub max_speakers: Option<usize>,
     /// Seconds between window starts. pyannote uses 10 % of its 10 s
-    /// window (1 s); 2.5 s segments 2.5× fewer windows and, with
-    /// embeddings every 5 s, measured the same DER on the pyannote sample,
-    /// the espeak-ng turns and a 10-minute call (1.18% against 1.19%), a
-    /// few tenths of a point worse on 2–3 minute cuts (README).
+    /// window (1 s); 2.5 s segments and embeds 2.5× fewer windows and
+    /// measured the same DER on the pyannote sample, the espeak-ng turns
+    /// and a 10-minute call (1.18% against 1.19%), and on real voices
+    /// taking short turns no worse overall (README).
     pub step_s: f64,
     /// Seconds between windows whose local speakers are embedded (rounded
-    /// to a multiple of `step_s`; the last window always is). The windows
-    /// in between take their global speakers from their embedded
-    /// neighbours, by activity where they overlap: the segmentation of
-    /// overlapping windows agrees, so one embedding per speaker every few
-    /// seconds carries identity as well as one per window, for a fraction
-    /// of the embedding network's cost. `step_s` gives pyannote's
-    /// one-embedding-per-window behaviour.
-    pub embed_step_s: f64,
+    /// to a multiple of `step_s`; the last window always is); `None`, the
+    /// default, embeds every window, as pyannote does. The windows in
+    /// between take their global speakers from their embedded neighbours,
+    /// by activity where they overlap: for a fraction of the embedding
+    /// network's cost, as accurate where turns are long, less where they
+    /// are a few seconds (module docs).
+    pub embed_step_s: Option<f64>,
     /// Clustering threshold: Euclidean distance between centroids of
     /// unit-normalised embeddings (pyannote's meaning and tuned value).
     pub threshold: f64,
@@ -113,7 +113,7 @@ impl Default for DiarizeOptions {
             min_speakers: None,
             max_speakers: None,
             step_s: 2.5,
-            embed_step_s: 5.0,
+            embed_step_s: None,
             threshold: cluster::DEFAULT_THRESHOLD,
             min_cluster_size: cluster::DEFAULT_MIN_CLUSTER_SIZE,
             max_cluster_points: 3000,
@@ -152,8 +152,10 @@ impl DiarizeOptions {
         if !(self.step_s.is_finite() && self.step_s > 0.0) {
             return bad(format!("step_s {} must be > 0", self.step_s));
         }
-        if !(self.embed_step_s.is_finite() && self.embed_step_s > 0.0) {
-            return bad(format!("embed_step_s {} must be > 0", self.embed_step_s));
+        if let Some(e) = self.embed_step_s {
+            if !(e.is_finite() && e > 0.0) {
+                return bad(format!("embed_step_s {e} must be > 0"));
+            }
         }
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
             return bad(format!("threshold {} must be ≥ 0", self.threshold));
@@ -267,7 +269,9 @@ pub fn diarize(
 
     let step = ((opts.step_s * SAMPLE_RATE as f64).round() as usize).max(1);
     let starts = window_starts(n, win, step);
-    let embed_every = ((opts.embed_step_s / opts.step_s).round() as usize).max(1);
+    let embed_every = opts
+        .embed_step_s
+        .map_or(1, |e| ((e / opts.step_s).round() as usize).max(1));
     let tile = starts.len().div_ceil(embed_every) >= TILE_MIN_EMBEDDED;
     let embedded = |w: usize| w.is_multiple_of(embed_every) || w + 1 == starts.len();
     let padded: Option<Vec<f32>> = (n < win).then(|| {
@@ -322,8 +326,9 @@ pub fn diarize(
             }
             let valid = (n - batch[i]).min(win);
             // The window's share of the embedding: its central
-            // `embed_step_s`, so the embedded windows tile the recording
-            // and each second of speech is embedded once, from where the
+            // `embed_step_s`, at least 5 s, so the embedded windows tile
+            // the recording and each second of speech is embedded once
+            // (twice with every 2.5 s window embedded), from where the
             // segmentation sees it best (mid-window, with context on both
             // sides). On a 10-minute call: DER 2.88% → 1.19%, CAM++ time
             // 37 s → 23 s, against clips from the whole window. (Widening
@@ -1042,7 +1047,7 @@ mod tests {
             (41.0, 50.0, 0, false),
         ];
         let audio = render(script, 50.0);
-        let run = |embed_step_s: f64| {
+        let run = |embed_step_s: Option<f64>| {
             let counter = Counting(Default::default());
             let opts = DiarizeOptions {
                 step_s: 1.0,
@@ -1052,8 +1057,10 @@ mod tests {
             let d = diarize(&audio, &FakeSeg::default(), &counter, &opts).unwrap();
             (d, counter.0.into_inner())
         };
-        let (every, n_every) = run(1.0);
-        let (sparse, n_sparse) = run(5.0);
+        let (every, n_every) = run(None);
+        let (also_every, n_also) = run(Some(1.0));
+        assert_eq!((also_every, n_also), (every.clone(), n_every));
+        let (sparse, n_sparse) = run(Some(5.0));
         // 41 windows at 1 s: every window's speakers vs every fifth's.
         assert!(n_sparse * 3 < n_every, "{n_sparse} vs {n_every} clips");
         for d in [&every, &sparse] {
@@ -1081,7 +1088,7 @@ mod tests {
         assert!(counter.0.into_inner() >= TILE_MIN_EMBEDDED);
 
         let bad = DiarizeOptions {
-            embed_step_s: 0.0,
+            embed_step_s: Some(0.0),
             ..Default::default()
         };
         assert!(diarize(&audio, &FakeSeg::default(), &FakeEmbed, &bad).is_err());

@@ -1033,8 +1033,8 @@ mod tests {
         };
         put("sincnet.wav_norm1d.weight", &[1], 1.0);
         put("sincnet.wav_norm1d.bias", &[1], 0.1);
-        put("sincnet.conv1d.0.filterbank.low_hz_", &[40, 1], 2000.0);
         put("sincnet.conv1d.0.filterbank.band_hz_", &[40, 1], 300.0);
+        // (low_hz_ below, uniform.)
         for (i, (out, inp)) in [(80, 80), (60, 80), (60, 60)].into_iter().enumerate() {
             if i > 0 {
                 put(&format!("sincnet.conv1d.{i}.weight"), &[out, inp, 5], 0.1);
@@ -1067,6 +1067,13 @@ mod tests {
         put("linear.1.bias", &[16], 0.1);
         put("classifier.weight", &[7, 16], 0.5);
         put("classifier.bias", &[7], 0.1);
+        // Low cut-offs drawn uniformly below 6 kHz: a normal draw past the
+        // Nyquist frequency (one in a few hundred state dicts) made an
+        // empty band, which loading rightly rejects.
+        m.insert(
+            "sincnet.conv1d.0.filterbank.low_hz_".into(),
+            Tensor::rand(-6000f32, 6000f32, (40, 1), &dev).expect("rand"),
+        );
         // The buffers, as asteroid computes them.
         let half = 125;
         let window: Vec<f32> = (0..half)
