@@ -18,7 +18,10 @@ extracted .debs); writes OUT_DIR/NAME.wav (16 kHz mono s16) and .rttm.
 """
 import argparse, os, random, struct, subprocess, tempfile, wave
 
-RATE = 16000
+# The espeak-ng generator's trimming and writing (this script's folder is
+# on sys.path when it runs).
+from make_turns import RATE, trim, write
+
 MIN_S, MAX_S = 1.5, 6.0
 
 
@@ -28,11 +31,7 @@ def load(path, tmp):
     subprocess.run(["sox", "-D", path, "-r", str(RATE), "-c", "1", "-b", "16", out], check=True)
     with wave.open(out) as w:
         data = w.readframes(w.getnframes())
-    s = list(struct.unpack("<%dh" % (len(data) // 2), data))
-    thr = 300
-    first = next((i for i, v in enumerate(s) if abs(v) > thr), 0)
-    last = len(s) - next((i for i, v in enumerate(reversed(s)) if abs(v) > thr), 0)
-    return s[first:last]
+    return trim(list(struct.unpack("<%dh" % (len(data) // 2), data)))
 
 
 def prompts(voice_dir):
@@ -97,19 +96,8 @@ def main():
                 pos += len(u)
             t = max(t, pos) + int(rng.uniform(0.4, 1.2) * RATE)
     mix.extend([0] * int(0.5 * RATE))
-    peak = max(1, max(abs(x) for x in mix))
-    scale = min(1.0, 30000 / peak)
-    base = os.path.join(a.out, name)
     os.makedirs(a.out, exist_ok=True)
-    with wave.open(base + ".wav", "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(struct.pack("<%dh" % len(mix), *(int(x * scale) for x in mix)))
-    with open(base + ".rttm", "w") as f:
-        for start, dur, v in ref:
-            f.write(f"SPEAKER {name} 1 {start:.3f} {dur:.3f} <NA> <NA> {v} <NA> <NA>\n")
-    print(base + ".wav")
+    print(write(a.out, name, mix, ref))
 
 
 if __name__ == "__main__":

@@ -45,12 +45,33 @@ def speak(text, voice, pitch, wpm, effects, tmp):
     subprocess.run(["sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out] + effects, check=True)
     with wave.open(out) as w:
         data = w.readframes(w.getnframes())
-    s = list(struct.unpack("<%dh" % (len(data) // 2), data))
-    # Trim silence so the reference spans are the speech itself.
-    thr = 300
+    return trim(list(struct.unpack("<%dh" % (len(data) // 2), data)))
+
+
+def trim(s, thr=300):
+    """Samples without leading and trailing silence, so the reference
+    spans are the speech itself."""
     first = next((i for i, v in enumerate(s) if abs(v) > thr), 0)
     last = len(s) - next((i for i, v in enumerate(reversed(s)) if abs(v) > thr), 0)
     return s[first:last]
+
+
+def write(out_dir, name, mix, ref):
+    """Writes out_dir/name.wav (16 kHz mono s16, `mix` scaled under full
+    scale) and name.rttm, one line per (start s, duration s, label) of
+    `ref`; returns the .wav's path."""
+    peak = max(1, max(abs(x) for x in mix))
+    scale = min(1.0, 30000 / peak)
+    base = os.path.join(out_dir, name)
+    with wave.open(base + ".wav", "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(struct.pack("<%dh" % len(mix), *(int(x * scale) for x in mix)))
+    with open(base + ".rttm", "w") as f:
+        for start, dur, label in ref:
+            f.write(f"SPEAKER {name} 1 {start:.3f} {dur:.3f} <NA> <NA> {label} <NA> <NA>\n")
+    return base + ".wav"
 
 
 def main():
@@ -83,18 +104,8 @@ def main():
             turns.append((start / RATE, len(u) / RATE, spk))
             t = max(t, end) + int(rng.uniform(0.4, 1.0) * RATE)
     mix.extend([0] * int(0.5 * RATE))
-    peak = max(1, max(abs(x) for x in mix))
-    scale = min(1.0, 30000 / peak)
-    name = os.path.join(a.out, f"turns-{a.speakers}spk")
-    with wave.open(name + ".wav", "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(struct.pack("<%dh" % len(mix), *(int(x * scale) for x in mix)))
-    with open(name + ".rttm", "w") as f:
-        for start, dur, spk in turns:
-            f.write(f"SPEAKER turns-{a.speakers}spk 1 {start:.3f} {dur:.3f} <NA> <NA> voice{spk} <NA> <NA>\n")
-    print(name + ".wav")
+    ref = [(start, dur, f"voice{spk}") for start, dur, spk in turns]
+    print(write(a.out, f"turns-{a.speakers}spk", mix, ref))
 
 
 if __name__ == "__main__":
