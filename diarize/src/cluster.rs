@@ -263,10 +263,11 @@ fn cluster_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
 /// hears its speech votes for someone else) and vanishes from the output,
 /// so the forced count came out short (two espeak-ng voices with
 /// `--num-speakers 3`, every window embedded: clusters of 18, 18 and 1
-/// embeddings, 2 speakers out). Instead, clusters under `min_size` join their nearest large one
-/// and the largest cluster is halved along its main axis of spread until
-/// there are `want`; a few Lloyd iterations over all clusters then settle
-/// the borders. Deterministic; a no-op when `want` large clusters exist.
+/// embeddings, 2 speakers out). Instead, clusters under `min_size` join
+/// their nearest large one and the largest cluster is halved along its
+/// main axis of spread until there are `want`; a few Lloyd iterations
+/// over all clusters then settle the borders. Deterministic; a no-op when
+/// `want` large clusters exist.
 fn split_to_count(points: &[&[f64]], labels: &mut [usize], want: usize, min_size: usize) {
     let n = points.len();
     let dim = points.first().map_or(0, |p| p.len());

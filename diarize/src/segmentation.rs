@@ -1034,7 +1034,7 @@ mod tests {
         put("sincnet.wav_norm1d.weight", &[1], 1.0);
         put("sincnet.wav_norm1d.bias", &[1], 0.1);
         put("sincnet.conv1d.0.filterbank.band_hz_", &[40, 1], 300.0);
-        // (low_hz_ below, uniform.)
+        // low_hz_ is drawn below, after the last use of `put`.
         for (i, (out, inp)) in [(80, 80), (60, 80), (60, 60)].into_iter().enumerate() {
             if i > 0 {
                 put(&format!("sincnet.conv1d.{i}.weight"), &[out, inp, 5], 0.1);
@@ -1067,9 +1067,10 @@ mod tests {
         put("linear.1.bias", &[16], 0.1);
         put("classifier.weight", &[7, 16], 0.5);
         put("classifier.bias", &[7], 0.1);
-        // Low cut-offs drawn uniformly below 6 kHz: a normal draw past the
-        // Nyquist frequency (one in a few hundred state dicts) made an
-        // empty band, which loading rightly rejects.
+        // Low cut-offs drawn uniformly within ±6 kHz (loading takes their
+        // magnitude): a normal draw past the Nyquist frequency made an
+        // empty band, which loading rightly rejects, and failed tests at
+        // random (host_recurrence_matches_candle_ops, about 1 run in 40).
         m.insert(
             "sincnet.conv1d.0.filterbank.low_hz_".into(),
             Tensor::rand(-6000f32, 6000f32, (40, 1), &dev).expect("rand"),
