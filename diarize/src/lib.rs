@@ -18,6 +18,7 @@
 //! support).
 
 pub mod assign;
+mod camdense;
 pub mod campplus;
 pub mod cluster;
 mod conv2d;
