@@ -110,10 +110,19 @@ pub struct TranscribeOptions {
     /// a fifth of the run.
     pub batched_fallback: bool,
     /// On the CPU, when every window is decoded in one pass (the batched
-    /// pipeline without timestamps), encode the next round's windows while
+    /// pipeline's windows, or any without timestamp tokens or word
+    /// timestamps), encode the next round's windows while
     /// this round decodes. Same results either way; off only to time or
     /// test the difference.
     pub encode_ahead: bool,
+    /// Each window is decoded once and ends where its audio does: word
+    /// timestamps neither move the seek to the last word's end nor skip
+    /// hallucinated silences, and a window's timestamp tokens do not
+    /// re-seek it. What faster-whisper's `BatchedInferencePipeline` does
+    /// with its VAD windows (one `forward` each); [`super::pipeline`] sets
+    /// it for the batched pipeline's windows. Not an option of its own.
+    #[serde(skip)]
+    pub single_pass: bool,
     /// How wide the encoder's window is over a window of less than 30 s of
     /// audio (see [`EncoderWindow`]).
     pub encoder_window: EncoderWindow,
@@ -222,6 +231,7 @@ impl Default for TranscribeOptions {
             batched_timestamps: false,
             batched_fallback: false,
             encode_ahead: true,
+            single_pass: false,
             encoder_window: EncoderWindow::default(),
         }
     }
@@ -624,8 +634,7 @@ impl Whisper {
         // decoding, whose many small products leave cores idle.
         let overlap = self.model.device().is_cpu()
             && rayon::current_num_threads() > 1
-            && opts.without_timestamps
-            && !opts.word_timestamps
+            && (opts.single_pass || (opts.without_timestamps && !opts.word_timestamps))
             && opts.encode_ahead;
         let mut ahead: Option<(Vec<usize>, Result<Encoded>)> = None;
         // A round takes the first pending window and the next ones of the
@@ -858,7 +867,14 @@ impl Whisper {
         for ((&i, d), w) in active.iter().zip(&decoded).zip(windows) {
             let Some(mut w) = w else { continue };
             let s = &mut streams[i];
-            if opts.word_timestamps {
+            if opts.single_pass {
+                w.next_seek = w.seek_before + w.size;
+                if opts.word_timestamps {
+                    if let Some(end) = w.end() {
+                        s.last_speech = end;
+                    }
+                }
+            } else if opts.word_timestamps {
                 let time_offset = w.seek_before as f64 * FRAME_S;
                 if !w.single_ts_ending {
                     if let Some(end) = w.end() {

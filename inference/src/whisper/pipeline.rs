@@ -185,6 +185,7 @@ fn window_options(opts: &TranscribeOptions) -> TranscribeOptions {
         inner.condition_on_previous_text = false;
         inner.split_min_region_s = 0.0;
         inner.without_timestamps = !opts.batched_timestamps;
+        inner.single_pass = true;
         if !opts.batched_fallback {
             inner.temperatures.truncate(1);
         }
