@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use earshot_inference::mel::N_FRAMES;
 use earshot_inference::testing::{load_tiny_whisper, max_abs, write_tiny_whisper, TINY_VOCAB};
-use earshot_inference::whisper::{EncoderWindow, TranscribeOptions, Whisper, WhisperModel};
+use earshot_inference::whisper::{
+    EncoderWindow, TranscribeOptions, Transcript, Whisper, WhisperModel,
+};
 
 fn tiny() -> (tempfile::TempDir, Whisper) {
     let dir = tempfile::tempdir().unwrap();
@@ -250,6 +252,31 @@ fn fitted_windows_over_the_no_speech_threshold_are_decided_at_full_width() {
     );
 }
 
+/// `inputs` transcribed on two threads (so the encode-ahead path can run)
+/// with `opts`, once with the next round encoded ahead and once without:
+/// (ahead, serial).
+fn ahead_and_serial(
+    w: &Whisper,
+    inputs: &[&[f32]],
+    opts: &TranscribeOptions,
+) -> (Vec<Transcript>, Vec<Transcript>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let run = |encode_ahead: bool| {
+        let o = TranscribeOptions {
+            encode_ahead,
+            ..opts.clone()
+        };
+        pool.install(|| w.transcribe_batch(inputs, &o, None))
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+    };
+    (run(true), run(false))
+}
+
 /// One-pass windows (no timestamp tokens) let the next round be encoded
 /// while this one decodes; with two threads that path runs, and its
 /// transcripts must be the ones of rounds run one after another.
@@ -274,24 +301,12 @@ fn encoding_the_next_round_ahead_changes_nothing() {
         no_speech_threshold: None,
         ..Default::default()
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let run = |encode_ahead: bool| {
-        let o = TranscribeOptions {
-            encode_ahead,
-            ..opts.clone()
-        };
-        pool.install(|| w.transcribe_batch(&refs, &o, None))
-    };
-    let (ahead, serial) = (run(true), run(false));
+    let (ahead, serial) = ahead_and_serial(&w, &refs, &opts);
     assert_eq!(ahead.len(), inputs.len());
     let mut decoded = 0;
     for (i, (a, s)) in ahead.into_iter().zip(serial).enumerate() {
-        let (a, s) = (a.unwrap(), s.unwrap());
         assert_eq!(a.text, s.text, "input {i}");
-        let toks = |t: &earshot_inference::whisper::Transcript| {
+        let toks = |t: &Transcript| {
             t.segments
                 .iter()
                 .map(|g| g.tokens.clone())
@@ -416,19 +431,10 @@ fn single_pass_windows_are_decoded_once_with_word_timestamps() {
         no_speech_threshold: None,
         ..Default::default()
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let run = |o: &TranscribeOptions| pool.install(|| w.transcribe_batch(&refs, o, None));
-    let ahead = run(&opts);
-    let serial = run(&TranscribeOptions {
-        encode_ahead: false,
-        ..opts.clone()
-    });
+    let (ahead, serial) = ahead_and_serial(&w, &refs, &opts);
+    assert_eq!(ahead.len(), inputs.len());
     let mut words = 0;
     for (i, (a, s)) in ahead.into_iter().zip(serial).enumerate() {
-        let (a, s) = (a.unwrap(), s.unwrap());
         // One window, so at most one segment (no timestamp tokens to cut
         // it; none where the window decoded to no text).
         assert!(a.segments.len() <= 1, "input {i}: {:?}", a.segments);
