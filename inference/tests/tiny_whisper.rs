@@ -252,6 +252,14 @@ fn fitted_windows_over_the_no_speech_threshold_are_decided_at_full_width() {
     );
 }
 
+/// One [`signal`] per length, seeded `seed`, `seed + 1`, ….
+fn signals(secs: &[f64], seed: u64) -> Vec<Vec<f32>> {
+    secs.iter()
+        .zip(seed..)
+        .map(|(&s, seed)| signal(s, seed))
+        .collect()
+}
+
 /// `inputs` transcribed on two threads (so the encode-ahead path can run)
 /// with `opts`, once with the next round encoded ahead and once without:
 /// (ahead, serial).
@@ -285,11 +293,7 @@ fn encoding_the_next_round_ahead_changes_nothing() {
     let (_d, w) = tiny();
     // Pairs of lengths that share an encoder window (10 s, 15 s), so rounds
     // of two rows run, then a long input whose second window is short.
-    let inputs: Vec<Vec<f32>> = [3.0, 4.0, 8.0, 9.0, 33.0]
-        .iter()
-        .zip(10..)
-        .map(|(&secs, seed)| signal(secs, seed))
-        .collect();
+    let inputs = signals(&[3.0, 4.0, 8.0, 9.0, 33.0], 10);
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let opts = TranscribeOptions {
         encoder_window: EncoderWindow::Fit,
@@ -413,11 +417,7 @@ fn word_timestamps_are_well_formed_and_batch_independent() {
 #[test]
 fn single_pass_windows_are_decoded_once_with_word_timestamps() {
     let (_d, w) = tiny();
-    let inputs: Vec<Vec<f32>> = [3.0, 8.0, 9.0, 20.0, 29.0]
-        .iter()
-        .zip(20..)
-        .map(|(&secs, seed)| signal(secs, seed))
-        .collect();
+    let inputs = signals(&[3.0, 8.0, 9.0, 20.0, 29.0], 20);
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let opts = TranscribeOptions {
         encoder_window: EncoderWindow::Fit,

@@ -869,11 +869,6 @@ impl Whisper {
             let s = &mut streams[i];
             if opts.single_pass {
                 w.next_seek = w.seek_before + w.size;
-                if opts.word_timestamps {
-                    if let Some(end) = w.end() {
-                        s.last_speech = end;
-                    }
-                }
             } else if opts.word_timestamps {
                 let time_offset = w.seek_before as f64 * FRAME_S;
                 if !w.single_ts_ending {
@@ -914,6 +909,9 @@ impl Whisper {
                         }
                     }
                 }
+            }
+            // Word timing's pause rule reads where the last kept word ended.
+            if opts.word_timestamps {
                 if let Some(end) = w.end() {
                     s.last_speech = end;
                 }
