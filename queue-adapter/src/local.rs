@@ -393,7 +393,13 @@ mod tests {
     use super::*;
 
     const NOW: Duration = Duration::ZERO;
-    const LEASE: Duration = Duration::from_millis(300);
+    /// Long enough that a stalled fsync cannot outlast it: every write
+    /// here is fsynced, and on a CI machine whose disk is busy with other
+    /// tests one write has taken over two seconds. A 300 ms lease ran out
+    /// between an extend and the next receive there, and a long poll took
+    /// 2.6 s to see a message sent at 0.3 s. The tests sleep through this
+    /// lease only where expiry is the point.
+    const LEASE: Duration = Duration::from_secs(3);
 
     #[tokio::test]
     async fn temporaries_left_by_a_crash_are_swept_at_open() {
@@ -490,13 +496,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = LocalQueue::open(dir.path(), 5).unwrap();
         q.send("a", &[]).await.unwrap();
+        let t = tokio::time::Instant::now();
         let d = q.receive(1, NOW, LEASE).await.unwrap().remove(0);
-        for _ in 0..4 {
-            tokio::time::sleep(LEASE / 2).await;
+        // Heartbeats a quarter-lease apart until the message has been held
+        // well past the lease it was received with.
+        while t.elapsed() < LEASE * 3 / 2 {
+            tokio::time::sleep(LEASE / 4).await;
             q.extend(&d.receipt, LEASE).await.unwrap();
             assert!(q.receive(1, NOW, LEASE).await.unwrap().is_empty());
         }
         q.ack(&d.receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     }
 
     #[tokio::test]
@@ -505,20 +515,14 @@ mod tests {
         let q = LocalQueue::open(dir.path(), 2).unwrap();
         q.send("poison", &[]).await.unwrap();
         let d = q.receive(1, NOW, LEASE).await.unwrap().remove(0);
-        q.release(&d.receipt, Duration::from_millis(200))
-            .await
-            .unwrap();
+        q.release(&d.receipt, LEASE).await.unwrap();
         assert!(
             q.receive(1, NOW, LEASE).await.unwrap().is_empty(),
             "delayed"
         );
         // Released: the old receipt can no longer delete it.
         assert!(q.ack(&d.receipt).await.is_err());
-        let d = q
-            .receive(1, Duration::from_secs(2), LEASE)
-            .await
-            .unwrap()
-            .remove(0);
+        let d = q.receive(1, LEASE * 4, LEASE).await.unwrap().remove(0);
         assert_eq!(d.receive_count, 2);
         q.release(&d.receipt, NOW).await.unwrap();
         assert!(q.receive(1, NOW, LEASE).await.unwrap().is_empty());
@@ -559,13 +563,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             q2.send("late", &[]).await.unwrap();
         });
-        let got = q.receive(1, Duration::from_secs(5), LEASE).await.unwrap();
+        let wait = Duration::from_secs(60);
+        let got = q.receive(1, wait, LEASE).await.unwrap();
         sender.await.unwrap();
         assert_eq!(got.len(), 1);
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "waited {:?}",
-            t.elapsed()
-        );
+        // Far sooner than the wait, with room for a stalled disk.
+        assert!(t.elapsed() < wait / 4, "waited {:?}", t.elapsed());
     }
 }
