@@ -218,6 +218,13 @@ fn cluster_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
     for &r in &root {
         sizes[r] += 1;
     }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // Where the size bar fell among the clusters: the figure to look
+        // at when a speaker goes missing or an extra one appears.
+        let mut by_size: Vec<usize> = sizes.iter().copied().filter(|&s| s > 0).collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        tracing::debug!(embeddings = n, min_size, sizes = ?by_size, "clusters at the cut");
+    }
     let mut ids = vec![usize::MAX; n];
     let mut k = 0;
     for &r in &root {
