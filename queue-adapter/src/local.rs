@@ -393,12 +393,12 @@ mod tests {
     use super::*;
 
     const NOW: Duration = Duration::ZERO;
-    /// Long enough that a stalled fsync cannot outlast it: every write
-    /// here is fsynced, and on a CI machine whose disk is busy with other
-    /// tests one write has taken over two seconds. A 300 ms lease ran out
-    /// between an extend and the next receive there, and a long poll took
-    /// 2.6 s to see a message sent at 0.3 s. The tests sleep through this
-    /// lease only where expiry is the point.
+    /// Long enough that a stalled step cannot outlast it: every write here
+    /// is fsynced and runs on tokio's blocking pool, and on a CI machine
+    /// busy with other tests a 300 ms lease ran out between an extend and
+    /// the next receive, and a long poll took 2.6 s to see a message sent
+    /// at 0.3 s (a stall of about two seconds, disk or CPU). The tests
+    /// sleep through this lease only where expiry is the point.
     const LEASE: Duration = Duration::from_secs(3);
 
     #[tokio::test]
