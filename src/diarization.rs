@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use earshot_diarize::assign::{speaker_for_span, speaker_runs};
 use earshot_diarize::campplus::CamPlus;
+use earshot_diarize::cluster::ClusterMethod;
 use earshot_diarize::pipeline::{diarize, Diarization, DiarizeOptions};
 use earshot_diarize::segmentation::Segmentation;
 use earshot_diarize::{speaker_label, DiarizeError, Turn};
@@ -48,6 +49,18 @@ pub(crate) struct DiarizeArgs {
     /// accurate where turns are long, less where they are a few seconds.
     #[arg(long, env = "EARSHOT_DIARIZE_EMBED_STEP", value_name = "SECONDS")]
     pub diarize_embed_step: Option<f64>,
+    /// How speaker embeddings are grouped: `spectral` (default: the
+    /// eigengap of a similarity graph counts the speakers) or `centroid`
+    /// (pyannote 3.1's linkage cut at a distance, --diarize-threshold).
+    #[arg(long, env = "EARSHOT_DIARIZE_CLUSTERING", value_name = "METHOD")]
+    pub diarize_clustering: Option<ClusterMethod>,
+    /// `centroid` clustering's threshold: how far apart (Euclidean
+    /// distance between centroids of unit-length CAM++ embeddings, 0–2)
+    /// two groups of embeddings may be and still be one speaker (default
+    /// pyannote's 0.7046). Lower finds more speakers. Ignored with
+    /// --num-speakers.
+    #[arg(long, env = "EARSHOT_DIARIZE_THRESHOLD", value_name = "DISTANCE")]
+    pub diarize_threshold: Option<f64>,
 }
 
 impl DiarizeArgs {
@@ -66,6 +79,12 @@ impl DiarizeArgs {
             }
             if let Some(step) = self.diarize_embed_step {
                 o.embed_step_s = Some(step);
+            }
+            if let Some(m) = self.diarize_clustering {
+                o.clustering = m;
+            }
+            if let Some(t) = self.diarize_threshold {
+                o.threshold = t;
             }
             o.validate()?;
         }

@@ -1,11 +1,23 @@
-//! Speaker embeddings grouped into global speakers: agglomerative
-//! hierarchical clustering with centroid linkage over L2-normalised
-//! vectors, the way pyannote.audio 3.x does it, plus the optimal one-to-one
+//! Speaker embeddings grouped into global speakers: spectral clustering
+//! (3D-Speaker's and senko's method, [`crate::spectral`]) by default, or
+//! agglomerative hierarchical clustering with centroid linkage over
+//! L2-normalised vectors, the way pyannote.audio 3.x does it; plus the
+//! optimal one-to-one
 //! assignment ([`max_assignment`], Hungarian algorithm) that both the
 //! pipeline (local speakers → clusters) and DER (hypothesis → reference
 //! labels) need.
 //!
-//! Why this shape: the number of speakers is unknown, so a distance
+//! Why spectral by default: the pipeline embeds each window's speakers in
+//! 2.5 s parts (two voices the segmentation network gives one local
+//! speaker are then told apart), and centroid linkage at pyannote's
+//! distance, tuned for whole windows, splits such short clips into many
+//! small clusters and lost a speaker of a 4-voice call; the eigengap of a
+//! pruned affinity graph counts speakers from the graph's shape, not a
+//! distance (README's diarization table: DER per file with both).
+//! Fewer than [`SPECTRAL_MIN_POINTS`] embeddings are too few for a graph
+//! and take the dendrogram.
+//!
+//! Why the dendrogram's shape: the number of speakers is unknown, so a distance
 //! threshold on the dendrogram decides it; a caller who knows better
 //! (`num_clusters`, `min_clusters`, `max_clusters`) moves the cut instead.
 //! Clusters too small to be a real speaker (a few noisy embeddings) are
@@ -15,7 +27,10 @@
 //! an evenly spaced subsample is clustered and the rest join their nearest
 //! centroid. Everything is deterministic (ties go to the lower index).
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{DiarizeError, Result};
+use crate::spectral::{self, SpectralOptions};
 
 /// pyannote/speaker-diarization-3.1's tuned threshold: the Euclidean
 /// distance between centroids of unit-normalised embeddings (≈ 0.248 cosine
@@ -25,11 +40,57 @@ pub const DEFAULT_THRESHOLD: f64 = 0.704_565_496_394_579_9;
 /// pyannote 3.1's minimum cluster size (scaled down for short recordings).
 pub const DEFAULT_MIN_CLUSTER_SIZE: usize = 12;
 
-/// How to cut the dendrogram.
+/// Fewest embeddings spectral clustering is used for (3D-Speaker's line:
+/// below it, its pipeline says one speaker; here the dendrogram decides).
+pub const SPECTRAL_MIN_POINTS: usize = 10;
+
+/// Most embeddings spectral clustering takes directly: its eigen-solver is
+/// O(n³) (about 1 s at 1000 on one core); beyond, an evenly spaced
+/// subsample is clustered and the rest join their nearest centroid.
+pub const SPECTRAL_MAX_POINTS: usize = 1500;
+
+/// Spectral clusters with fewer members join the nearest larger one
+/// (3D-Speaker's `min_cluster_size`; lower under 40 embeddings, see
+/// `spectral_points`).
+pub const SPECTRAL_MIN_CLUSTER_SIZE: usize = 4;
+
+/// Spectral clusters whose mean embeddings are closer than this cosine
+/// similarity are one speaker (3D-Speaker's and senko's `mer_cos`).
+pub const SPECTRAL_MERGE_COSINE: f64 = 0.875;
+
+/// Which clustering groups the embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMethod {
+    /// Eigengap of a pruned cosine-affinity graph, k-means on its
+    /// eigenvectors, minor clusters folded, near-identical ones merged.
+    #[default]
+    Spectral,
+    /// pyannote's dendrogram cut at [`ClusterOptions::threshold`].
+    Centroid,
+}
+
+impl std::str::FromStr for ClusterMethod {
+    type Err = DiarizeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "spectral" => Ok(Self::Spectral),
+            "centroid" | "ahc" => Ok(Self::Centroid),
+            _ => Err(DiarizeError::Options(format!(
+                "unknown clustering {s:?}: use spectral or centroid"
+            ))),
+        }
+    }
+}
+
+/// How to group the embeddings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOptions {
-    /// Stop merging when the closest two centroids are farther than this
-    /// (Euclidean distance between means of unit-normalised embeddings).
+    /// Spectral (default) or centroid-linkage clustering.
+    pub method: ClusterMethod,
+    /// Centroid linkage: stop merging when the closest two centroids are
+    /// farther than this (Euclidean distance between means of
+    /// unit-normalised embeddings).
     pub threshold: f64,
     /// Exactly this many clusters (overrides the threshold).
     pub num_clusters: Option<usize>,
@@ -37,8 +98,9 @@ pub struct ClusterOptions {
     pub min_clusters: Option<usize>,
     /// At most this many clusters when the threshold finds more.
     pub max_clusters: Option<usize>,
-    /// Clusters with fewer members are merged into the nearest large one.
-    /// The bar used is `min(min_cluster_size, max(1, round(0.1 · n)))`.
+    /// Centroid linkage: clusters with fewer members are merged into the
+    /// nearest large one. The bar used is
+    /// `min(min_cluster_size, max(1, round(0.1 · n)))`.
     pub min_cluster_size: usize,
     /// Most embeddings clustered directly (O(n²) memory); the rest are
     /// assigned to the nearest centroid.
@@ -48,6 +110,7 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
+            method: ClusterMethod::default(),
             threshold: DEFAULT_THRESHOLD,
             num_clusters: None,
             min_clusters: None,
@@ -111,14 +174,23 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions) -> Result<Cluster
     let unit: Vec<Vec<f64>> = embeddings.iter().map(|e| normalise(e)).collect();
 
     // Deterministic, evenly spaced subsample when there are too many.
-    let cap = opts.max_points.max(2);
+    let cap = match opts.method {
+        ClusterMethod::Spectral => opts.max_points.min(SPECTRAL_MAX_POINTS),
+        ClusterMethod::Centroid => opts.max_points,
+    }
+    .max(2);
     let sample: Vec<usize> = if n > cap {
         (0..cap).map(|i| i * n / cap).collect()
     } else {
         (0..n).collect()
     };
     let points: Vec<&[f64]> = sample.iter().map(|&i| unit[i].as_slice()).collect();
-    let sample_labels = cluster_points(&points, opts);
+    let sample_labels = match opts.method {
+        ClusterMethod::Spectral if points.len() >= SPECTRAL_MIN_POINTS => {
+            spectral_points(&points, opts)
+        }
+        _ => cluster_points(&points, opts),
+    };
 
     // Centroids from the clustered points, then every embedding (sampled
     // or not) is labelled: sampled ones keep their label, the rest go to
@@ -157,6 +229,96 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions) -> Result<Cluster
         labels,
         centroids: out,
     })
+}
+
+/// Spectral labels (0..k, arbitrary order) of unit vectors, then
+/// 3D-Speaker's two clean-ups unless the count is given: clusters under
+/// [`SPECTRAL_MIN_CLUSTER_SIZE`] (or a tenth of the embeddings) join the most similar larger one (the
+/// eigengap gives a stray group of a few clips its own speaker), and the
+/// two most similar clusters merge while their means are closer than
+/// [`SPECTRAL_MERGE_COSINE`] (one voice in two registers). Neither goes
+/// below `min_clusters`.
+fn spectral_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
+    let sopts = SpectralOptions {
+        num_clusters: opts.num_clusters,
+        min_clusters: opts.min_clusters.unwrap_or(1),
+        max_clusters: opts
+            .max_clusters
+            .unwrap_or(SpectralOptions::default().max_clusters),
+        ..SpectralOptions::default()
+    };
+    let mut labels = spectral::spectral(points, &sopts);
+    if opts.num_clusters.is_some() {
+        return labels;
+    }
+    let floor = opts.min_clusters.unwrap_or(1).max(1);
+    let dim = points[0].len();
+    let count = |labels: &[usize]| labels.iter().copied().max().map_or(0, |m| m + 1);
+    // Minor clusters fold into the nearest major one.
+    let k = count(&labels);
+    let mut sizes = vec![0usize; k];
+    for &l in &labels {
+        sizes[l] += 1;
+    }
+    // The bar shrinks with few embeddings as the dendrogram's does: 14
+    // clips of three speakers (embedding every fifth window of 50 s) had
+    // a speaker heard in 3, folded away at a bar of 4.
+    let bar = SPECTRAL_MIN_CLUSTER_SIZE.min(((0.1 * points.len() as f64).round() as usize).max(1));
+    let major: Vec<usize> = (0..k).filter(|&c| sizes[c] >= bar).collect();
+    if major.is_empty() {
+        return vec![0; points.len()];
+    }
+    if major.len() < k && major.len() >= floor {
+        let centroids = mean_directions(points, &labels, k, dim);
+        let kept: Vec<Vec<f64>> = major.iter().map(|&c| centroids[c].clone()).collect();
+        for (i, l) in labels.iter_mut().enumerate() {
+            *l = match major.iter().position(|&c| c == *l) {
+                Some(new) => new,
+                None => nearest(points[i], &kept),
+            };
+        }
+    }
+    // Near-identical clusters merge, most similar pair first.
+    loop {
+        let k = count(&labels);
+        if k <= floor {
+            break;
+        }
+        let centroids = mean_directions(points, &labels, k, dim);
+        let mut best = (f64::NEG_INFINITY, 0, 0);
+        for a in 0..k {
+            for b in a + 1..k {
+                let c: f64 = centroids[a]
+                    .iter()
+                    .zip(&centroids[b])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                if c > best.0 {
+                    best = (c, a, b);
+                }
+            }
+        }
+        if best.0 < SPECTRAL_MERGE_COSINE {
+            break;
+        }
+        let (_, keep, gone) = best;
+        for l in labels.iter_mut() {
+            if *l == gone {
+                *l = keep;
+            } else if *l > gone {
+                *l -= 1;
+            }
+        }
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let mut sizes = vec![0usize; count(&labels)];
+        for &l in &labels {
+            sizes[l] += 1;
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        tracing::debug!(embeddings = points.len(), ?sizes, "spectral clusters");
+    }
+    labels
 }
 
 /// Labels (0..k, arbitrary order) of unit vectors.
@@ -667,6 +829,14 @@ fn hungarian(n: usize, m: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<usiz
 mod tests {
     use super::*;
 
+    /// pyannote's dendrogram (the tests below written for it).
+    fn centroid() -> ClusterOptions {
+        ClusterOptions {
+            method: ClusterMethod::Centroid,
+            ..ClusterOptions::default()
+        }
+    }
+
     /// Deterministic xorshift noise.
     struct Rng(u64);
     impl Rng {
@@ -703,9 +873,109 @@ mod tests {
     }
 
     #[test]
+    fn spectral_is_the_default_and_finds_the_blobs() {
+        let (emb, truth) = blobs(3, 20, 16, 0.1);
+        let opts = ClusterOptions::default();
+        assert_eq!(opts.method, ClusterMethod::Spectral);
+        let c = cluster(&emb, &opts).unwrap();
+        assert_eq!(c.num_clusters(), 3);
+        assert!(same_partition(&c.labels, &truth));
+        assert_eq!(&c.labels[..3], &[0, 1, 2]);
+        // The counts a caller gives are met.
+        for k in 1..=5 {
+            let o = ClusterOptions {
+                num_clusters: Some(k),
+                ..ClusterOptions::default()
+            };
+            assert_eq!(cluster(&emb, &o).unwrap().num_clusters(), k, "k={k}");
+        }
+        let count = |min_clusters, max_clusters| {
+            let o = ClusterOptions {
+                min_clusters,
+                max_clusters,
+                ..ClusterOptions::default()
+            };
+            cluster(&emb, &o).unwrap().num_clusters()
+        };
+        assert_eq!(count(None, Some(2)), 2);
+        assert_eq!(count(Some(4), None), 4);
+        assert_eq!(count(Some(2), Some(4)), 3);
+    }
+
+    #[test]
+    fn spectral_folds_strays_and_merges_one_voice() {
+        // Two voices of 30 clips, three strays near a third direction:
+        // the graph gives the strays a piece of their own, too small to
+        // be a speaker; they join the voice nearest them.
+        let (mut emb, _) = blobs(2, 30, 16, 0.1);
+        for i in 0..3 {
+            let mut v = vec![0.02 * i as f32; 16];
+            v[5] = 1.0;
+            v[0] = 0.3;
+            emb.push(v);
+        }
+        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        assert_eq!(c.num_clusters(), 2, "{:?}", c.labels);
+        assert!(
+            c.labels[60..].iter().all(|&l| l == c.labels[0]),
+            "{:?}",
+            c.labels
+        );
+        // One voice in two registers 0.95 apart (cosine), far from the
+        // other voice: two pieces of the graph, one speaker.
+        let mut rng = Rng(7);
+        let mut emb = Vec::new();
+        for i in 0..90 {
+            let mut v: Vec<f32> = (0..16).map(|_| 0.03 * rng.next()).collect();
+            match i % 3 {
+                0 => v[0] += 1.0,
+                1 => {
+                    v[0] += 0.95;
+                    v[1] += (1.0f32 - 0.95 * 0.95).sqrt();
+                }
+                _ => v[8] += 1.0,
+            }
+            emb.push(v);
+        }
+        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        assert_eq!(c.num_clusters(), 2, "{:?}", c.labels);
+        assert_eq!(c.labels[0], c.labels[1]);
+        assert_ne!(c.labels[0], c.labels[2]);
+        // Unless the caller asks for three.
+        let o = ClusterOptions {
+            num_clusters: Some(3),
+            ..ClusterOptions::default()
+        };
+        let c = cluster(&emb, &o).unwrap();
+        assert!(same_partition(
+            &c.labels,
+            &(0..90).map(|i| i % 3).collect::<Vec<_>>()
+        ));
+    }
+
+    #[test]
+    fn few_embeddings_take_the_dendrogram() {
+        let (emb, _) = blobs(3, 3, 16, 0.1);
+        assert!(emb.len() < SPECTRAL_MIN_POINTS);
+        assert_eq!(
+            cluster(&emb, &ClusterOptions::default()).unwrap(),
+            cluster(&emb, &centroid()).unwrap()
+        );
+        assert_eq!(
+            "spectral".parse::<ClusterMethod>().unwrap(),
+            ClusterMethod::Spectral
+        );
+        assert_eq!(
+            "centroid".parse::<ClusterMethod>().unwrap(),
+            ClusterMethod::Centroid
+        );
+        assert!("kmeans".parse::<ClusterMethod>().is_err());
+    }
+
+    #[test]
     fn threshold_finds_the_blobs() {
         let (emb, truth) = blobs(3, 20, 16, 0.1);
-        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        let c = cluster(&emb, &centroid()).unwrap();
         assert_eq!(c.num_clusters(), 3);
         assert!(same_partition(&c.labels, &truth));
         // Numbered by first appearance.
@@ -722,24 +992,24 @@ mod tests {
         for k in 1..=5 {
             let opts = ClusterOptions {
                 num_clusters: Some(k),
-                ..Default::default()
+                ..centroid()
             };
             assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), k, "k={k}");
         }
         let opts = ClusterOptions {
             max_clusters: Some(2),
-            ..Default::default()
+            ..centroid()
         };
         assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 2);
         let opts = ClusterOptions {
             min_clusters: Some(4),
-            ..Default::default()
+            ..centroid()
         };
         assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 4);
         let opts = ClusterOptions {
             min_clusters: Some(2),
             max_clusters: Some(4),
-            ..Default::default()
+            ..centroid()
         };
         assert_eq!(cluster(&emb, &opts).unwrap().num_clusters(), 3);
     }
@@ -751,11 +1021,11 @@ mod tests {
         let mut stray = vec![0f32; 16];
         stray[7] = 1.0;
         emb.push(stray);
-        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        let c = cluster(&emb, &centroid()).unwrap();
         assert_eq!(c.num_clusters(), 2);
         // Short file: 6 embeddings still give 2 speakers (bar scales down).
         let (emb, truth) = blobs(2, 3, 16, 0.05);
-        let c = cluster(&emb, &ClusterOptions::default()).unwrap();
+        let c = cluster(&emb, &centroid()).unwrap();
         assert_eq!(c.num_clusters(), 2);
         assert!(same_partition(&c.labels, &truth));
     }
@@ -770,7 +1040,7 @@ mod tests {
             &emb,
             &ClusterOptions {
                 num_clusters: Some(3),
-                ..Default::default()
+                ..centroid()
             },
         )
         .unwrap();
@@ -796,7 +1066,7 @@ mod tests {
         let (emb, truth) = blobs(2, 100, 8, 0.1);
         let opts = ClusterOptions {
             max_points: 51, // not a divisor: the stride hits both interleaved blobs
-            ..Default::default()
+            ..centroid()
         };
         let c = cluster(&emb, &opts).unwrap();
         assert_eq!(c.num_clusters(), 2);

@@ -27,6 +27,7 @@ pub mod error;
 pub mod fbank;
 pub mod pipeline;
 pub mod segmentation;
+pub mod spectral;
 pub mod types;
 
 pub use error::DiarizeError;
