@@ -612,6 +612,40 @@ mod tests {
     }
 
     #[test]
+    fn clustering_flags_reach_the_options() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            d: DiarizeArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("earshot").chain(args.iter().copied()))
+                .map(|c| c.d.options())
+        };
+        let o = parse(&["--diarize"]).unwrap().unwrap().unwrap();
+        assert_eq!(o.clustering, ClusterMethod::Spectral);
+        let o = parse(&[
+            "--diarize",
+            "--diarize-clustering",
+            "centroid",
+            "--diarize-threshold",
+            "0.8",
+        ])
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.clustering, o.threshold), (ClusterMethod::Centroid, 0.8));
+        let err = parse(&["--diarize", "--diarize-clustering", "kmeans"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("spectral or centroid"), "{err}");
+        assert!(parse(&["--diarize", "--diarize-threshold=-1"])
+            .unwrap()
+            .is_err());
+    }
+
+    #[test]
     fn summary_segments_label_turns() {
         let segs = [
             (Some("SPEAKER_00"), " We ship Friday."),

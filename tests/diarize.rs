@@ -12,8 +12,8 @@
 //! Asserted: the diarization error rate (0.25 s collar, best speaker
 //! mapping) stays under 10% on every file, with the right number of
 //! speakers (three and four real voices were under 20% until windows were
-//! embedded in parts and clustered spectrally: 14% and 12% then, 7.0% and
-//! 6.3% now); `--num-speakers` is honoured both
+//! embedded in parts and clustered spectrally: 14% and 12% then, 0.35% and
+//! 3.7% now); `--num-speakers` is honoured both
 //! ways; impossible counts are clear errors; and `transcribe --diarize`
 //! puts the labels into every output format. Missing models or tools fail
 //! the test, never skip it.
@@ -162,7 +162,7 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
 /// only every other window (`--diarize-embed-step 5`, the default until
 /// these recordings showed it) measured 29% and 25% on three and four
 /// voices, against 14% and 12% with every window embedded (whole
-/// windows; 7.0% and 6.3% with 2.5 s parts and spectral clustering).
+/// windows; 0.35% and 3.7% with 2 s parts and spectral clustering).
 #[test]
 fn real_voices_taking_short_turns() {
     let dir = std::env::var_os("EARSHOT_REAL_VOICES_DIR")

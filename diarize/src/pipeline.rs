@@ -17,13 +17,13 @@
 //!    espeak-ng turns) but not on short ones between real voices, where
 //!    the propagated identities drift (DER 29% against 14% on three women
 //!    taking 2-9 s turns; README), so it is off by default.
-//!    With every window embedded and tiling, each window is cut into
-//!    2.5 s parts and each local speaker gets one clip per central part
-//!    (two per window), not one for the whole window: segmentation-3.0
-//!    often gives two real voices taking short turns one local speaker
-//!    (36 of 55 windows of three real voices), and one embedding, one
-//!    identity per window, then gave one voice's turns to the other
-//!    (real-3spk DER 14.2% → 7.0%, with spectral clustering; README).
+//!    With every window embedded and tiling, each window is cut into 2 s
+//!    parts and each local speaker gets one clip per central part (three
+//!    per window), not one for the whole window: segmentation-3.0 often
+//!    gives two real voices taking short turns one local speaker (36 of 55
+//!    windows of three real voices), and one embedding, one identity per
+//!    window, then gave one voice's turns to the other (real-3spk DER
+//!    14.2% → 0.35%, with spectral clustering; README; why 2 s: [`PART_S`]).
 //! 3. Embeddings with enough clean speech are clustered ([`crate::cluster`],
 //!    spectral by default); then, per window part, local speakers are
 //!    given global speakers by an optimal one-to-one assignment on
@@ -71,9 +71,16 @@ const TILE_MIN_EMBEDDED: usize = 12;
 /// (seconds): shorter clips make noisy embeddings.
 const MIN_CLIP_SPAN_S: f64 = 5.0;
 
-/// Shortest part a window's local speakers are split into (seconds; see
-/// [`diarize`]'s parts).
-const MIN_PART_S: f64 = 2.5;
+/// Length of the parts a window's local speakers are split into
+/// (seconds; see [`diarize`]'s parts). 2 s, not the 2.5 s step: with parts
+/// as long as the step every window's part edges fall at the same instants,
+/// and a turn change inside a part is mislabelled by every window alike
+/// (DER real-3spk 6.97%, real-4spk 6.26%, ten-minutes-talk 1.28%); at 2 s
+/// consecutive windows' edges are 0.5 s apart, so a part that straddles a
+/// change in one window is split in the next, and the frames' votes over
+/// the windows settle it (0.35%, 3.66%, 0.89%; 3.33 s parts: 8.23%,
+/// 7.45%). Shorter clips make noisier embeddings; 2 s clustered well.
+const PART_S: f64 = 2.0;
 
 /// What the caller may tune; [`Default`] is pyannote 3.1's pipeline with
 /// a 2.5 s window step, every window embedded (see the fields; missing
@@ -323,12 +330,11 @@ pub fn diarize(
     } else {
         (0.0, win_s)
     };
-    // Parts (module docs): `step_s` long, at least 2.5 s (shorter clips
-    // make noisy embeddings), only when every window is embedded (with
-    // gaps between embedded windows, a part's neighbours would not cover
-    // the parts left out).
+    // Parts (module docs), only when every window is embedded (with gaps
+    // between embedded windows, a part's neighbours would not cover the
+    // parts left out).
     let parts = if tile && embed_every == 1 {
-        ((win_s / opts.step_s.max(MIN_PART_S)).round() as usize).max(1)
+        ((win_s / PART_S).round() as usize).max(1)
     } else {
         1
     };
@@ -1535,7 +1541,7 @@ mod tests {
         // 3 s turns, 0 1 0 2 …: every window hears 1 and 2 in one local
         // speaker. A whole window's local speaker takes one global speaker,
         // so the other voice's turns went to it (whole windows: DER 15.7%);
-        // each 2.5 s part is embedded and assigned on its own (DER 0).
+        // each 2 s part is embedded and assigned on its own (DER 0).
         let script: Vec<(f64, f64, usize, bool)> = (0..40)
             .map(|i| {
                 let who = if i % 2 == 0 { 0 } else { 1 + (i / 2) % 2 };
