@@ -2,10 +2,9 @@
 //! (3D-Speaker's and senko's method, [`crate::spectral`]) by default, or
 //! agglomerative hierarchical clustering with centroid linkage over
 //! L2-normalised vectors, the way pyannote.audio 3.x does it; plus the
-//! optimal one-to-one
-//! assignment ([`max_assignment`], Hungarian algorithm) that both the
-//! pipeline (local speakers → clusters) and DER (hypothesis → reference
-//! labels) need.
+//! optimal one-to-one assignment ([`max_assignment`], Hungarian
+//! algorithm) that both the pipeline (local speakers → clusters) and DER
+//! (hypothesis → reference labels) need.
 //!
 //! Why spectral by default: the pipeline embeds each window's speakers in
 //! 2 s parts (two voices the segmentation network gives one local speaker
@@ -51,7 +50,7 @@ pub const SPECTRAL_MIN_POINTS: usize = 10;
 pub const SPECTRAL_MAX_POINTS: usize = 1500;
 
 /// Spectral clusters with fewer members join the nearest larger one
-/// (3D-Speaker's `min_cluster_size` is 4; lower under 50 embeddings, see
+/// (3D-Speaker's `min_cluster_size` is 4; lower under 45 embeddings, see
 /// `spectral_points`). 5: with 2 s parts every second of speech gets about
 /// one clip at the default step, and at 4 the espeak-ng 2-voice turns at a
 /// 2 s step kept two clusters of 4 stray clips (4 speakers for 2); 5, 6
@@ -238,8 +237,9 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions) -> Result<Cluster
 
 /// Spectral labels (0..k, arbitrary order) of unit vectors, then
 /// 3D-Speaker's two clean-ups unless the count is given: clusters under
-/// [`SPECTRAL_MIN_CLUSTER_SIZE`] (or a tenth of the embeddings) join the most similar larger one (the
-/// eigengap gives a stray group of a few clips its own speaker), and the
+/// [`SPECTRAL_MIN_CLUSTER_SIZE`] (or a tenth of the embeddings) join the
+/// most similar larger one (the eigengap gives a stray group of a few
+/// clips its own speaker), and the
 /// two most similar clusters merge while their means are closer than
 /// [`SPECTRAL_MERGE_COSINE`] (one voice in two registers). Neither goes
 /// below `min_clusters`.
@@ -267,7 +267,7 @@ fn spectral_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
     }
     // The bar shrinks with few embeddings as the dendrogram's does: 14
     // clips of three speakers (embedding every fifth window of 50 s) had
-    // a speaker heard in 3, folded away at a bar of 4.
+    // a speaker heard in 3, folded away at a fixed bar.
     let bar = SPECTRAL_MIN_CLUSTER_SIZE.min(((0.1 * points.len() as f64).round() as usize).max(1));
     let major: Vec<usize> = (0..k).filter(|&c| sizes[c] >= bar).collect();
     if major.is_empty() {
