@@ -770,9 +770,13 @@ fn window_clips(
     let n_on: Vec<usize> = (0..frames)
         .map(|f| (0..act.speakers).filter(|&s| on(f, s)).count())
         .collect();
-    let valid_frames = (0..frames)
-        .filter(|&f| frame_samples(timing, f, valid).1 > frame_samples(timing, f, valid).0)
-        .count();
+    let has_samples: Vec<bool> = (0..frames)
+        .map(|f| {
+            let (a, b) = frame_samples(timing, f, valid);
+            b > a
+        })
+        .collect();
+    let valid_frames = has_samples.iter().filter(|&&h| h).count();
     let clip = |sel: &dyn Fn(usize) -> bool| -> Vec<f32> {
         let mut out = Vec::new();
         let mut last_hi = 0;
@@ -793,10 +797,7 @@ fn window_clips(
         // window: that is another part's speech).
         for (q, _) in parts.embedded.iter().enumerate().filter(|(_, &e)| e) {
             let valid_frames = (0..frames)
-                .filter(|&f| {
-                    parts.of[f] == q
-                        && frame_samples(timing, f, valid).1 > frame_samples(timing, f, valid).0
-                })
+                .filter(|&f| parts.of[f] == q && has_samples[f])
                 .count();
             for s in 0..act.speakers {
                 let sel = |f: usize| parts.of[f] == q && on(f, s) && n_on[f] == 1;
@@ -952,6 +953,40 @@ mod tests {
     const FRAMES: usize = 200;
     const FRAME: usize = WIN / FRAMES;
 
+    /// Back-to-back frames of `frame` samples.
+    fn frame_timing(frame: usize) -> FrameTiming {
+        FrameTiming {
+            start_s: 0.0,
+            step_s: frame as f64 / SAMPLE_RATE as f64,
+            duration_s: frame as f64 / SAMPLE_RATE as f64,
+        }
+    }
+
+    /// A window's activity read back from its rendered script: speaker `k`
+    /// is active in local slot `slot` (for each `(k, slot)`) in the frames
+    /// of `frame` samples where it sounds in most samples.
+    fn script_activity(
+        w: &[f32],
+        frame: usize,
+        slots: impl IntoIterator<Item = (usize, usize)> + Clone,
+    ) -> WindowActivity {
+        let mut probs = vec![0.02f32; FRAMES * 3];
+        for f in 0..FRAMES {
+            let samples = &w[f * frame..(f + 1) * frame];
+            for (k, slot) in slots.clone() {
+                let on = samples.iter().filter(|&&v| code(v) & (1 << k) != 0).count();
+                if on * 2 > frame {
+                    probs[f * 3 + slot] = 0.95;
+                }
+            }
+        }
+        WindowActivity {
+            frames: FRAMES,
+            speakers: 3,
+            probs,
+        }
+    }
+
     /// Segmenter that reads the script back from the samples and reports
     /// local speakers in a per-window shuffled order (a fresh one per run:
     /// the order follows the window count).
@@ -971,11 +1006,7 @@ mod tests {
             3
         }
         fn timing(&self) -> FrameTiming {
-            FrameTiming {
-                start_s: 0.0,
-                step_s: FRAME as f64 / SAMPLE_RATE as f64,
-                duration_s: FRAME as f64 / SAMPLE_RATE as f64,
-            }
+            frame_timing(FRAME)
         }
         fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
             const PERMS: [[usize; 3]; 6] = [
@@ -991,21 +1022,7 @@ mod tests {
                 .map(|w| {
                     let i = self.windows.fetch_add(1, Ordering::Relaxed);
                     let perm = PERMS[(i * 7 + i / 3) % 6];
-                    let mut probs = vec![0.02f32; FRAMES * 3];
-                    for f in 0..FRAMES {
-                        let frame = &w[f * FRAME..(f + 1) * FRAME];
-                        for (k, &slot) in perm.iter().enumerate() {
-                            let on = frame.iter().filter(|&&v| code(v) & (1 << k) != 0).count();
-                            if on * 2 > FRAME {
-                                probs[f * 3 + slot] = 0.95;
-                            }
-                        }
-                    }
-                    WindowActivity {
-                        frames: FRAMES,
-                        speakers: 3,
-                        probs,
-                    }
+                    script_activity(w, FRAME, perm.iter().copied().enumerate())
                 })
                 .collect())
         }
@@ -1506,32 +1523,12 @@ mod tests {
             3
         }
         fn timing(&self) -> FrameTiming {
-            FrameTiming {
-                start_s: 0.0,
-                step_s: FRAME10 as f64 / SAMPLE_RATE as f64,
-                duration_s: FRAME10 as f64 / SAMPLE_RATE as f64,
-            }
+            frame_timing(FRAME10)
         }
         fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
             Ok(windows
                 .iter()
-                .map(|w| {
-                    let mut probs = vec![0.02f32; FRAMES * 3];
-                    for f in 0..FRAMES {
-                        let frame = &w[f * FRAME10..(f + 1) * FRAME10];
-                        for (k, slot) in [(0, 0), (1, 1), (2, 1)] {
-                            let on = frame.iter().filter(|&&v| code(v) & (1 << k) != 0).count();
-                            if on * 2 > FRAME10 {
-                                probs[f * 3 + slot] = 0.95;
-                            }
-                        }
-                    }
-                    WindowActivity {
-                        frames: FRAMES,
-                        speakers: 3,
-                        probs,
-                    }
-                })
+                .map(|w| script_activity(w, FRAME10, [(0, 0), (1, 1), (2, 1)]))
                 .collect())
         }
     }
