@@ -42,7 +42,9 @@
 //!
 //! Statistics pooling makes padding anything but neutral, so
 //! [`EmbedModel::embed`] batches only clips with the same number of frames
-//! and runs the rest one by one.
+//! and runs the rest one by one; to make equal lengths common the
+//! diarization cuts every clip to a whole number of tenths of a second
+//! first ([`LENGTH_QUANTUM`], [`EmbedModel::batchable_samples`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -61,6 +63,26 @@ const BN_EPS: f64 = 1e-5;
 const SEG_LEN: usize = 100;
 /// Most clips of one length run together.
 const MAX_BATCH: usize = 16;
+/// The diarization cuts its clips to a multiple of this many fbank frames
+/// (0.1 s: [`EmbedModel::batchable_samples`]) before they are embedded, so
+/// that clips of nearly the same length share a batch (only equal lengths
+/// can: see the module docs). Uncut, the
+/// diarization's clips (a speaker's clean frames in a 2 s part) came in
+/// ~13 lengths per 32, so most ran alone, as GEMMs too small to keep two
+/// cores busy. Cut, on a 10-minute call on 2 cores: CAM++ 12.2–13.0 s →
+/// 9.1–10.4 s, DER 0.89% → 0.82%. (A clip loses under 0.1 s of its
+/// 0.5–2 s.)
+const LENGTH_QUANTUM: usize = 10;
+
+/// The frames of a `frames`-frame clip worth embedding for batching: the
+/// most that are a multiple of [`LENGTH_QUANTUM`], all of a shorter clip.
+fn batchable_frames(frames: usize) -> usize {
+    if frames < LENGTH_QUANTUM {
+        frames
+    } else {
+        frames - frames % LENGTH_QUANTUM
+    }
+}
 
 /// The network's shape: 3D-Speaker's defaults are what the published
 /// weights use; small values make the tiny test networks.
@@ -723,6 +745,7 @@ impl CamPlus {
             }
             by_len.entry(f.len()).or_default().push(i);
         }
+        tracing::trace!(clips = feats.len(), lengths = by_len.len(), "CAM++ batch");
         let mut out = vec![Vec::new(); feats.len()];
         for (t, idx) in by_len {
             for chunk in idx.chunks(MAX_BATCH) {
@@ -820,6 +843,18 @@ impl EmbedModel for CamPlus {
 
     fn min_samples(&self) -> usize {
         SAMPLE_RATE / 2
+    }
+
+    /// The samples of a clip's first whole tenths of a second of fbank
+    /// frames ([`LENGTH_QUANTUM`]).
+    fn batchable_samples(&self, samples: usize) -> usize {
+        let frames = fbank::num_frames(samples);
+        let keep = batchable_frames(frames);
+        if keep == frames || keep == 0 {
+            samples
+        } else {
+            fbank::FRAME_LENGTH + (keep - 1) * fbank::FRAME_SHIFT
+        }
     }
 }
 
@@ -1067,6 +1102,34 @@ mod tests {
         for (x, y) in both[1].iter().zip(&one[0]) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn clips_are_cut_to_whole_quanta_of_frames() {
+        assert_eq!(batchable_frames(3), 3);
+        assert_eq!(batchable_frames(LENGTH_QUANTUM), LENGTH_QUANTUM);
+        assert_eq!(batchable_frames(209), 200);
+        assert_eq!(batchable_frames(200), 200);
+        let cfg = tiny_config();
+        let net = CamPlus::from_tensors(&tiny_tensors(&cfg, 7), cfg, &Device::Cpu).unwrap();
+        let samples = |frames: usize| fbank::FRAME_LENGTH + (frames - 1) * fbank::FRAME_SHIFT;
+        // 209 and 203 frames (with a partial hop left over) are both cut
+        // to 200, so they share a batch; 200 and very short clips stay.
+        for n in [samples(209) + 100, samples(203)] {
+            let keep = net.batchable_samples(n);
+            assert_eq!(keep, samples(200), "{n} samples");
+            assert_eq!(fbank::num_frames(keep), 200);
+        }
+        assert_eq!(net.batchable_samples(samples(200)), samples(200));
+        assert_eq!(net.batchable_samples(samples(7)), samples(7));
+        assert_eq!(net.batchable_samples(100), 100);
+        // The model itself embeds what it is given: a clip and its cut
+        // differ (the cut drops a loud tail).
+        let mut long = clip(samples(200), 6);
+        long.extend((0..9 * fbank::FRAME_SHIFT).map(|i| if i % 7 < 3 { 0.9 } else { -0.9 }));
+        let cut = &long[..net.batchable_samples(long.len())];
+        let out = net.embed(&[&long, cut]).unwrap();
+        assert_ne!(out[0], out[1]);
     }
 
     #[test]

@@ -40,9 +40,13 @@ pub const DEFAULT_THRESHOLD: f64 = 0.704_565_496_394_579_9;
 /// pyannote 3.1's minimum cluster size (scaled down for short recordings).
 pub const DEFAULT_MIN_CLUSTER_SIZE: usize = 12;
 
-/// Fewest embeddings spectral clustering is used for (3D-Speaker's line:
-/// below it, its pipeline says one speaker; here the dendrogram decides).
-pub const SPECTRAL_MIN_POINTS: usize = 10;
+/// Fewest embeddings spectral clustering is used for; below it the
+/// dendrogram decides (3D-Speaker's line is 10, below which its pipeline
+/// says one speaker). With a few dozen embeddings the eigengap is fragile:
+/// pyannote's 30 s sample (15 embeddings, two speakers) came out as 2 or
+/// 3 speakers depending on whether clips were cut to a multiple of 7 or 8
+/// fbank frames, while the dendrogram found 2 at every cut tried.
+pub const SPECTRAL_MIN_POINTS: usize = 30;
 
 /// Most embeddings spectral clustering takes directly: its eigen-solver is
 /// O(n³) (about 1 s at 1000 on one core); beyond, an evenly spaced
@@ -966,6 +970,20 @@ mod tests {
             cluster(&emb, &ClusterOptions::default()).unwrap(),
             cluster(&emb, &centroid()).unwrap()
         );
+        // Where the line is: a cut at the largest distance makes one
+        // cluster of anything, spectral clustering does not read it. So 27
+        // embeddings of three voices are one speaker (the dendrogram
+        // decided), 30 are three (the eigengap did).
+        let cut_all = ClusterOptions {
+            threshold: 2.0,
+            ..ClusterOptions::default()
+        };
+        let (emb, _) = blobs(3, 9, 16, 0.1);
+        assert!(emb.len() < SPECTRAL_MIN_POINTS);
+        assert_eq!(cluster(&emb, &cut_all).unwrap().num_clusters(), 1);
+        let (emb, _) = blobs(3, 10, 16, 0.1);
+        assert_eq!(emb.len(), SPECTRAL_MIN_POINTS);
+        assert_eq!(cluster(&emb, &cut_all).unwrap().num_clusters(), 3);
         assert_eq!(
             "spectral".parse::<ClusterMethod>().unwrap(),
             ClusterMethod::Spectral

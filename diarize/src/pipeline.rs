@@ -129,7 +129,10 @@ pub struct DiarizeOptions {
     pub min_duration_on_s: f64,
     /// Windows per segmentation call.
     pub segment_batch: usize,
-    /// Clips per embedding call.
+    /// Clips per embedding call: the embedding model batches the clips of
+    /// one call that have the same length, so more clips per call make
+    /// fuller batches (128 rather than 32: CAM++ 10.7 s → 9.8 s on a
+    /// 10-minute call on 2 cores).
     pub embed_batch: usize,
 }
 
@@ -149,7 +152,7 @@ impl Default for DiarizeOptions {
             min_duration_off_s: 0.0,
             min_duration_on_s: 0.0,
             segment_batch: 32,
-            embed_batch: 32,
+            embed_batch: 128,
         }
     }
 }
@@ -421,6 +424,8 @@ pub fn diarize(
                     clean_frames,
                     valid_frames,
                 });
+                let mut clip = clip;
+                clip.truncate(emb.batchable_samples(clip.len()));
                 pending.push(clip);
                 if pending.len() >= opts.embed_batch {
                     let t = std::time::Instant::now();
@@ -1171,6 +1176,48 @@ mod tests {
         assert_eq!(d.speakers, 3);
         let r = der_of(script, &d);
         assert!(r.der < 0.02, "{r:?}");
+    }
+
+    /// Asks for clips cut to whole multiples of 777 samples and records the
+    /// lengths it is given.
+    struct Rounding(std::sync::Mutex<Vec<usize>>);
+
+    impl EmbedModel for Rounding {
+        fn dimension(&self) -> usize {
+            DIM
+        }
+        fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+            self.0.lock().unwrap().extend(clips.iter().map(|c| c.len()));
+            FakeEmbed.embed(clips)
+        }
+        fn batchable_samples(&self, samples: usize) -> usize {
+            samples - samples % 777
+        }
+    }
+
+    #[test]
+    fn clips_are_cut_as_the_embedding_model_asks() {
+        let script = &[
+            (0.0, 6.0, 0, false),
+            (6.0, 13.0, 1, false),
+            (13.5, 20.0, 2, false),
+            (19.0, 27.0, 0, false),
+            (27.0, 35.0, 2, false),
+        ];
+        let audio = render(script, 35.0);
+        let emb = Rounding(Default::default());
+        let d = diarize(
+            &audio,
+            &FakeSeg::default(),
+            &emb,
+            &DiarizeOptions::default(),
+        )
+        .unwrap();
+        let lens = emb.0.into_inner().unwrap();
+        assert!(!lens.is_empty());
+        assert!(lens.iter().all(|n| n % 777 == 0), "{lens:?}");
+        assert_eq!(d.speakers, 3);
+        assert!(der_of(script, &d).der < 0.03);
     }
 
     /// Counts the clips it embeds.

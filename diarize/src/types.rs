@@ -81,6 +81,12 @@ pub trait EmbedModel: Sync {
     fn min_samples(&self) -> usize {
         SAMPLE_RATE / 2
     }
+    /// How many of a `samples`-long clip's first samples the pipeline
+    /// should embed so that its clips batch well (a model that batches
+    /// only clips of equal length rounds lengths down); all by default.
+    fn batchable_samples(&self, samples: usize) -> usize {
+        samples
+    }
 }
 
 /// One speaker turn on the recording's timeline (seconds). `speaker` is a
