@@ -1178,34 +1178,57 @@ mod tests {
         assert!(r.der < 0.02, "{r:?}");
     }
 
-    /// Asks for clips cut to whole multiples of 777 samples and records the
-    /// lengths it is given.
-    struct Rounding(std::sync::Mutex<Vec<usize>>);
+    /// Three voices taking turns over 50 s, one overlap (19–20 s).
+    const THREE_VOICES: &[(f64, f64, usize, bool)] = &[
+        (0.0, 6.0, 0, false),
+        (6.0, 13.0, 1, false),
+        (13.5, 20.0, 2, false),
+        (19.0, 27.0, 0, false),
+        (27.0, 35.0, 2, false),
+        (35.0, 41.0, 1, false),
+        (41.0, 50.0, 0, false),
+    ];
 
-    impl EmbedModel for Rounding {
+    /// [`FakeEmbed`] that records the length of every clip it embeds and
+    /// asks for clips cut to whole multiples of `quantum` samples (1: uncut).
+    struct Recording {
+        quantum: usize,
+        lengths: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Recording {
+        fn new(quantum: usize) -> Self {
+            Self {
+                quantum,
+                lengths: Default::default(),
+            }
+        }
+
+        fn lengths(self) -> Vec<usize> {
+            self.lengths.into_inner().unwrap()
+        }
+    }
+
+    impl EmbedModel for Recording {
         fn dimension(&self) -> usize {
             DIM
         }
         fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-            self.0.lock().unwrap().extend(clips.iter().map(|c| c.len()));
+            self.lengths
+                .lock()
+                .unwrap()
+                .extend(clips.iter().map(|c| c.len()));
             FakeEmbed.embed(clips)
         }
         fn batchable_samples(&self, samples: usize) -> usize {
-            samples - samples % 777
+            samples - samples % self.quantum
         }
     }
 
     #[test]
     fn clips_are_cut_as_the_embedding_model_asks() {
-        let script = &[
-            (0.0, 6.0, 0, false),
-            (6.0, 13.0, 1, false),
-            (13.5, 20.0, 2, false),
-            (19.0, 27.0, 0, false),
-            (27.0, 35.0, 2, false),
-        ];
-        let audio = render(script, 35.0);
-        let emb = Rounding(Default::default());
+        let audio = render(THREE_VOICES, 50.0);
+        let emb = Recording::new(777);
         let d = diarize(
             &audio,
             &FakeSeg::default(),
@@ -1213,50 +1236,28 @@ mod tests {
             &DiarizeOptions::default(),
         )
         .unwrap();
-        let lens = emb.0.into_inner().unwrap();
+        let lens = emb.lengths();
         assert!(!lens.is_empty());
         assert!(lens.iter().all(|n| n % 777 == 0), "{lens:?}");
         assert_eq!(d.speakers, 3);
-        assert!(der_of(script, &d).der < 0.03);
-    }
-
-    /// Counts the clips it embeds.
-    struct Counting(std::sync::atomic::AtomicUsize);
-
-    impl EmbedModel for Counting {
-        fn dimension(&self) -> usize {
-            DIM
-        }
-        fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-            self.0
-                .fetch_add(clips.len(), std::sync::atomic::Ordering::Relaxed);
-            FakeEmbed.embed(clips)
-        }
+        assert!(der_of(THREE_VOICES, &d).der < 0.03);
     }
 
     #[test]
     fn embedding_every_few_windows_keeps_identities() {
         // Three speakers, one overlap: the windows between embedded ones
         // must take the right identities from their neighbours.
-        let script = &[
-            (0.0, 6.0, 0, false),
-            (6.0, 13.0, 1, false),
-            (13.5, 20.0, 2, false),
-            (19.0, 27.0, 0, false),
-            (27.0, 35.0, 2, false),
-            (35.0, 41.0, 1, false),
-            (41.0, 50.0, 0, false),
-        ];
+        let script = THREE_VOICES;
         let audio = render(script, 50.0);
         let run = |embed_step_s: Option<f64>| {
-            let counter = Counting(Default::default());
+            let counter = Recording::new(1);
             let opts = DiarizeOptions {
                 step_s: 1.0,
                 embed_step_s,
                 ..Default::default()
             };
             let d = diarize(&audio, &FakeSeg::default(), &counter, &opts).unwrap();
-            (d, counter.0.into_inner())
+            (d, counter.lengths().len())
         };
         let (every, n_every) = run(None);
         let (also_every, n_also) = run(Some(1.0));
@@ -1275,7 +1276,7 @@ mod tests {
             .map(|i| (i as f64 * 7.5, i as f64 * 7.5 + 7.0, i % 3, false))
             .collect();
         let audio = render(&long, 150.0);
-        let counter = Counting(Default::default());
+        let counter = Recording::new(1);
         let d = diarize(
             &audio,
             &FakeSeg::default(),
@@ -1286,7 +1287,7 @@ mod tests {
         assert_eq!(d.speakers, 3);
         let r = der_of(&long, &d);
         assert!(r.der < 0.03, "{r:?} {:?}", d.turns);
-        assert!(counter.0.into_inner() >= TILE_MIN_EMBEDDED);
+        assert!(counter.lengths().len() >= TILE_MIN_EMBEDDED);
 
         let bad = DiarizeOptions {
             embed_step_s: Some(0.0),
