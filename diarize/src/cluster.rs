@@ -243,10 +243,9 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions) -> Result<Cluster
 /// 3D-Speaker's two clean-ups unless the count is given: clusters under
 /// [`SPECTRAL_MIN_CLUSTER_SIZE`] (or a tenth of the embeddings) join the
 /// most similar larger one (the eigengap gives a stray group of a few
-/// clips its own speaker), and the
-/// two most similar clusters merge while their means are closer than
-/// [`SPECTRAL_MERGE_COSINE`] (one voice in two registers). Neither goes
-/// below `min_clusters`.
+/// clips its own speaker), and the two most similar clusters merge while
+/// their means are closer than [`SPECTRAL_MERGE_COSINE`] (one voice in two
+/// registers). Neither goes below `min_clusters`.
 fn spectral_points(points: &[&[f64]], opts: &ClusterOptions) -> Vec<usize> {
     let sopts = SpectralOptions {
         num_clusters: opts.num_clusters,

@@ -414,7 +414,7 @@ pub fn diarize(
                 of: &part_of,
                 embedded: &embedded_parts,
             };
-            for (speaker, part, clean_frames, valid_frames, clip) in
+            for (speaker, part, clean_frames, valid_frames, mut clip) in
                 window_clips(&act, slices[i], valid, &timing, min_samples, span, &cuts)
             {
                 items.push(Item {
@@ -424,7 +424,6 @@ pub fn diarize(
                     clean_frames,
                     valid_frames,
                 });
-                let mut clip = clip;
                 clip.truncate(emb.batchable_samples(clip.len()));
                 pending.push(clip);
                 if pending.len() >= opts.embed_batch {

@@ -825,14 +825,16 @@ const SEQS: usize = 4;
 const SEQS_WIDE: usize = 8;
 
 /// How [`lstm_recurrence`] runs a job's steps: the widest the CPU has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered: each kernel needs what the ones before it need, and more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Kernel {
     /// Plain Rust, any CPU.
     Portable,
     /// The same code compiled for AVX2 and FMA.
     Avx2,
-    /// AVX-512 intrinsics for the product, [`SEQS_WIDE`] sequences a job.
+    /// AVX-512 intrinsics for the product (the rest compiled for AVX2 and
+    /// FMA too), [`SEQS_WIDE`] sequences a job.
     Avx512,
 }
 
@@ -840,12 +842,12 @@ impl Kernel {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Kernel::Avx512;
+                }
                 return Kernel::Avx2;
             }
         }
@@ -855,19 +857,11 @@ impl Kernel {
     /// Every kernel this CPU can run (for the tests).
     #[cfg(test)]
     fn available() -> Vec<Self> {
-        let mut out = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                out.push(Kernel::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                out.push(Kernel::Avx512);
-            }
-        }
-        out
+        let best = Self::detect();
+        [Kernel::Portable, Kernel::Avx2, Kernel::Avx512]
+            .into_iter()
+            .filter(|&k| k <= best)
+            .collect()
     }
 
     fn seqs(self) -> usize {
@@ -978,8 +972,8 @@ struct Group<'a> {
 fn recur_group(kernel: Kernel, job: &Group, hs: &mut [f32]) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: only chosen when the CPU has AVX-512F (Kernel::detect,
-        // Kernel::available).
+        // SAFETY: only chosen when the CPU has AVX-512F, AVX2 and FMA
+        // (Kernel::detect, Kernel::available).
         Kernel::Avx512 => unsafe { recur_group_avx512(job, hs) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only chosen when the CPU has AVX2 and FMA.
