@@ -113,6 +113,33 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// No transparent huge pages where Whisper runs. mimalloc asks for them
+/// on its arenas (`MADV_HUGEPAGE`), and the kernel then zeroes, and may
+/// compact memory for, a whole 2 MiB page at a first touch: on the 2-core
+/// VM, plain `transcribe` of 10 minutes spent 5.6-7.2 s in the kernel with
+/// them and 2.1-2.3 s without, and took 23.3-25.9 s against 20.0-21.4 s
+/// (alternating runs; `--word-timestamps`, `--diarize` and `diarize` alone
+/// within noise; README, Diarization). The LLM's decoding, which streams
+/// its weights through the TLB, was 1-9% slower without them, so the
+/// LLM-only commands (`generate`, `summarize`) keep them. The same trade
+/// is known from mimalloc's tracker (microsoft/mimalloc#1323).
+/// `MIMALLOC_ALLOW_THP` set to anything leaves the choice to mimalloc
+/// (`1`: huge pages everywhere).
+fn no_transparent_huge_pages() {
+    if cfg!(feature = "system-alloc") {
+        return;
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with an integer flag; it touches no memory of ours.
+    // A kernel without the option refuses it, which changes nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// candle's setting for how long its idle CPU pool threads spin.
 const CANDLE_SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 /// earshot's default for it (candle's own is 25,000).
@@ -121,6 +148,9 @@ const CANDLE_SPIN_LIMIT: &str = "2000";
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Generate(_) | Command::Summarize(_)) {
+        no_transparent_huge_pages();
+    }
     if let Some(n) = cli.threads {
         // candle's CPU kernels size their pools from this.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -159,5 +189,37 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux", not(feature = "system-alloc")))]
+mod tests {
+    use super::*;
+
+    fn thp_enabled() -> String {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_string())
+            .expect("a kernel that reports THP_enabled (Linux 5.0+)")
+    }
+
+    /// One test, not two: both halves set the process's flag and the
+    /// environment, which tests in one process would race on.
+    #[test]
+    fn transparent_huge_pages_are_off_unless_mimalloc_is_told_otherwise() {
+        // SAFETY: prctl with integer flags.
+        let allow = || unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+        allow();
+        std::env::remove_var("MIMALLOC_ALLOW_THP");
+        no_transparent_huge_pages();
+        assert_eq!(thp_enabled(), "0");
+
+        allow();
+        std::env::set_var("MIMALLOC_ALLOW_THP", "1");
+        no_transparent_huge_pages();
+        std::env::remove_var("MIMALLOC_ALLOW_THP");
+        assert_eq!(thp_enabled(), "1");
     }
 }
