@@ -96,6 +96,8 @@ pub fn alignment_matrix(
     }
     let mut w = vec![0f32; rows * frames];
     let mut filtered = vec![0f32; frames];
+    let mut mean = vec![0f32; frames];
+    let mut std = vec![0f32; frames];
     for h in 0..heads {
         for r in 0..rows {
             let src = &scores[(h * rows + r) * stride..(h * rows + r) * stride + frames];
@@ -109,16 +111,26 @@ pub fn alignment_matrix(
             let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
             dst.iter_mut().for_each(|d| *d *= inv);
         }
-        for f in 0..frames {
-            let mean = (0..rows).map(|r| w[r * frames + f]).sum::<f32>() / rows as f32;
-            let var = (0..rows)
-                .map(|r| (w[r * frames + f] - mean).powi(2))
-                .sum::<f32>()
-                / rows as f32;
-            let std = var.sqrt();
-            for r in 0..rows {
-                let x = &mut w[r * frames + f];
-                *x = if std > 0.0 { (*x - mean) / std } else { 0.0 };
+        // Column statistics accumulated a row at a time: each frame's sums
+        // add the rows in the same order as a walk down the column would
+        // (so the same floats), but memory is read in rows, not 6 KB apart.
+        mean.fill(0.0);
+        for row in w.chunks_exact(frames) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += x;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rows as f32);
+        std.fill(0.0);
+        for row in w.chunks_exact(frames) {
+            for ((v, &m), &x) in std.iter_mut().zip(&mean).zip(row) {
+                *v += (x - m).powi(2);
+            }
+        }
+        std.iter_mut().for_each(|v| *v = (*v / rows as f32).sqrt());
+        for row in w.chunks_exact_mut(frames) {
+            for ((x, &m), &sd) in row.iter_mut().zip(&mean).zip(&std) {
+                *x = if sd > 0.0 { (*x - m) / sd } else { 0.0 };
             }
         }
         for r in 0..rows {
@@ -142,18 +154,73 @@ pub fn median_filter(x: &[f32], width: usize, out: &mut [f32]) {
         out[..n].copy_from_slice(x);
         return;
     }
+    if width == 7 {
+        // Whisper's width: inside the row the window is a plain slice and
+        // its median comes from a sorting network (the order is
+        // `total_cmp`'s, as below, so the same float comes out); only the
+        // three samples at each end read reflected neighbours.
+        for (j, o) in out.iter_mut().enumerate().take(n) {
+            *o = if j >= 3 && j + 3 < n {
+                let w: &[f32; 7] = x[j - 3..j + 4].try_into().expect("seven samples");
+                median7(*w)
+            } else {
+                let mut w = [0f32; 7];
+                for (k, slot) in w.iter_mut().enumerate() {
+                    *slot = x[reflect(j as isize + k as isize - 3, n)];
+                }
+                median7(w)
+            };
+        }
+        return;
+    }
     let mut win = vec![0f32; width];
     for (j, o) in out.iter_mut().enumerate().take(n) {
         for (k, slot) in win.iter_mut().enumerate() {
-            let mut read = (j as isize + k as isize - half as isize).unsigned_abs();
-            if read >= n {
-                read = 2 * n - read - 2;
-            }
-            *slot = x[read];
+            *slot = x[reflect(j as isize + k as isize - half as isize, n)];
         }
         win.select_nth_unstable_by(half, |a, b| a.total_cmp(b));
         *o = win[half];
     }
+}
+
+/// Index `i` of a row of `n` samples, reflected at both ends
+/// (`-1 → 1`, `n → n − 2`); `n` must exceed `|i|` and `i − n + 2`.
+fn reflect(i: isize, n: usize) -> usize {
+    let read = i.unsigned_abs();
+    if read >= n {
+        2 * n - read - 2
+    } else {
+        read
+    }
+}
+
+/// The median of seven values under `f32::total_cmp`: a 16-comparator
+/// sorting network, then the middle.
+fn median7(mut v: [f32; 7]) -> f32 {
+    const NET: [(usize, usize); 16] = [
+        (0, 6),
+        (2, 3),
+        (4, 5),
+        (0, 2),
+        (1, 4),
+        (3, 6),
+        (0, 1),
+        (2, 5),
+        (3, 4),
+        (1, 2),
+        (4, 6),
+        (2, 3),
+        (4, 5),
+        (1, 2),
+        (3, 4),
+        (5, 6),
+    ];
+    for (a, b) in NET {
+        if v[a].total_cmp(&v[b]).is_gt() {
+            v.swap(a, b);
+        }
+    }
+    v[3]
 }
 
 /// Dynamic time warping that maximises the summed matrix along a monotone
@@ -589,6 +656,58 @@ mod tests {
         let mut o3 = [0f32; 3];
         median_filter(&[3.0, 1.0, 2.0], 7, &mut o3);
         assert_eq!(o3, [3.0, 1.0, 2.0]);
+    }
+
+    /// The width-7 path (slices and a sorting network) against the
+    /// generic one (reflected reads and a selection), on rows with ties,
+    /// signed zeros and infinities, at lengths around the reflect edges;
+    /// and the network sorts every 0/1 input (so every input).
+    #[test]
+    fn median_of_seven_matches_the_generic_filter_to_the_bit() {
+        for mask in 0u32..128 {
+            let mut v = [0f32; 7];
+            for (k, x) in v.iter_mut().enumerate() {
+                *x = ((mask >> k) & 1) as f32;
+            }
+            let ones = mask.count_ones() as usize;
+            assert_eq!(median7(v), if ones >= 4 { 1.0 } else { 0.0 }, "{mask:07b}");
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pick = [0.0, -0.0, 1.0, -1.0, 0.5, f32::INFINITY, f32::NEG_INFINITY];
+        for n in [4usize, 5, 6, 7, 8, 9, 13, 64, 1500] {
+            for _ in 0..20 {
+                let x: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let r = next();
+                        if r % 3 == 0 {
+                            pick[(r >> 8) as usize % pick.len()]
+                        } else {
+                            ((r >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0) as f32
+                        }
+                    })
+                    .collect();
+                let mut fast = vec![0f32; n];
+                median_filter(&x, 7, &mut fast);
+                let mut slow = vec![0f32; n];
+                let half = 3;
+                let mut win = [0f32; 7];
+                for (j, o) in slow.iter_mut().enumerate() {
+                    for (k, slot) in win.iter_mut().enumerate() {
+                        *slot = x[reflect(j as isize + k as isize - half, n)];
+                    }
+                    win.select_nth_unstable_by(3, |a, b| a.total_cmp(b));
+                    *o = win[3];
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&slow), "n = {n}, x = {x:?}");
+            }
+        }
     }
 
     #[test]
