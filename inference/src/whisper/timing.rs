@@ -184,7 +184,7 @@ pub fn median_filter(x: &[f32], width: usize, out: &mut [f32]) {
 }
 
 /// Index `i` of a row of `n` samples, reflected at both ends
-/// (`-1 → 1`, `n → n − 2`); `n` must exceed `|i|` and `i − n + 2`.
+/// (`-1 → 1`, `n → n − 2`); valid for `−n < i ≤ 2n − 2`.
 fn reflect(i: isize, n: usize) -> usize {
     let read = i.unsigned_abs();
     if read >= n {
@@ -661,7 +661,8 @@ mod tests {
     /// The width-7 path (slices and a sorting network) against the
     /// generic one (reflected reads and a selection), on rows with ties,
     /// signed zeros and infinities, at lengths around the reflect edges;
-    /// and the network sorts every 0/1 input (so every input).
+    /// and the network's middle output is the median of every 0/1 input,
+    /// so (the 0-1 principle) of every input.
     #[test]
     fn median_of_seven_matches_the_generic_filter_to_the_bit() {
         for mask in 0u32..128 {
