@@ -154,32 +154,26 @@ pub fn median_filter(x: &[f32], width: usize, out: &mut [f32]) {
         out[..n].copy_from_slice(x);
         return;
     }
-    if width == 7 {
-        // Whisper's width: inside the row the window is a plain slice and
-        // its median comes from a sorting network (the order is
-        // `total_cmp`'s, as below, so the same float comes out); only the
-        // three samples at each end read reflected neighbours.
-        for (j, o) in out.iter_mut().enumerate().take(n) {
-            *o = if j >= 3 && j + 3 < n {
-                let w: &[f32; 7] = x[j - 3..j + 4].try_into().expect("seven samples");
-                median7(*w)
-            } else {
-                let mut w = [0f32; 7];
-                for (k, slot) in w.iter_mut().enumerate() {
-                    *slot = x[reflect(j as isize + k as isize - 3, n)];
-                }
-                median7(w)
-            };
-        }
-        return;
-    }
+    // Inside the row a window is a plain slice; only the `half` samples
+    // at each end read reflected neighbours. Whisper's width, 7, takes its
+    // median from a sorting network in `total_cmp`'s order, the order the
+    // selection uses, so the same float comes out.
     let mut win = vec![0f32; width];
     for (j, o) in out.iter_mut().enumerate().take(n) {
-        for (k, slot) in win.iter_mut().enumerate() {
-            *slot = x[reflect(j as isize + k as isize - half as isize, n)];
+        if j >= half && j - half + width <= n {
+            win.copy_from_slice(&x[j - half..j - half + width]);
+        } else {
+            for (k, slot) in win.iter_mut().enumerate() {
+                *slot = x[reflect(j as isize + k as isize - half as isize, n)];
+            }
         }
-        win.select_nth_unstable_by(half, |a, b| a.total_cmp(b));
-        *o = win[half];
+        *o = match <[f32; 7]>::try_from(win.as_slice()) {
+            Ok(seven) => median7(seven),
+            Err(_) => {
+                win.select_nth_unstable_by(half, |a, b| a.total_cmp(b));
+                win[half]
+            }
+        };
     }
 }
 
