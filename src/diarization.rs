@@ -25,7 +25,9 @@ use earshot_inference::whisper::{Segment, Transcript};
 pub(crate) struct DiarizeArgs {
     /// Label who speaks when (SPEAKER_00, …) on every segment and word:
     /// pyannote segmentation-3.0 + CAM++ embeddings + clustering, natively.
-    /// Turns on --word-timestamps. Needs `scripts/fetch-models --only diarize`.
+    /// Times every word (as --word-timestamps does, without moving where
+    /// windows start: the words stay plain transcription's). Needs
+    /// `scripts/fetch-models --only diarize`.
     #[arg(long)]
     pub diarize: bool,
     /// Exactly this many speakers (implies --diarize).

@@ -241,8 +241,18 @@ impl SpeechEngine {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
         // (model index, language, prompt, temperature bits, word
-        // timestamps, vad) → request indices.
-        type Key<'r> = (usize, Option<&'r str>, Option<&'r str>, u32, bool, bool);
+        // timestamps, whether words move windows, vad) → request indices.
+        // Words timed only for speaker labels move no window (the text is
+        // plain transcription's), so those requests batch apart.
+        type Key<'r> = (
+            usize,
+            Option<&'r str>,
+            Option<&'r str>,
+            u32,
+            bool,
+            bool,
+            bool,
+        );
         let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.whisper_index(r.model) {
@@ -253,6 +263,7 @@ impl SpeechEngine {
                         r.prompt,
                         r.temperature.to_bits(),
                         r.word_timestamps || r.diarize.is_some(),
+                        r.word_timestamps,
                         r.vad,
                     ))
                     .or_default()
@@ -288,7 +299,7 @@ impl SpeechEngine {
         };
         let transcribe = || {
             let mut done = Vec::new();
-            for ((m, language, prompt, t, word_timestamps, vad), idx) in groups {
+            for ((m, language, prompt, t, word_timestamps, seek_to_last_word, vad), idx) in groups {
                 // Requests already failed (no diarizer to be had) are not transcribed.
                 let idx: Vec<usize> = idx.into_iter().filter(|&i| out[i].is_none()).collect();
                 if idx.is_empty() {
@@ -299,6 +310,7 @@ impl SpeechEngine {
                     initial_prompt: prompt.map(str::to_owned),
                     max_batch: self.max_batch,
                     word_timestamps,
+                    seek_to_last_word,
                     vad,
                     pipeline: self.pipeline,
                     batched_fallback: self.batched_fallback,

@@ -222,6 +222,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         max_batch: args.batch.max(1),
         // Speakers are given word by word.
         word_timestamps: words.word_timestamps || diarizer.is_some(),
+        // Words timed only for speaker labels leave the windows, and so
+        // the text, as plain transcription has them.
+        seek_to_last_word: words.word_timestamps,
         hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };

@@ -156,6 +156,77 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
     }
 }
 
+/// Speakers change no words: `--diarize` times words (its labels go word
+/// by word) but does not start the next 30 s window at the last word's end
+/// as `--word-timestamps` does (faster-whisper's rule), so the transcript
+/// is plain transcription's, text and all, with speakers added. On this
+/// 45 s espeak-ng conversation the word rule starts the second window
+/// elsewhere and tiny.en then hears other words; `--word-timestamps`
+/// keeps that rule.
+#[test]
+fn diarize_leaves_the_words_as_plain_transcription_has_them() {
+    require(&[
+        "whisper-tiny.en/model.bin",
+        "diarize/segmentation-3.0.bin",
+        "diarize/campplus_cn_en_common.pt",
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (wav, _) = turns(tmp.path());
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "transcribe",
+            "--model",
+            "tiny.en",
+            "--no-progress",
+            "-f",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        args.push(wav.to_str().unwrap());
+        let out = earshot(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON document")
+    };
+    let words = |v: &Value| -> Vec<String> {
+        v["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let plain = run(&[]);
+    let diarized = run(&["--diarize"]);
+    assert!(
+        plain["duration"].as_f64().unwrap() > 30.0,
+        "more than one window"
+    );
+    assert_eq!(words(&diarized), words(&plain));
+    let segs = diarized["segments"].as_array().unwrap();
+    let speakers: BTreeSet<&str> = segs.iter().filter_map(|s| s["speaker"].as_str()).collect();
+    assert_eq!(speakers.len(), 2, "{speakers:?}");
+    assert!(
+        segs.iter().all(|s| s["speaker"].is_string()),
+        "every segment has a speaker"
+    );
+    // The segments' words are the text's words, in order.
+    let seg_words: Vec<String> = segs
+        .iter()
+        .flat_map(|s| {
+            s["text"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(seg_words, words(&plain));
+}
+
 /// Real people taking short turns (`scripts/fetch-real-voices`: Asterisk's
 /// studio prompts in four voices, 2-9 s turns, one overlap): harder than
 /// the sample's two speakers or espeak-ng's voices, and where embedding

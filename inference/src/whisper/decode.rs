@@ -80,6 +80,13 @@ pub struct TranscribeOptions {
     /// Time every word from the alignment heads' cross-attention (one
     /// forced decoder pass per window; see [`super::timing`]).
     pub word_timestamps: bool,
+    /// With word timestamps: start the next window where this window's last
+    /// word ends (faster-whisper's rule, the default). Off, windows advance
+    /// to their last timestamp token exactly as without word timestamps, so
+    /// words timed for another reason (speaker labels) leave the text and
+    /// the windows as they were, and the decoder runs the same rounds
+    /// (10 minutes of tiny.en: 4 rounds instead of 6).
+    pub seek_to_last_word: bool,
     /// With word timestamps: these punctuation marks, standing alone before
     /// a word, join the following word.
     pub prepend_punctuations: String,
@@ -222,6 +229,7 @@ impl Default for TranscribeOptions {
             seed: 0,
             split_min_region_s: 60.0,
             word_timestamps: false,
+            seek_to_last_word: true,
             prepend_punctuations: "\"'“¿([{-".into(),
             append_punctuations: "\"'.。,，!！?？:：”)]}、".into(),
             hallucination_silence_threshold: None,
@@ -871,7 +879,7 @@ impl Whisper {
                 w.next_seek = w.seek_before + w.size;
             } else if opts.word_timestamps {
                 let time_offset = w.seek_before as f64 * FRAME_S;
-                if !w.single_ts_ending {
+                if !w.single_ts_ending && opts.seek_to_last_word {
                     if let Some(end) = w.end() {
                         if end > time_offset {
                             w.next_seek = (end / FRAME_S).round() as usize;
