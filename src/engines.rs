@@ -241,8 +241,8 @@ impl SpeechEngine {
         let mut out: Vec<Option<Result<Transcript, InferenceError>>> =
             reqs.iter().map(|_| None).collect();
         // (model index, language, prompt, temperature bits, word
-        // timestamps, whether words move windows, vad) → request indices.
-        // Words timed only for speaker labels move no window (the text is
+        // timestamps, whether words steer decoding, vad) → request indices.
+        // Words timed only for speaker labels steer nothing (the text is
         // plain transcription's), so those requests batch apart.
         type Key<'r> = (
             usize,
@@ -299,7 +299,9 @@ impl SpeechEngine {
         };
         let transcribe = || {
             let mut done = Vec::new();
-            for ((m, language, prompt, t, word_timestamps, seek_to_last_word, vad), idx) in groups {
+            for ((m, language, prompt, t, word_timestamps, words_steer_decoding, vad), idx) in
+                groups
+            {
                 // Requests already failed (no diarizer to be had) are not transcribed.
                 let idx: Vec<usize> = idx.into_iter().filter(|&i| out[i].is_none()).collect();
                 if idx.is_empty() {
@@ -310,7 +312,7 @@ impl SpeechEngine {
                     initial_prompt: prompt.map(str::to_owned),
                     max_batch: self.max_batch,
                     word_timestamps,
-                    seek_to_last_word,
+                    words_steer_decoding,
                     vad,
                     pipeline: self.pipeline,
                     batched_fallback: self.batched_fallback,

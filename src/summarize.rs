@@ -251,8 +251,8 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode> {
         max_batch: args.batch.max(1),
         // Speakers are given word by word.
         word_timestamps: args.word_timestamps || diarizer.is_some(),
-        // As `transcribe`: words timed only for speakers move no window.
-        seek_to_last_word: args.word_timestamps,
+        // As `transcribe`: words timed only for speakers steer nothing.
+        words_steer_decoding: args.word_timestamps,
         ..Default::default()
     };
     let mut opts = opts;

@@ -224,7 +224,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         word_timestamps: words.word_timestamps || diarizer.is_some(),
         // Words timed only for speaker labels leave the windows, and so
         // the text, as plain transcription has them.
-        seek_to_last_word: words.word_timestamps,
+        words_steer_decoding: words.word_timestamps,
         hallucination_silence_threshold: words.hallucination_silence_threshold,
         ..Default::default()
     };

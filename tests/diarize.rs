@@ -157,12 +157,14 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
 }
 
 /// Speakers change no words: `--diarize` times words (its labels go word
-/// by word) but does not start the next 30 s window at the last word's end
-/// as `--word-timestamps` does (faster-whisper's rule), so the transcript
-/// is plain transcription's, text and all, with speakers added. On this
-/// 45 s espeak-ng conversation the word rule starts the second window
-/// elsewhere and tiny.en then hears other words; `--word-timestamps`
-/// keeps that rule.
+/// by word) but does not let them steer decoding as `--word-timestamps`
+/// does (faster-whisper's rules: the next 30 s window starts at the last
+/// word's end, and a segment whose words shrink it to an instant is
+/// dropped, and with it its tokens from the next window's prompt), so the
+/// transcript is plain transcription's, text and all, with speakers added.
+/// Each of the two recordings here changes tiny.en's words under one of
+/// those rules: the 45 s espeak-ng conversation under the first, pyannote's
+/// sample call played twice under the second.
 #[test]
 fn diarize_leaves_the_words_as_plain_transcription_has_them() {
     require(&[
@@ -171,60 +173,67 @@ fn diarize_leaves_the_words_as_plain_transcription_has_them() {
         "diarize/campplus_cn_en_common.pt",
     ]);
     let tmp = tempfile::tempdir().unwrap();
-    let (wav, _) = turns(tmp.path());
-    let run = |extra: &[&str]| -> Value {
-        let mut args = vec![
-            "transcribe",
-            "--model",
-            "tiny.en",
-            "--no-progress",
-            "-f",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        args.push(wav.to_str().unwrap());
-        let out = earshot(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("one JSON document")
-    };
-    let words = |v: &Value| -> Vec<String> {
-        v["text"]
-            .as_str()
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    };
-    let plain = run(&[]);
-    let diarized = run(&["--diarize"]);
-    assert!(
-        plain["duration"].as_f64().unwrap() > 30.0,
-        "more than one window"
-    );
-    assert_eq!(words(&diarized), words(&plain));
-    let segs = diarized["segments"].as_array().unwrap();
-    let speakers: BTreeSet<&str> = segs.iter().filter_map(|s| s["speaker"].as_str()).collect();
-    assert_eq!(speakers.len(), 2, "{speakers:?}");
-    assert!(
-        segs.iter().all(|s| s["speaker"].is_string()),
-        "every segment has a speaker"
-    );
-    // The segments' words are the text's words, in order.
-    let seg_words: Vec<String> = segs
-        .iter()
-        .flat_map(|s| {
-            s["text"]
+    let (turns_wav, _) = turns(tmp.path());
+    let (sample_wav, _) = sample();
+    let twice = tmp.path().join("call-twice.wav");
+    let call = earshot_inference::audio::load_file(&sample_wav, Default::default()).unwrap();
+    common::write_wav(&twice, &[call.as_slice(), call.as_slice()].concat());
+    for wav in [&turns_wav, &twice] {
+        let run = |extra: &[&str]| -> Value {
+            let mut args = vec![
+                "transcribe",
+                "--model",
+                "tiny.en",
+                "--no-progress",
+                "-f",
+                "json",
+            ];
+            args.extend_from_slice(extra);
+            args.push(wav.to_str().unwrap());
+            let out = earshot(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).expect("one JSON document")
+        };
+        let words = |v: &Value| -> Vec<String> {
+            v["text"]
                 .as_str()
                 .unwrap()
                 .split_whitespace()
                 .map(str::to_owned)
-        })
-        .collect();
-    assert_eq!(seg_words, words(&plain));
+                .collect()
+        };
+        let plain = run(&[]);
+        let diarized = run(&["--diarize"]);
+        let name = wav.display();
+        assert!(
+            plain["duration"].as_f64().unwrap() > 30.0,
+            "{name}: more than one window"
+        );
+        assert_eq!(words(&diarized), words(&plain), "{name}");
+        let segs = diarized["segments"].as_array().unwrap();
+        let speakers: BTreeSet<&str> = segs.iter().filter_map(|s| s["speaker"].as_str()).collect();
+        assert_eq!(speakers.len(), 2, "{name}: {speakers:?}");
+        assert!(
+            segs.iter().all(|s| s["speaker"].is_string()),
+            "{name}: every segment has a speaker"
+        );
+        // The segments' words are the text's words, in order.
+        let seg_words: Vec<String> = segs
+            .iter()
+            .flat_map(|s| {
+                s["text"]
+                    .as_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(seg_words, words(&plain), "{name}");
+    }
 }
 
 /// Real people taking short turns (`scripts/fetch-real-voices`: Asterisk's

@@ -80,13 +80,15 @@ pub struct TranscribeOptions {
     /// Time every word from the alignment heads' cross-attention (one
     /// forced decoder pass per window; see [`super::timing`]).
     pub word_timestamps: bool,
-    /// With word timestamps: start the next window where this window's last
-    /// word ends (faster-whisper's rule, the default). Off, windows advance
-    /// to their last timestamp token exactly as without word timestamps, so
-    /// words timed for another reason (speaker labels) leave the text and
-    /// the windows as they were, and the decoder runs the same rounds
-    /// (10 minutes of tiny.en: 4 rounds instead of 6).
-    pub seek_to_last_word: bool,
+    /// With word timestamps: let the words steer decoding as faster-whisper's
+    /// do (the default): the next window starts where this window's last
+    /// word ends, and a segment whose words shrink it to an instant is
+    /// dropped, and with it its tokens from the next window's prompt. Off,
+    /// windows advance and segments are kept exactly as without word
+    /// timestamps, so words timed for another reason (speaker labels) leave
+    /// the text as it was, and the decoder runs the same rounds (10 minutes
+    /// of tiny.en: 4 rounds instead of 6).
+    pub words_steer_decoding: bool,
     /// With word timestamps: these punctuation marks, standing alone before
     /// a word, join the following word.
     pub prepend_punctuations: String,
@@ -229,7 +231,7 @@ impl Default for TranscribeOptions {
             seed: 0,
             split_min_region_s: 60.0,
             word_timestamps: false,
-            seek_to_last_word: true,
+            words_steer_decoding: true,
             prepend_punctuations: "\"'“¿([{-".into(),
             append_punctuations: "\"'.。,，!！?？:：”)]}、".into(),
             hallucination_silence_threshold: None,
@@ -367,6 +369,9 @@ struct Window {
 struct Piece {
     start: f64,
     end: f64,
+    /// `start`/`end` as the timestamp tokens gave them, before word timing
+    /// moved them to the words.
+    decoded: (f64, f64),
     tokens: Vec<u32>,
     words: Vec<Word>,
 }
@@ -879,7 +884,7 @@ impl Whisper {
                 w.next_seek = w.seek_before + w.size;
             } else if opts.word_timestamps {
                 let time_offset = w.seek_before as f64 * FRAME_S;
-                if !w.single_ts_ending && opts.seek_to_last_word {
+                if !w.single_ts_ending && opts.words_steer_decoding {
                     if let Some(end) = w.end() {
                         if end > time_offset {
                             w.next_seek = (end / FRAME_S).round() as usize;
@@ -1324,6 +1329,7 @@ impl Whisper {
         let piece = |start: f64, end: f64, toks: &[u32]| Piece {
             start,
             end,
+            decoded: (start, end),
             tokens: toks.to_vec(),
             words: Vec::new(),
         };
@@ -1384,7 +1390,14 @@ impl Whisper {
         let duration = s.content_frames as f64 * FRAME_S;
         for p in w.pieces {
             let text = self.tokenizer.decode(&p.tokens)?;
-            if p.start == p.end || text.trim().is_empty() {
+            // Which edges decide whether a segment is empty: its words'
+            // (faster-whisper), or the decoder's when words must not steer.
+            let (a, b) = if opts.words_steer_decoding {
+                (p.start, p.end)
+            } else {
+                p.decoded
+            };
+            if a == b || text.trim().is_empty() {
                 continue;
             }
             s.all_tokens.extend_from_slice(&p.tokens);
