@@ -502,11 +502,10 @@ impl CamPlus {
                 reason: "file not found (scripts/fetch-models --only diarize)".into(),
             });
         }
-        let tensors = candle_core::pickle::read_all(path).map_err(|e| DiarizeError::Model {
+        let tensors = crate::pth::read_all(path, None).map_err(|e| DiarizeError::Model {
             path: shown.clone(),
             reason: format!("cannot read PyTorch weights: {e}"),
         })?;
-        let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
         Self::build(
             &tensors,
             CamPlusConfig::default(),

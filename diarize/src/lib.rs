@@ -26,6 +26,7 @@ pub mod der;
 pub mod error;
 pub mod fbank;
 pub mod pipeline;
+pub mod pth;
 pub mod segmentation;
 pub mod spectral;
 pub mod types;

@@ -167,14 +167,13 @@ impl Segmentation {
         }
         // pyannote's Lightning checkpoint keeps the weights under
         // `state_dict`; a bare state dict has them at the top level.
-        let named = match candle_core::pickle::read_all_with_key(path, Some("state_dict")) {
+        let tensors = match crate::pth::read_all(path, Some("state_dict")) {
             Ok(named) if !named.is_empty() => named,
-            first => candle_core::pickle::read_all(path).map_err(|e| {
+            first => crate::pth::read_all(path, None).map_err(|e| {
                 let first = first.err().map(|e| format!("{e}; ")).unwrap_or_default();
                 model_err(format!("not a readable PyTorch checkpoint: {first}{e}"))
             })?,
         };
-        let tensors: HashMap<String, Tensor> = named.into_iter().collect();
         Self::build(&tensors, device).map_err(|e| match e {
             DiarizeError::Model { reason, .. } => model_err(reason),
             DiarizeError::Candle(e) => model_err(e.to_string()),
