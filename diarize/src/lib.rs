@@ -28,6 +28,7 @@ pub mod fbank;
 pub mod pipeline;
 pub mod pth;
 pub mod segmentation;
+mod sincfront;
 pub mod spectral;
 pub mod types;
 
