@@ -32,7 +32,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{DiarizeError, Result};
-use crate::sincfront::{HostConv, HostNorm, SincFront, SincWindow};
+use crate::sincfront::{HostConv, HostNorm, SincConv, SincFront, SincWindow};
 use crate::types::{FrameTiming, SegmentModel, WindowActivity, SAMPLE_RATE};
 
 /// Window length the network was trained on (10 s).
@@ -285,6 +285,7 @@ impl Segmentation {
                 norms.push(norm(n)?);
             }
             Some(SincFront {
+                conv: SincConv::new(&to_f32(&sinc_filters)?, n_filters, kernel, SINC_STRIDE),
                 sums: to_f32(&sinc_sums)?,
                 norms,
                 convs: hconvs,
@@ -422,9 +423,21 @@ impl Segmentation {
             _ => return Err(DiarizeError::Input("no windows".into())),
         };
         let span = &audio[first..last + WINDOW_SAMPLES];
-        let x = Tensor::from_slice(span, (1, 1, span.len()), &self.device)?;
-        let conv = x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?;
         let out_len = (WINDOW_SAMPLES - self.sinc_filters.dim(2)?) / SINC_STRIDE + 1;
+        // The host front end convolves the span itself ([`SincConv`]).
+        let (conv, host_conv) = match &self.front {
+            Some(front) => (
+                None,
+                Some(front.conv.forward(span, gemm::Parallelism::Rayon(0))),
+            ),
+            None => {
+                let x = Tensor::from_slice(span, (1, 1, span.len()), &self.device)?;
+                (
+                    Some(x.conv1d(&self.sinc_filters, 0, SINC_STRIDE, 1, 1)?),
+                    None,
+                )
+            }
+        };
         let (gamma, beta) = self.wav_gamma_beta;
         let mut slices = Vec::with_capacity(starts.len());
         let (mut scale, mut shift) = (Vec::new(), Vec::new());
@@ -435,11 +448,12 @@ impl Segmentation {
             let sd = (var + NORM_EPS).sqrt();
             scale.push((gamma / sd) as f32);
             shift.push((beta - gamma * mean / sd) as f32);
-            slices.push(conv.narrow(2, (s - first) / SINC_STRIDE, out_len)?);
+            if let Some(conv) = &conv {
+                slices.push(conv.narrow(2, (s - first) / SINC_STRIDE, out_len)?);
+            }
         }
-        if let Some(front) = &self.front {
-            let stride = conv.dim(2)?;
-            let data = conv.flatten_all()?.to_vec1::<f32>()?;
+        if let (Some(front), Some(data)) = (&self.front, &host_conv) {
+            let stride = front.conv.out_len(span.len());
             let wins: Vec<SincWindow> = starts
                 .iter()
                 .zip(scale.iter().zip(&shift))
@@ -449,7 +463,7 @@ impl Segmentation {
                     shift,
                 })
                 .collect();
-            return self.forward_front(front, &data, stride, out_len, &wins);
+            return self.forward_front(front, data, stride, out_len, &wins);
         }
         let n = starts.len();
         let scale = Tensor::from_vec(scale, (n, 1, 1), &self.device)?;
