@@ -82,18 +82,24 @@ fn earshot(args: &[&str]) -> Output {
     out
 }
 
-fn diarize_json(wav: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["diarize", "--format", "json"];
+/// `earshot <command> <args…> <wav>`, which must succeed and print one
+/// JSON document.
+fn json_of(command: &[&str], extra: &[&str], wav: &Path) -> Value {
+    let mut args = command.to_vec();
     args.extend_from_slice(extra);
-    let w = wav.to_str().unwrap();
-    args.push(w);
+    args.push(wav.to_str().unwrap());
     let out = earshot(&args);
     assert!(
         out.status.success(),
-        "earshot diarize failed: {}",
+        "earshot {} failed: {}",
+        command[0],
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+fn diarize_json(wav: &Path, extra: &[&str]) -> Value {
+    json_of(&["diarize", "--format", "json"], extra, wav)
 }
 
 fn labels(v: &Value) -> BTreeSet<String> {
@@ -180,7 +186,7 @@ fn diarize_leaves_the_words_as_plain_transcription_has_them() {
     common::write_wav(&twice, &[call.as_slice(), call.as_slice()].concat());
     for wav in [&turns_wav, &twice] {
         let run = |extra: &[&str]| -> Value {
-            let mut args = vec![
+            let transcribe = [
                 "transcribe",
                 "--model",
                 "tiny.en",
@@ -188,15 +194,7 @@ fn diarize_leaves_the_words_as_plain_transcription_has_them() {
                 "-f",
                 "json",
             ];
-            args.extend_from_slice(extra);
-            args.push(wav.to_str().unwrap());
-            let out = earshot(&args);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice(&out.stdout).expect("one JSON document")
+            json_of(&transcribe, extra, wav)
         };
         let words = |v: &Value| -> Vec<String> {
             v["text"]

@@ -1250,6 +1250,14 @@ fn exp_approx(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// Largest absolute difference between two equal-length outputs.
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// Random weights with segmentation-3.0's names and shapes, optionally
     /// smaller LSTM/linear sizes to keep the test fast.
     fn random_state_dict(hidden: usize, lstm_layers: usize) -> HashMap<String, Tensor> {
@@ -1359,11 +1367,7 @@ mod tests {
             for kernel in Kernel::available() {
                 let got = lstm_recurrence_with(kernel, &pre, &layer.w_hh_host, b, t, layer.hidden);
                 assert_eq!(got.len(), want.len());
-                let diff = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
+                let diff = max_abs_diff(&got, &want);
                 assert!(
                     diff < 1e-5,
                     "{kernel:?}, hidden {hidden}, batch {b}: host vs candle recurrence differ by {diff}"
@@ -1392,11 +1396,7 @@ mod tests {
         let plain = model.powerset_log_probs(&slices).expect("slices");
         assert_eq!(shared.len(), plain.len());
         for (w, (a, b)) in shared.iter().zip(&plain).enumerate() {
-            let diff = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let diff = max_abs_diff(a, b);
             // Random weights, so rounding differs run to run: up to ~3e-4
             // seen in log-probability; dropping the offset term gives
             // 0.07-0.3.
@@ -1445,11 +1445,7 @@ mod tests {
             assert_eq!(a.len(), starts.len());
             for (w, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert_eq!(x.len(), y.len());
-                let diff = x
-                    .iter()
-                    .zip(y)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0f32, f32::max);
+                let diff = max_abs_diff(x, y);
                 // Summation order only: ~1e-5 seen on random weights.
                 assert!(
                     diff < 5e-4,
@@ -1535,11 +1531,7 @@ mod tests {
         }
         // Batched and single-window runs agree.
         let single = model.powerset_log_probs(&[&a]).expect("single");
-        let diff = single[0]
-            .iter()
-            .zip(&logp[0])
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&single[0], &logp[0]);
         assert!(diff < 1e-4, "batch vs single differ by {diff}");
     }
 
