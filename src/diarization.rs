@@ -42,7 +42,7 @@ pub(crate) struct DiarizeArgs {
     /// Seconds between the starts of the 10 s segmentation windows
     /// (default 2.5; pyannote's is 1): smaller sees every moment from more
     /// windows (steadier turns), larger is faster (fewer windows to
-    /// segment and embed).
+    /// segment and embed). Rounded to whole sinc strides (10 samples).
     #[arg(long, env = "EARSHOT_DIARIZE_STEP", value_name = "SECONDS")]
     pub diarize_step: Option<f64>,
     /// Seconds between the windows whose speakers are embedded (CAM++);

@@ -558,6 +558,12 @@ impl SegmentModel for Segmentation {
         self.timing
     }
 
+    /// The sinc stride: windows this many samples apart share one sinc
+    /// convolution ([`Self::powerset_log_probs_at`]).
+    fn start_quantum(&self) -> usize {
+        SINC_STRIDE
+    }
+
     fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
         let logps = self.powerset_log_probs(windows)?;
         Ok(self.activities(&logps))

@@ -53,6 +53,13 @@ pub trait SegmentModel: Sync {
     /// Local speakers per window.
     fn local_speakers(&self) -> usize;
     fn timing(&self) -> FrameTiming;
+    /// Window starts should be multiples of this many samples apart (the
+    /// pipeline rounds its step to it): a model whose [`Self::segment_at`]
+    /// shares work between overlapping windows only on some grid says so
+    /// here. 1 by default.
+    fn start_quantum(&self) -> usize {
+        1
+    }
     /// Activity of each window (a batch: implementations run them together).
     fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>>;
     /// Activity of the windows of `audio` starting at `starts` (each whole
