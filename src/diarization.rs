@@ -15,8 +15,10 @@ use std::time::Instant;
 use earshot_diarize::assign::{speaker_for_span, speaker_runs};
 use earshot_diarize::campplus::CamPlus;
 use earshot_diarize::cluster::ClusterMethod;
+use earshot_diarize::ge2e::Ge2e;
 use earshot_diarize::pipeline::{diarize, Diarization, DiarizeOptions};
 use earshot_diarize::segmentation::Segmentation;
+use earshot_diarize::EmbedModel;
 use earshot_diarize::{speaker_label, DiarizeError, Turn};
 use earshot_inference::whisper::{Segment, Transcript};
 
@@ -63,6 +65,24 @@ pub(crate) struct DiarizeArgs {
     /// --num-speakers.
     #[arg(long, env = "EARSHOT_DIARIZE_THRESHOLD", value_name = "DISTANCE")]
     pub diarize_threshold: Option<f64>,
+    /// The speaker-embedding network: `campplus` (default: 3D-Speaker's
+    /// CAM++, 192-d) or `ge2e` (Resemblyzer's GE2E LSTM, 256-d; a
+    /// comparison point, far less accurate here: README).
+    #[arg(
+        long,
+        env = "EARSHOT_SPEAKER_ENCODER",
+        value_name = "NAME",
+        default_value = "campplus"
+    )]
+    pub speaker_encoder: SpeakerEncoder,
+}
+
+/// Which speaker-embedding network diarization runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum SpeakerEncoder {
+    #[default]
+    Campplus,
+    Ge2e,
 }
 
 impl DiarizeArgs {
@@ -110,7 +130,8 @@ impl CliDiarizer {
         let Some(opts) = args.options()? else {
             return Ok(None);
         };
-        let diarizer = Diarizer::load(device).map_err(|e| anyhow::anyhow!("--diarize: {e}"))?;
+        let diarizer = Diarizer::load(device, args.speaker_encoder)
+            .map_err(|e| anyhow::anyhow!("--diarize: {e}"))?;
         Ok(Some(Self { diarizer, opts }))
     }
 }
@@ -226,16 +247,33 @@ pub(crate) fn speaker_options(
 /// The two networks, loaded together.
 pub(crate) struct Diarizer {
     seg: Segmentation,
-    emb: CamPlus,
+    emb: Box<dyn EmbedModel + Send>,
 }
 
 impl Diarizer {
     /// Loads both networks from `EARSHOT_DIARIZE_MODEL` or the models dir.
-    pub(crate) fn load(device: &candle_core::Device) -> Result<Self, String> {
+    pub(crate) fn load(
+        device: &candle_core::Device,
+        encoder: SpeakerEncoder,
+    ) -> Result<Self, String> {
         let t = Instant::now();
         let files = earshot_models::resolve_diarize().map_err(|e| e.to_string())?;
         let seg = Segmentation::load(&files.segmentation, device).map_err(|e| e.to_string())?;
-        let emb = CamPlus::load(&files.embedding, device).map_err(|e| e.to_string())?;
+        let emb: Box<dyn EmbedModel + Send> = match encoder {
+            SpeakerEncoder::Campplus => {
+                Box::new(CamPlus::load(&files.embedding, device).map_err(|e| e.to_string())?)
+            }
+            SpeakerEncoder::Ge2e => {
+                let path = files.ge2e.ok_or_else(|| {
+                    format!(
+                        "no {} beside the diarization models (install it with \
+                         `scripts/fetch-models --only diarize`)",
+                        earshot_models::diarize::GE2E_FILE
+                    )
+                })?;
+                Box::new(Ge2e::load(&path, device).map_err(|e| e.to_string())?)
+            }
+        };
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
             "diarization models loaded"
@@ -259,7 +297,7 @@ impl Diarizer {
         opts: &DiarizeOptions,
     ) -> Result<Diarization, DiarizeError> {
         let t = Instant::now();
-        let d = diarize(samples, &self.seg, &self.emb, opts)?;
+        let d = diarize(samples, &self.seg, self.emb.as_ref(), opts)?;
         let wall = t.elapsed().as_secs_f64();
         let audio = samples.len() as f64 / 16_000.0;
         metrics::histogram!("earshot_diarize_seconds").record(wall);
@@ -291,7 +329,19 @@ impl LazyDiarizer {
 
     pub(crate) fn get(&self) -> Result<&Diarizer, String> {
         self.cell
-            .get_or_init(|| Diarizer::load(&self.device))
+            .get_or_init(|| {
+                // serve and work have no --speaker-encoder flag; the
+                // variable the flag falls back to picks it there too.
+                let encoder = match std::env::var("EARSHOT_SPEAKER_ENCODER") {
+                    Ok(v) if !v.trim().is_empty() => {
+                        <SpeakerEncoder as clap::ValueEnum>::from_str(v.trim(), true).map_err(
+                            |_| format!("EARSHOT_SPEAKER_ENCODER={v:?}: campplus or ge2e"),
+                        )?
+                    }
+                    _ => SpeakerEncoder::Campplus,
+                };
+                Diarizer::load(&self.device, encoder)
+            })
             .as_ref()
             .map_err(|e| format!("diarization models: {e}"))
     }
@@ -435,7 +485,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     };
     let kind: earshot_inference::device::DeviceKind = args.device.parse()?;
     let dev = earshot_inference::device::open(kind, 0)?;
-    let d = Diarizer::load(&dev).map_err(|e| anyhow::anyhow!(e))?;
+    let d = Diarizer::load(&dev, args.speakers.speaker_encoder).map_err(|e| anyhow::anyhow!(e))?;
     let (inputs, mut failed) = crate::transcribe::load_inputs(&args.files, args.max_audio_seconds);
     for (i, samples) in &inputs {
         let path = &args.files[*i];

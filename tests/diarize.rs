@@ -162,6 +162,58 @@ fn der_under_ten_percent_on_real_and_generated_turns() {
     }
 }
 
+/// The second speaker encoder, Resemblyzer's GE2E (`--speaker-encoder
+/// ge2e`, or the variable it falls back to), runs the same pipeline: the
+/// espeak-ng turns come out as two speakers within the DER bar. Without its
+/// file the run fails at once and says how to install it.
+#[test]
+fn ge2e_encoder_diarizes_and_says_when_it_is_missing() {
+    require(&["diarize/ge2e-resemblyzer.pt"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (twav, trttm) = turns(tmp.path());
+    let v = diarize_json(
+        &twav,
+        &[
+            "--speaker-encoder",
+            "ge2e",
+            "--reference",
+            trttm.to_str().unwrap(),
+        ],
+    );
+    let der = der_of(&v, &twav);
+    assert!(der <= MAX_DER, "GE2E DER {der}");
+    assert_eq!(labels(&v).len(), 2);
+
+    // A models folder with only the default networks.
+    let only = tmp.path().join("two-networks");
+    std::fs::create_dir_all(&only).unwrap();
+    for f in ["segmentation-3.0.bin", "campplus_cn_en_common.pt"] {
+        std::fs::copy(models_dir().join("diarize").join(f), only.join(f)).unwrap();
+    }
+    let run = |encoder: &str| {
+        Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args([
+                "diarize",
+                "--speaker-encoder",
+                encoder,
+                twav.to_str().unwrap(),
+            ])
+            .env("EARSHOT_DIARIZE_MODEL", &only)
+            .env_remove("EARSHOT_LOG")
+            .output()
+            .expect("run earshot")
+    };
+    let out = run("ge2e");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("ge2e-resemblyzer.pt") && err.contains("fetch-models"),
+        "{err}"
+    );
+    assert!(run("campplus").status.success(), "CAM++ needs no GE2E file");
+}
+
 /// Speakers change no words: `--diarize` times words (its labels go word
 /// by word) but does not let them steer decoding as `--word-timestamps`
 /// does (faster-whisper's rules: the next 30 s window starts at the last

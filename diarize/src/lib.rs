@@ -4,7 +4,8 @@
 //!    10 s windows gives each frame's local speaker activity (up to three
 //!    local speakers per window, two at once: overlap aware).
 //! 2. [`fbank`] + [`campplus`]: a CAM++ speaker embedding for every local
-//!    speaker of every window, from the frames where it speaks alone.
+//!    speaker of every window, from the frames where it speaks alone
+//!    ([`ge2e`]: Resemblyzer's GE2E encoder, the alternative).
 //! 3. [`cluster`]: the embeddings clustered across the recording into
 //!    global speakers (`num_speakers` / `min_speakers` / `max_speakers`).
 //! 4. [`pipeline`]: frame activity put back on the recording's timeline,
@@ -25,6 +26,7 @@ mod conv2d;
 pub mod der;
 pub mod error;
 pub mod fbank;
+pub mod ge2e;
 pub mod pipeline;
 pub mod pth;
 pub mod segmentation;

@@ -23,12 +23,19 @@ pub const SEGMENTATION_SHA256: &str =
     "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298";
 pub const EMBEDDING_SHA256: &str =
     "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199";
+/// Resemblyzer 0.1.4's GE2E speaker encoder (Apache-2.0): the optional
+/// second embedding network (`--speaker-encoder ge2e`); a folder without
+/// it still serves CAM++.
+pub const GE2E_FILE: &str = "ge2e-resemblyzer.pt";
+pub const GE2E_SHA256: &str = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e";
 
 /// The two files of a diarization model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiarizeFiles {
     pub segmentation: PathBuf,
     pub embedding: PathBuf,
+    /// The GE2E encoder, when the folder has it.
+    pub ge2e: Option<PathBuf>,
 }
 
 /// The files from `EARSHOT_DIARIZE_MODEL` (a folder), else the models dir.
@@ -51,9 +58,11 @@ fn files_in(dir: &Path, hint: &str) -> Result<DiarizeFiles, ModelError> {
     }
     let embedding = out.pop().unwrap_or_default();
     let segmentation = out.pop().unwrap_or_default();
+    let ge2e = Some(dir.join(GE2E_FILE)).filter(|p| p.is_file());
     Ok(DiarizeFiles {
         segmentation,
         embedding,
+        ge2e,
     })
 }
 
@@ -82,6 +91,9 @@ pub fn resolve_diarize_with(
     let stamps = opts.hub.verified_stamps.as_deref();
     crate::hub::verify_with_stamp(&files.segmentation, SEGMENTATION_SHA256, stamps)?;
     crate::hub::verify_with_stamp(&files.embedding, EMBEDDING_SHA256, stamps)?;
+    if let Some(g) = &files.ge2e {
+        crate::hub::verify_with_stamp(g, GE2E_SHA256, stamps)?;
+    }
     Ok(files)
 }
 
@@ -113,6 +125,10 @@ mod tests {
         let f = resolve_diarize_with(Some(dir.to_str().unwrap()), &o).unwrap();
         assert_eq!(f.segmentation, dir.join(SEGMENTATION_FILE));
         assert_eq!(f.embedding, dir.join(EMBEDDING_FILE));
+        assert_eq!(f.ge2e, None);
+        std::fs::write(dir.join(GE2E_FILE), b"an encoder").unwrap();
+        let f = resolve_diarize_with(Some(dir.to_str().unwrap()), &o).unwrap();
+        assert_eq!(f.ge2e, Some(dir.join(GE2E_FILE)));
         assert!(matches!(
             resolve_diarize_with(Some("/no/such/folder"), &o),
             Err(ModelError::PathNotFound { .. })
