@@ -110,6 +110,46 @@ fn rows_with_different_prompt_lengths_decode_independently() {
     assert!(max_diff(&after, &want) < 1e-4);
 }
 
+/// A round's cross-attention cache, computed once ([`WhisperModel::cross_kv`])
+/// and started on a subset of its rows in another order, decodes (prefill,
+/// steps, a row leaving, the alignment heads' scores) as a state started
+/// from those rows' own encoder outputs does.
+#[test]
+fn shared_cross_attention_cache_serves_any_rows() {
+    let (_d, w) = tiny();
+    let m = &w.model;
+    let audio = m.encode(&mel_batch(3)).unwrap();
+    let cross = m.cross_kv(&audio).unwrap();
+    let rows = [2usize, 0];
+    let prompts = vec![vec![56u32, 4, 5, 51], vec![56u32, 1, 2, 3, 51]];
+    let heads = [(0usize, 0usize), (1, 1)];
+
+    let mut shared = m.start_on(&cross, &rows).unwrap();
+    let idx = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+    let mut own = m.start(&audio.index_select(&idx, 0).unwrap()).unwrap();
+    let (hs, ss) = m.prefill_aligned(&mut shared, &prompts, &heads).unwrap();
+    let (ho, so) = m.prefill_aligned(&mut own, &prompts, &heads).unwrap();
+    assert!(max_diff(&hs, &ho) < 1e-5, "prefill");
+    assert!(max_diff(&ss, &so) < 1e-5, "alignment scores");
+    let a = m.step(&mut shared, &[10, 11]).unwrap();
+    let b = m.step(&mut own, &[10, 11]).unwrap();
+    assert!(max_diff(&a, &b) < 1e-5, "step");
+    shared.keep_rows(&[1]).unwrap();
+    own.keep_rows(&[1]).unwrap();
+    let a = m.step(&mut shared, &[12]).unwrap();
+    let b = m.step(&mut own, &[12]).unwrap();
+    assert!(max_diff(&a, &b) < 1e-5, "after a row left");
+
+    // The identity is the plain start; a row past the cache is an error.
+    let mut all = m.start_on(&cross, &[0, 1, 2]).unwrap();
+    let mut plain = m.start(&audio).unwrap();
+    let three = vec![vec![56u32, 7, 51]; 3];
+    let a = m.prefill(&mut all, &three).unwrap();
+    let b = m.prefill(&mut plain, &three).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    assert!(m.start_on(&cross, &[3]).is_err());
+}
+
 #[test]
 fn matches_candle_transformers_reference_network() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::model::WhisperModel;
+use super::model::{CrossKv, WhisperModel};
 use super::pipeline::Pipeline;
 use super::reduce::{self, log_sum_exp};
 use super::timing;
@@ -808,13 +808,17 @@ impl Whisper {
             width,
             encode_ms,
         } = enc;
+        // Cross-attention keys and values once for the round: the decode
+        // passes, their fallbacks and the word-timing pass all read them.
+        let cross = self.model.cross_kv(&audio)?;
+        drop(audio);
 
         // Language: on multilingual models, from each stream's first window.
         let need_lang: Vec<usize> = (0..active.len())
             .filter(|&r| self.tokenizer.multilingual && streams[active[r]].language.is_none())
             .collect();
         if !need_lang.is_empty() {
-            let langs = self.detect_language(&audio, &need_lang)?;
+            let langs = self.detect_language(&cross, &need_lang)?;
             for (r, l) in need_lang.iter().zip(langs) {
                 streams[active[*r]].language = Some(l);
             }
@@ -827,7 +831,7 @@ impl Whisper {
             .collect();
         let mut rngs: Vec<StdRng> = active.iter().map(|&i| streams[i].rng.clone()).collect();
         let t1 = std::time::Instant::now();
-        let decoded = self.decode_with_fallback(&audio, &jobs, opts, rules, &mut rngs)?;
+        let decoded = self.decode_with_fallback(&cross, &jobs, opts, rules, &mut rngs)?;
         tracing::debug!(
             batch = active.len(),
             encode_ms,
@@ -870,7 +874,7 @@ impl Whisper {
         }
         if opts.word_timestamps {
             let t2 = std::time::Instant::now();
-            self.time_words(&audio, streams, active, &mut windows, opts)?;
+            self.time_words(&cross, streams, active, &mut windows, opts)?;
             tracing::debug!(
                 batch = active.len(),
                 align_ms = t2.elapsed().as_millis() as u64,
@@ -939,7 +943,7 @@ impl Whisper {
     /// [`timing`]). Fills each piece's words and snaps its edges to them.
     fn time_words(
         &self,
-        audio: &Tensor,
+        cross: &CrossKv,
         streams: &[Stream],
         active: &[usize],
         windows: &mut [Option<Window>],
@@ -968,7 +972,7 @@ impl Whisper {
         if rows.is_empty() {
             return Ok(());
         }
-        let aligned = self.align(audio, &rows)?;
+        let aligned = self.align(cross, &rows)?;
         for (row, (path, probs)) in rows.iter().zip(aligned) {
             let Some(w) = windows[row.row].as_mut() else {
                 continue;
@@ -1014,15 +1018,10 @@ impl Whisper {
 
     /// The forced pass: for each row, the DTW path over its alignment
     /// matrix and the probability of each text token.
-    fn align(&self, audio: &Tensor, rows: &[AlignRow]) -> Result<Vec<AlignPath>> {
+    fn align(&self, cross: &CrossKv, rows: &[AlignRow]) -> Result<Vec<AlignPath>> {
         let tok = &self.tokenizer;
-        let idx = Tensor::from_vec(
-            rows.iter().map(|r| r.row as u32).collect::<Vec<_>>(),
-            rows.len(),
-            audio.device(),
-        )?;
-        let audio = audio.index_select(&idx, 0)?;
-        let mut state = self.model.start(&audio)?;
+        let picked: Vec<usize> = rows.iter().map(|r| r.row).collect();
+        let mut state = self.model.start_on(cross, &picked)?;
         let prompts: Vec<Vec<u32>> = rows
             .iter()
             .map(|r| {
@@ -1128,14 +1127,8 @@ impl Whisper {
         }
     }
 
-    fn detect_language(&self, audio: &Tensor, rows: &[usize]) -> Result<Vec<u32>> {
-        let idx = Tensor::from_vec(
-            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-            rows.len(),
-            audio.device(),
-        )?;
-        let audio = audio.index_select(&idx, 0)?;
-        let mut state = self.model.start(&audio)?;
+    fn detect_language(&self, cross: &CrossKv, rows: &[usize]) -> Result<Vec<u32>> {
+        let mut state = self.model.start_on(cross, rows)?;
         let prompts = vec![vec![self.tokenizer.sot]; rows.len()];
         let h = self.model.prefill(&mut state, &prompts)?;
         let picks: Vec<(usize, usize)> = (0..rows.len()).map(|r| (r, 0)).collect();
@@ -1158,7 +1151,7 @@ impl Whisper {
 
     fn decode_with_fallback(
         &self,
-        audio: &Tensor,
+        cross: &CrossKv,
         jobs: &[Job],
         opts: &TranscribeOptions,
         rules: &Rules,
@@ -1178,7 +1171,7 @@ impl Whisper {
             }
             let sub: Vec<&Job> = pending.iter().map(|&j| &jobs[j]).collect();
             let mut sub_rngs: Vec<StdRng> = pending.iter().map(|&j| rngs[j].clone()).collect();
-            let out = self.decode_windows(audio, &sub, t, opts, rules, &mut sub_rngs)?;
+            let out = self.decode_windows(cross, &sub, t, opts, rules, &mut sub_rngs)?;
             for (&j, r) in pending.iter().zip(sub_rngs) {
                 rngs[j] = r;
             }
@@ -1223,7 +1216,7 @@ impl Whisper {
     /// Decode a batch of windows at one temperature.
     fn decode_windows(
         &self,
-        audio: &Tensor,
+        cross: &CrossKv,
         jobs: &[&Job],
         temperature: f32,
         opts: &TranscribeOptions,
@@ -1233,13 +1226,8 @@ impl Whisper {
         let n = jobs.len();
         let t0 = std::time::Instant::now();
         let mut steps = 0usize;
-        let idx = Tensor::from_vec(
-            jobs.iter().map(|j| j.row as u32).collect::<Vec<_>>(),
-            n,
-            audio.device(),
-        )?;
-        let audio = audio.index_select(&idx, 0)?;
-        let mut state = self.model.start(&audio)?;
+        let picked: Vec<usize> = jobs.iter().map(|j| j.row).collect();
+        let mut state = self.model.start_on(cross, &picked)?;
         let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.prompt.clone()).collect();
         let h = self.model.prefill(&mut state, &prompts)?;
         let mut picks: Vec<(usize, usize)> = (0..n).map(|r| (r, prompts[r].len() - 1)).collect();

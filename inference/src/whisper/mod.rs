@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 pub use decode::{EncoderWindow, Segment, Task, TranscribeOptions, Transcript, Whisper, Word};
-pub use model::WhisperModel;
+pub use model::{CrossKv, WhisperModel};
 pub use pipeline::Pipeline;
 pub use tokenizer::WhisperTokenizer;
 

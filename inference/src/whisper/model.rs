@@ -247,6 +247,14 @@ struct DecoderBlock {
     n_head: usize,
 }
 
+/// The decoder's cross-attention keys and values for a batch of encoder
+/// outputs ([`WhisperModel::cross_kv`]): per layer `[b, h, 1500, hd]`.
+#[derive(Clone)]
+pub struct CrossKv {
+    layers: Vec<(Tensor, Tensor)>,
+    rows: usize,
+}
+
 /// Per-row decoding state for a batch: self-attention caches, the encoder's
 /// keys/values for cross-attention, and each row's prompt length.
 pub struct DecoderState {
@@ -578,19 +586,63 @@ impl WhisperModel {
 
     /// Start decoding rows against encoder outputs `[b, 1500, d]`.
     pub fn start(&self, audio: &Tensor) -> Result<DecoderState> {
+        let cross = self.cross_kv(audio)?;
+        let rows: Vec<usize> = (0..cross.rows).collect();
+        self.start_on(&cross, &rows)
+    }
+
+    /// Every decoder layer's cross-attention keys and values over encoder
+    /// outputs `[b, 1500, d]`: computed once per round of windows and
+    /// shared by its passes ([`Self::start_on`]). Recomputing them for the
+    /// word-timing pass and each temperature fallback was a GEMM of
+    /// 1500 × d × 2d per row and layer each time.
+    pub fn cross_kv(&self, audio: &Tensor) -> Result<CrossKv> {
         let d = self.config.d_model;
-        let mut cross_kv = Vec::with_capacity(self.dec_blocks.len());
+        let mut layers = Vec::with_capacity(self.dec_blocks.len());
         for b in &self.dec_blocks {
             let kv = b.xkv.forward(audio)?;
             let k = split_heads(&kv.narrow(D::Minus1, 0, d)?, b.n_head)?;
             let v = split_heads(&kv.narrow(D::Minus1, d, d)?, b.n_head)?;
-            cross_kv.push((k, v));
+            layers.push((k, v));
         }
+        Ok(CrossKv {
+            layers,
+            rows: audio.dim(0)?,
+        })
+    }
+
+    /// Start decoding `rows` of `cross` (in this order). On the CPU the
+    /// state reads them through its row map (no copy); elsewhere they are
+    /// gathered.
+    pub fn start_on(&self, cross: &CrossKv, rows: &[usize]) -> Result<DecoderState> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= cross.rows) {
+            return Err(InferenceError::Model(format!(
+                "row {r} of a cross-attention cache of {} rows",
+                cross.rows
+            )));
+        }
+        let identity = rows.len() == cross.rows && rows.iter().enumerate().all(|(i, &r)| i == r);
+        let on_cpu = self.device.is_cpu();
+        let (cross_kv, cross_rows) = if identity || on_cpu {
+            (cross.layers.clone(), (!identity).then(|| rows.to_vec()))
+        } else {
+            let idx = Tensor::from_vec(
+                rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                rows.len(),
+                &self.device,
+            )?;
+            let gathered = cross
+                .layers
+                .iter()
+                .map(|(k, v)| Ok((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?)))
+                .collect::<Result<Vec<_>>>()?;
+            (gathered, None)
+        };
         Ok(DecoderState {
             self_kv: (0..self.dec_blocks.len()).map(|_| None).collect(),
             cross_kv,
-            cross_rows: None,
-            prompt_lens: vec![0; audio.dim(0)?],
+            cross_rows,
+            prompt_lens: vec![0; rows.len()],
             prefill_len: 0,
             steps: 0,
         })
