@@ -67,7 +67,8 @@ pub(crate) struct DiarizeArgs {
     pub diarize_threshold: Option<f64>,
     /// The speaker-embedding network: `campplus` (default: 3D-Speaker's
     /// CAM++, 192-d) or `ge2e` (Resemblyzer's GE2E LSTM, 256-d; a
-    /// comparison point, far less accurate here: README).
+    /// comparison point: as good where voices differ plainly, one speaker
+    /// on pyannote's phone-call sample: README).
     #[arg(
         long,
         env = "EARSHOT_SPEAKER_ENCODER",
