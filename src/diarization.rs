@@ -22,9 +22,11 @@ use earshot_diarize::EmbedModel;
 use earshot_diarize::{speaker_label, DiarizeError, Turn};
 use earshot_inference::whisper::{Segment, Transcript};
 
-/// `--diarize` and its speaker-count hints.
+/// `--diarize` and its speaker-count hints: what a job carries (the job
+/// options `diarize`, `num_speakers`, `min_speakers`, `max_speakers`), so
+/// also all that `submit` takes.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub(crate) struct DiarizeArgs {
+pub(crate) struct SpeakerArgs {
     /// Label who speaks when (SPEAKER_00, …) on every segment and word:
     /// pyannote segmentation-3.0 + CAM++ embeddings + clustering, natively.
     /// Times every word (as --word-timestamps does, without moving where
@@ -41,6 +43,16 @@ pub(crate) struct DiarizeArgs {
     /// At most this many speakers (implies --diarize).
     #[arg(long, value_name = "N")]
     pub max_speakers: Option<usize>,
+}
+
+/// [`SpeakerArgs`] and the diarization's tuning, for the commands that
+/// diarize in this process (`transcribe`, `process`, `summarize`,
+/// `diarize`). Jobs carry no tuning: the worker diarizes with the defaults
+/// (and `EARSHOT_SPEAKER_ENCODER`), so `submit` does not take these.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct DiarizeArgs {
+    #[command(flatten)]
+    pub speakers: SpeakerArgs,
     /// Seconds between the starts of the 10 s segmentation windows
     /// (default 2.5; pyannote's is 1): smaller sees every moment from more
     /// windows (steadier turns), larger is faster (fewer windows to
@@ -90,11 +102,12 @@ impl DiarizeArgs {
     /// The options, or `None` when diarization is off; impossible counts
     /// are a typed error.
     pub(crate) fn options(&self) -> Result<Option<DiarizeOptions>, DiarizeError> {
+        let sp = &self.speakers;
         let mut o = speaker_options(
-            self.diarize,
-            self.num_speakers,
-            self.min_speakers,
-            self.max_speakers,
+            sp.diarize,
+            sp.num_speakers,
+            sp.min_speakers,
+            sp.max_speakers,
         )?;
         if let Some(o) = o.as_mut() {
             if let Some(step) = self.diarize_step {
@@ -474,7 +487,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         f => bail!("unknown --format {f:?} (rttm, json)"),
     };
     let mut speakers = args.speakers.clone();
-    speakers.diarize = true;
+    speakers.speakers.diarize = true;
     let opts = speakers.options()?.unwrap_or_default();
     let reference = match &args.reference {
         Some(p) => {

@@ -146,9 +146,10 @@ pub struct SubmitArgs {
     #[arg(long)]
     vad: bool,
     /// Label speakers (the job options `diarize`, `num_speakers`,
-    /// `min_speakers`, `max_speakers`).
+    /// `min_speakers`, `max_speakers`; the worker's own settings decide
+    /// the rest).
     #[command(flatten)]
-    speakers: crate::diarization::DiarizeArgs,
+    speakers: crate::diarization::SpeakerArgs,
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {

@@ -214,6 +214,37 @@ fn ge2e_encoder_diarizes_and_says_when_it_is_missing() {
     assert!(run("campplus").status.success(), "CAM++ needs no GE2E file");
 }
 
+/// A job carries `diarize` and the speaker counts, nothing else: `submit`
+/// takes those and refuses the tuning flags (step, clustering, encoder…)
+/// rather than accepting them and having the worker ignore them.
+#[test]
+fn submit_takes_only_what_a_job_carries() {
+    let help = earshot(&["submit", "--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--diarize",
+        "--num-speakers",
+        "--min-speakers",
+        "--max-speakers",
+    ] {
+        assert!(help.contains(flag), "submit lacks {flag}");
+    }
+    for flag in [
+        "--diarize-step",
+        "--diarize-embed-step",
+        "--diarize-clustering",
+        "--diarize-threshold",
+        "--speaker-encoder",
+    ] {
+        assert!(!help.contains(flag), "submit offers {flag}");
+        let out = earshot(&["submit", flag, "1", "call.wav"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unexpected argument"), "{flag}: {err}");
+    }
+}
+
 /// Speakers change no words: `--diarize` times words (its labels go word
 /// by word) but does not let them steer decoding as `--word-timestamps`
 /// does (faster-whisper's rules: the next 30 s window starts at the last
