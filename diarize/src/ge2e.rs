@@ -112,7 +112,6 @@ impl Ge2e {
 
     /// One embedding per partial (`(P, 160, 40)` mel frames, flattened).
     fn embed_partials(&self, mels: &[f32], p: usize) -> Result<Vec<Vec<f32>>> {
-        let g = 4 * HIDDEN;
         let t = PARTIAL_FRAMES;
         let mut x = Tensor::from_slice(mels, (p * t, N_MELS), &self.device)?;
         let mut h_last = vec![0f32; p * HIDDEN];
@@ -145,7 +144,6 @@ impl Ge2e {
                         seq[(b * t + step) * HIDDEN + j] = hv;
                     }
                 }
-                debug_assert_eq!(rec.first().map_or(g, |r| r.len()), g);
             }
             h_last.copy_from_slice(&h);
             x = Tensor::from_vec(seq, (p * t, HIDDEN), &self.device)?;

@@ -20,7 +20,7 @@ use earshot_diarize::EmbedModel;
 use serde::Deserialize;
 
 mod common;
-use common::{models_dir, read_wav_pcm16, require};
+use common::{cosine, models_dir, read_wav_pcm16, reference_json, require};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -39,39 +39,8 @@ struct Clip {
 }
 
 fn load_reference(models: &Path) -> Reference {
-    let text = match std::env::var("EARSHOT_DIARIZE_PY") {
-        Ok(py) if !py.is_empty() => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let dir = tempfile::tempdir().expect("tempdir");
-            let out = dir.path().join("ge2e_ref.json");
-            let status = std::process::Command::new(&py)
-                .arg(root.join("scripts/lib/diarize_ref_ge2e.py"))
-                .arg("--models")
-                .arg(models)
-                .arg("--out")
-                .arg(&out)
-                .status()
-                .expect("run the Python reference");
-            assert!(status.success(), "diarize_ref_ge2e.py failed: {status}");
-            std::fs::read_to_string(&out).expect("read live reference")
-        }
-        _ => std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ge2e_ref.json"),
-        )
-        .expect("read tests/data/ge2e_ref.json"),
-    };
+    let text = reference_json(models, "diarize_ref_ge2e.py", "ge2e_ref.json");
     serde_json::from_str(&text).expect("parse reference JSON")
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    (dot / (na * nb).max(1e-20)) as f32
 }
 
 #[test]

@@ -63,3 +63,47 @@ pub fn read_wav_pcm16(path: &Path) -> (u32, Vec<f32>) {
     }
     panic!("{}: no data chunk", path.display());
 }
+
+/// The reference JSON `json` (under `tests/data/`), or, with
+/// `EARSHOT_DIARIZE_PY` set to a Python that has the reference's packages,
+/// the same JSON regenerated live by `scripts/lib/<script> --models
+/// <models> --out <file>`.
+#[allow(dead_code)] // not every test binary has a live reference
+pub fn reference_json(models: &Path, script: &str, json: &str) -> String {
+    match std::env::var("EARSHOT_DIARIZE_PY") {
+        Ok(py) if !py.is_empty() => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let out = dir.path().join(json);
+            let status = std::process::Command::new(&py)
+                .arg(root.join("scripts/lib").join(script))
+                .arg("--models")
+                .arg(models)
+                .arg("--out")
+                .arg(&out)
+                .status()
+                .expect("run the Python reference");
+            assert!(status.success(), "{script} failed: {status}");
+            std::fs::read_to_string(&out).expect("read live reference")
+        }
+        _ => std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(json),
+        )
+        .unwrap_or_else(|e| panic!("read tests/data/{json}: {e}")),
+    }
+}
+
+/// Cosine similarity, accumulated in f64.
+#[allow(dead_code)] // not every test binary compares embeddings
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    (dot / (na * nb).max(1e-20)) as f32
+}
