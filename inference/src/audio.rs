@@ -107,6 +107,39 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Most samples one byte of a stream can decode to, for
+/// [`reserve_samples`]: PCM gives at most one per byte, the lowest
+/// bitrates symphonia decodes (AAC-HE at 16 kbit/s, 48 kHz) about 24.
+const MAX_SAMPLES_PER_BYTE: u64 = 32;
+
+/// Samples to reserve for a decoded track before its first packet: the
+/// frame count its header gives, never more than the duration limit or
+/// [`MAX_SAMPLES_PER_BYTE`] times the stream's length allows (a header can
+/// lie). Growing by doubling instead ends with up to twice the samples'
+/// size reserved, and the smaller buffers freed on the way stay with the
+/// allocator: an hour of 16 kHz audio is 230 MB, and its decode peaked
+/// at ~3× that. `0` (grow as needed) when the header does not say.
+fn reserve_samples(
+    n_frames: Option<u64>,
+    rate: u32,
+    limits: DecodeLimits,
+    byte_len: Option<u64>,
+) -> usize {
+    let Some(mut n) = n_frames else { return 0 };
+    match limits.max_duration_s {
+        Some(max) if rate > 0 && max.is_finite() && max >= 0.0 => {
+            n = n.min((max * rate as f64).ceil() as u64 + 1);
+        }
+        Some(_) => return 0,
+        None => {}
+    }
+    match byte_len {
+        Some(len) => n = n.min(len.saturating_mul(MAX_SAMPLES_PER_BYTE)),
+        None => return 0,
+    }
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// Decoded audio at its source rate, already mixed down to mono.
 #[derive(Debug, Clone)]
 pub struct DecodedAudio {
@@ -126,7 +159,16 @@ impl DecodedAudio {
 
 /// Decode a file into 16 kHz mono samples.
 pub fn load_file(path: &Path, limits: DecodeLimits) -> Result<Vec<f32>, AudioError> {
-    let decoded = decode_file(path, limits)?;
+    into_16k(decode_file(path, limits)?)
+}
+
+/// The decoded samples at 16 kHz: audio already at that rate is handed
+/// over as it is, not copied (a copy is a second 230 MB an hour of audio
+/// at the peak, held until the decoded buffer is freed).
+fn into_16k(decoded: DecodedAudio) -> Result<Vec<f32>, AudioError> {
+    if decoded.sample_rate == SAMPLE_RATE {
+        return Ok(decoded.samples);
+    }
     resample_to_16k(&decoded.samples, decoded.sample_rate)
 }
 
@@ -136,8 +178,7 @@ pub fn load_bytes(
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<Vec<f32>, AudioError> {
-    let decoded = decode_bytes(bytes, extension, limits)?;
-    resample_to_16k(&decoded.samples, decoded.sample_rate)
+    into_16k(decode_bytes(bytes, extension, limits)?)
 }
 
 /// Decode a file at its own rate, mono.
@@ -239,6 +280,7 @@ fn decode_source(
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| AudioError::Corrupt(e.to_string()))?;
+    let source_len = source.byte_len();
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = extension {
@@ -297,7 +339,12 @@ fn decode_source(
     if sample_rate != 0 {
         check_rate(sample_rate)?;
     }
-    let mut mono: Vec<f32> = Vec::new();
+    let mut mono: Vec<f32> = Vec::with_capacity(reserve_samples(
+        params.n_frames,
+        sample_rate,
+        limits,
+        source_len,
+    ));
     let mut buf: Option<SampleBuffer<f32>> = None;
     let mut truncated = false;
     let mut max_samples: Option<usize> = None;
@@ -1110,6 +1157,79 @@ mod tests {
             v.extend_from_slice(&s.to_le_bytes());
         }
         v
+    }
+
+    #[test]
+    fn decoding_reserves_what_the_header_promises_and_no_more() {
+        // 100,003 samples (not a power of two): grown by doubling, the
+        // buffer would end at 131,072 or more.
+        let pcm: Vec<i16> = (0..100_003).map(|i| ((i * 37) % 2000) as i16).collect();
+        let d = decode_bytes(
+            wav_bytes(&pcm, 16_000, 1, None),
+            Some("wav"),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.samples.len(), pcm.len());
+        assert!(
+            d.samples.capacity() <= pcm.len() + 1,
+            "{} reserved for {} samples",
+            d.samples.capacity(),
+            pcm.len()
+        );
+        // At 16 kHz the decoded samples are the result, uncopied and intact.
+        let x = load_bytes(
+            wav_bytes(&pcm, 16_000, 1, None),
+            Some("wav"),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(x, d.samples);
+
+        // What a header claims is only believed up to the limit and what
+        // the stream's length can hold.
+        let lim = |s: f64| DecodeLimits {
+            max_duration_s: Some(s),
+        };
+        assert_eq!(
+            reserve_samples(Some(1000), 16_000, lim(3600.0), Some(10_000)),
+            1000
+        );
+        assert_eq!(
+            reserve_samples(Some(u64::MAX), 16_000, lim(2.0), Some(u64::MAX)),
+            32_001
+        );
+        assert_eq!(
+            reserve_samples(Some(1 << 40), 16_000, lim(1e9), Some(100)),
+            3200
+        );
+        assert_eq!(reserve_samples(None, 16_000, lim(10.0), Some(100)), 0);
+        assert_eq!(reserve_samples(Some(1000), 16_000, lim(10.0), None), 0);
+        assert_eq!(reserve_samples(Some(1000), 0, lim(10.0), Some(1 << 20)), 0);
+        assert_eq!(
+            reserve_samples(
+                Some(1000),
+                0,
+                DecodeLimits {
+                    max_duration_s: None
+                },
+                Some(1 << 20)
+            ),
+            1000
+        );
+        // A header that lies about its length still decodes what is there.
+        let d = decode_bytes(
+            wav_bytes(&pcm[..5000], 16_000, 1, Some(u32::MAX - 64)),
+            Some("wav"),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.samples.len(), 5000);
+        assert!(
+            d.samples.capacity() <= 32 * 12_000,
+            "{}",
+            d.samples.capacity()
+        );
     }
 
     #[test]
