@@ -339,7 +339,10 @@ fn decode_source(
     if sample_rate != 0 {
         check_rate(sample_rate)?;
     }
-    let mut mono: Vec<f32> = Vec::with_capacity(reserve_samples(
+    let mut mono: Vec<f32> = Vec::new();
+    // Only address space until written; where the system refuses even that
+    // (strict overcommit), the buffer grows as samples arrive instead.
+    let _ = mono.try_reserve_exact(reserve_samples(
         params.n_frames,
         sample_rate,
         limits,
