@@ -117,8 +117,9 @@ const MAX_SAMPLES_PER_BYTE: u64 = 32;
 /// [`MAX_SAMPLES_PER_BYTE`] times the stream's length allows (a header can
 /// lie). Growing by doubling instead ends with up to twice the samples'
 /// size reserved, and the smaller buffers freed on the way stay with the
-/// allocator: an hour of 16 kHz audio is 230 MB, and its decode peaked
-/// at ~3× that. `0` (grow as needed) when the header does not say.
+/// allocator: with that and the copy [`into_16k`] avoids, `diarize`'s
+/// peak RSS grew 8.0 MB per minute of audio, now 4.5 (the 16 kHz samples
+/// are 3.84). `0` (grow as needed) when the header does not say.
 fn reserve_samples(
     n_frames: Option<u64>,
     rate: u32,
