@@ -6,7 +6,9 @@
 //! Decoding is streaming and bounded: nothing is pre-allocated from a header's
 //! claimed length (a WAV can claim 4 GB and hold 40 bytes), and decoding stops
 //! with [`AudioError::TooLong`] once a caller's duration cap is passed, so a
-//! hostile upload costs at most `max_duration` worth of memory.
+//! hostile upload costs at most `max_duration` worth of memory. Opus, which
+//! decodes at 48 kHz, is resampled to 16 kHz as it decodes ([`KaiserStream`]
+//! on a thread beside libopus), so its 48 kHz samples are never all held.
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -160,12 +162,13 @@ impl DecodedAudio {
 
 /// Decode a file into 16 kHz mono samples.
 pub fn load_file(path: &Path, limits: DecodeLimits) -> Result<Vec<f32>, AudioError> {
-    into_16k(decode_file(path, limits)?)
+    into_16k(decode_path(path, limits, Some(SAMPLE_RATE))?)
 }
 
-/// The decoded samples at 16 kHz: audio already at that rate is handed
-/// over as it is, not copied (a copy is a second 230 MB an hour of audio
-/// at the peak, held until the decoded buffer is freed).
+/// The decoded samples at 16 kHz: audio already at that rate (WAV at
+/// 16 kHz, Opus resampled as it was decoded) is handed over as it is, not
+/// copied (a copy is a second 230 MB an hour of audio at the peak, held
+/// until the decoded buffer is freed).
 fn into_16k(decoded: DecodedAudio) -> Result<Vec<f32>, AudioError> {
     if decoded.sample_rate == SAMPLE_RATE {
         return Ok(decoded.samples);
@@ -179,11 +182,21 @@ pub fn load_bytes(
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<Vec<f32>, AudioError> {
-    into_16k(decode_bytes(bytes, extension, limits)?)
+    into_16k(decode_held(bytes, extension, limits, Some(SAMPLE_RATE))?)
 }
 
 /// Decode a file at its own rate, mono.
 pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DecodedAudio, AudioError> {
+    decode_path(path, limits, None)
+}
+
+/// Decode a file, mono, at its own rate or, for the decoders that resample
+/// as they go (Opus: [`opus::OpusSink`]), at `out_rate`.
+fn decode_path(
+    path: &Path,
+    limits: DecodeLimits,
+    out_rate: Option<u32>,
+) -> Result<DecodedAudio, AudioError> {
     let io_err = |source| AudioError::Io {
         path: path.display().to_string(),
         source,
@@ -200,7 +213,7 @@ pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DecodedAudio, Au
     }
     let file = std::fs::File::open(path).map_err(io_err)?;
     let ext = path.extension().and_then(|e| e.to_str());
-    decode_source(Box::new(file), ext, limits)
+    decode_source(Box::new(file), ext, limits, out_rate)
 }
 
 /// Decode in-memory bytes at their own rate, mono.
@@ -209,16 +222,27 @@ pub fn decode_bytes(
     extension: Option<&str>,
     limits: DecodeLimits,
 ) -> Result<DecodedAudio, AudioError> {
+    decode_held(bytes, extension, limits, None)
+}
+
+/// [`decode_path`] for bytes held in memory.
+fn decode_held(
+    bytes: Vec<u8>,
+    extension: Option<&str>,
+    limits: DecodeLimits,
+    out_rate: Option<u32>,
+) -> Result<DecodedAudio, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
-    decode_source(Box::new(Cursor::new(bytes)), extension, limits)
+    decode_source(Box::new(Cursor::new(bytes)), extension, limits, out_rate)
 }
 
 fn decode_source(
     mut source: Box<dyn MediaSource>,
     extension: Option<&str>,
     limits: DecodeLimits,
+    out_rate: Option<u32>,
 ) -> Result<DecodedAudio, AudioError> {
     // Opus in Ogg and Matroska/WebM is read here (symphonia has no Opus
     // decoder); Vorbis, FLAC, AAC... in those containers go on to symphonia.
@@ -243,12 +267,12 @@ fn decode_source(
         rewind(&mut source)?;
     }
     if magic.starts_with(b"OggS") {
-        if let Some(d) = ogg::decode(&mut *source, limits)? {
+        if let Some(d) = ogg::decode(&mut *source, limits, out_rate)? {
             return Ok(d);
         }
         rewind(&mut source)?;
     } else if magic.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        if let Some(d) = matroska::decode(&mut *source, limits)? {
+        if let Some(d) = matroska::decode(&mut *source, limits, out_rate)? {
             return Ok(d);
         }
         // Other codecs go to symphonia's Matroska reader, once every element
@@ -1033,46 +1057,209 @@ impl KaiserResampler {
     /// Resample a whole signal; the output is centred on the input (no
     /// delay) and `ceil(len × to / from)` samples long. Edges reflect.
     pub fn process(&self, x: &[f32]) -> Vec<f32> {
-        use rayon::prelude::*;
         let n = x.len();
         if n == 0 {
             return Vec::new();
         }
         let out_len = (n * self.phases).div_ceil(self.step);
-        let at = |i: isize| -> f32 {
-            if n == 1 {
-                return x[0];
-            }
-            let period = 2 * (n as isize - 1);
-            let m = i.rem_euclid(period);
-            x[if m >= n as isize {
-                (period - m) as usize
-            } else {
-                m as usize
-            }]
-        };
         let mut out = vec![0f32; out_len];
+        self.interior_into(x, 0, 0, &mut out, |k| self.edge(k, n, |i| x[i]));
+        out
+    }
+
+    /// Output `k`'s phase and first input sample (negative before the
+    /// signal's start).
+    fn window(&self, k: usize) -> (usize, isize) {
+        let num = k * self.step;
+        let (i0, ph) = (num / self.phases, num % self.phases);
+        (ph, i0 as isize - self.center as isize)
+    }
+
+    /// Outputs `first..first + out.len()`, in parallel, from `x`, which
+    /// holds the input from sample `base` on. A window that leaves `x` goes
+    /// to `edge` (with the whole input in `x`: a window past either end of
+    /// the signal). Interior outputs are computed here only and edge ones
+    /// in [`Self::edge`] only, for [`Self::process`] and [`KaiserStream`]
+    /// alike, so the two agree bit for bit.
+    fn interior_into(
+        &self,
+        x: &[f32],
+        base: usize,
+        first: usize,
+        out: &mut [f32],
+        edge: impl Fn(usize) -> f32 + Sync,
+    ) {
+        use rayon::prelude::*;
         out.par_chunks_mut(1 << 14)
             .enumerate()
             .for_each(|(c, chunk)| {
                 for (j, o) in chunk.iter_mut().enumerate() {
-                    let k = c * (1 << 14) + j;
-                    let num = k * self.step;
-                    let (i0, ph) = (num / self.phases, num % self.phases);
+                    let k = first + c * (1 << 14) + j;
+                    let (ph, start) = self.window(k);
                     let h = &self.bank[ph * self.taps..(ph + 1) * self.taps];
-                    let start = i0 as isize - self.center as isize;
-                    *o = if start >= 0 && start as usize + self.taps <= n {
-                        let s = &x[start as usize..start as usize + self.taps];
-                        h.iter().zip(s).map(|(a, b)| a * b).sum()
-                    } else {
-                        h.iter()
-                            .enumerate()
-                            .map(|(t, a)| a * at(start + t as isize))
-                            .sum()
+                    *o = match usize::try_from(start - base as isize) {
+                        Ok(s) if s + self.taps <= x.len() => {
+                            h.iter().zip(&x[s..s + self.taps]).map(|(a, b)| a * b).sum()
+                        }
+                        _ => edge(k),
                     };
                 }
             });
-        out
+    }
+
+    /// Output `k` of a signal `n` samples long whose window crosses an end:
+    /// samples past the ends reflect (`get` reads input sample `i < n`).
+    fn edge(&self, k: usize, n: usize, get: impl Fn(usize) -> f32) -> f32 {
+        let (ph, start) = self.window(k);
+        let h = &self.bank[ph * self.taps..(ph + 1) * self.taps];
+        let at = |i: isize| -> f32 {
+            if n == 1 {
+                return get(0);
+            }
+            let period = 2 * (n as isize - 1);
+            let m = i.rem_euclid(period);
+            get(if m >= n as isize {
+                (period - m) as usize
+            } else {
+                m as usize
+            })
+        };
+        h.iter()
+            .enumerate()
+            .map(|(t, a)| a * at(start + t as isize))
+            .sum()
+    }
+}
+
+/// [`KaiserResampler::process`] fed piece by piece: the input is held only
+/// until every output whose window covers it is written, so decoding an
+/// hour of 48 kHz Opus holds the 16 kHz result and a few blocks of input,
+/// not the whole recording at 48 kHz first (three times the samples). The
+/// output is `process`'s on the concatenated input, bit for bit: the same
+/// function computes every sample, windows that cross the signal's start
+/// wait (with its first `taps` samples kept) until [`Self::finish`], when
+/// the length is known and they can reflect as `process`'s do.
+pub struct KaiserStream {
+    k: KaiserResampler,
+    /// Input from sample `base` on that some pending output still needs.
+    held: Vec<f32>,
+    base: usize,
+    /// The signal's first `taps` samples, for the outputs whose windows
+    /// start before it (reflected).
+    head: Vec<f32>,
+    /// Input samples pushed so far.
+    n: usize,
+    /// Outputs written (the first `lead` of them placeholders until
+    /// [`Self::finish`]).
+    out: Vec<f32>,
+    lead: usize,
+}
+
+impl KaiserStream {
+    /// Interior outputs are computed once this many are ready, in parallel.
+    const BLOCK: usize = 1 << 18;
+
+    /// `None` where [`KaiserResampler::new`] is (equal rates, or more than
+    /// 4096 phases).
+    pub fn new(from: u32, to: u32) -> Option<Self> {
+        let k = KaiserResampler::new(from, to)?;
+        // Outputs whose window starts before the signal: written at finish.
+        let lead = (0..).take_while(|&j| k.window(j).1 < 0).count();
+        Some(Self {
+            head: Vec::with_capacity(k.taps),
+            k,
+            held: Vec::new(),
+            base: 0,
+            n: 0,
+            out: Vec::new(),
+            lead,
+        })
+    }
+
+    /// Reserves room for the output of `n_in` input samples in all
+    /// (fallible: a refusal leaves the output to grow as it goes).
+    pub fn reserve(&mut self, n_in: usize) {
+        let want = n_in
+            .saturating_mul(self.k.phases)
+            .div_ceil(self.k.step)
+            .saturating_sub(self.out.len());
+        let _ = self.out.try_reserve_exact(want);
+    }
+
+    /// Appends input samples, writing every output whose window they
+    /// complete (in blocks of [`Self::BLOCK`]).
+    pub fn push(&mut self, x: &[f32]) {
+        let want = self.k.taps.saturating_sub(self.head.len()).min(x.len());
+        self.head.extend_from_slice(&x[..want]);
+        self.held.extend_from_slice(x);
+        self.n += x.len();
+        if self.ready() >= Self::BLOCK {
+            self.drain(self.ready());
+        }
+    }
+
+    /// Outputs past those written whose windows lie inside the input so far.
+    fn ready(&self) -> usize {
+        let first = self.out.len().max(self.lead);
+        let mut hi = first;
+        // Window starts grow by `step / phases` per output: jump close, then step.
+        let per = (self.k.step as f64 / self.k.phases as f64).max(1e-9);
+        let room = self.n as f64 - self.k.taps as f64 - self.k.window(first).1 as f64;
+        if room > 0.0 {
+            hi += ((room / per) as usize).saturating_sub(2);
+        }
+        while self.k.window(hi).1 >= 0 && self.k.window(hi).1 as usize + self.k.taps <= self.n {
+            hi += 1;
+        }
+        hi - first
+    }
+
+    /// Writes the next `count` outputs (all interior), then lets go of
+    /// input no later output needs.
+    fn drain(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let first = self.out.len().max(self.lead);
+        self.out.resize(first + count, 0.0);
+        let (held, base) = (&self.held, self.base);
+        self.k
+            .interior_into(held, base, first, &mut self.out[first..], |k| {
+                unreachable!("output {k} is interior by `ready`")
+            });
+        let keep_from = (self.k.window(first + count).1.max(0) as usize).min(self.n);
+        if keep_from > self.base {
+            self.held.drain(..keep_from - self.base);
+            self.base = keep_from;
+        }
+    }
+
+    /// The whole output: `process` of everything pushed.
+    pub fn finish(mut self) -> Vec<f32> {
+        let n = self.n;
+        if n == 0 {
+            return Vec::new();
+        }
+        let out_len = (n * self.k.phases).div_ceil(self.k.step);
+        // The rest of the interior outputs, then the windows that cross
+        // either end, reflected over the now known length.
+        let first = self.out.len().max(self.lead).min(out_len);
+        let count = self.ready().min(out_len - first);
+        self.drain(count);
+        let tail_from = self.out.len().max(self.lead.min(out_len));
+        self.out.resize(out_len, 0.0);
+        let (head, held, base) = (&self.head, &self.held, self.base);
+        let get = |i: usize| {
+            if i < head.len() {
+                head[i]
+            } else {
+                held[i - base]
+            }
+        };
+        for k in (0..self.lead.min(out_len)).chain(tail_from..out_len) {
+            self.out[k] = self.k.edge(k, n, get);
+        }
+        self.out
     }
 }
 
@@ -1392,6 +1579,74 @@ mod tests {
         // Odd ratios fall back to rubato.
         assert!(KaiserResampler::new(44_101, 16_000).is_none());
         assert!(KaiserResampler::new(16_000, 16_000).is_none());
+    }
+
+    /// The streaming resampler against the whole-signal one, bit for bit:
+    /// lengths around the filter's size (windows crossing both ends at
+    /// once, one end, none) and past a block, fed in pieces of every size
+    /// from one sample to all at once.
+    #[test]
+    fn kaiser_stream_matches_process_bit_for_bit() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked_bound = false;
+        for from in [48_000u32, 44_100, 22_050, 8_000] {
+            let k = KaiserResampler::new(from, 16_000).unwrap();
+            let taps = k.taps;
+            let mut lens = vec![
+                0,
+                1,
+                2,
+                3,
+                48,
+                taps - 1,
+                taps,
+                taps + 1,
+                2 * taps,
+                2 * taps + 1,
+            ];
+            lens.extend([
+                1000,
+                KaiserStream::BLOCK * 3 + 7,
+                KaiserStream::BLOCK * 7 + 1,
+            ]);
+            for n in lens {
+                let x: Vec<f32> = (0..n)
+                    .map(|_| (rnd() % 20_001) as f32 / 10_000.0 - 1.0)
+                    .collect();
+                let want = k.process(&x);
+                for piece in [1usize, 7, 960, 5_760, 100_003, usize::MAX] {
+                    if piece == 1 && n > 5_000 {
+                        continue;
+                    }
+                    let mut st = KaiserStream::new(from, 16_000).unwrap();
+                    let mut held_most = 0;
+                    for c in x.chunks(piece.min(n.max(1))) {
+                        st.push(c);
+                        held_most = held_most.max(st.held.len());
+                    }
+                    let got = st.finish();
+                    assert_eq!(got.len(), want.len(), "{from} Hz, {n} samples by {piece}");
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{from} Hz, {n} samples by {piece}: outputs differ");
+                    // Bounded: a block's input and a piece, not the signal.
+                    let bound = (KaiserStream::BLOCK + 2) * k.step / k.phases + taps + piece;
+                    if piece <= 5_760 && n > 2 * bound {
+                        assert!(held_most <= bound, "held {held_most} > {bound}");
+                        checked_bound = true;
+                    }
+                }
+            }
+        }
+        assert!(checked_bound, "no signal long enough to check the bound");
     }
 
     #[test]

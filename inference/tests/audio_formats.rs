@@ -98,6 +98,16 @@ fn every_manifest_clip_decodes_at_its_rate_and_duration() {
         // The resampler's own length rule: ceil(n * 16000 / rate).
         let exp = (d.samples.len() as u64 * SAMPLE_RATE as u64).div_ceil(d.sample_rate as u64);
         assert_eq!(x.len() as u64, exp, "{}: resampled length", clip.file);
+        // Opus is resampled as it decodes; every format gives the samples
+        // of decoding whole and resampling afterwards, bit for bit.
+        let whole = audio::resample_to_16k(&d.samples, d.sample_rate).unwrap();
+        assert!(
+            x.iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: load_file differs from decode_file + resample_to_16k",
+            clip.file
+        );
         // Bytes in memory decode to the same samples as the file.
         let ext = path.extension().and_then(|e| e.to_str());
         let y =
@@ -198,9 +208,28 @@ fn hostile_opus_and_other_codecs(dir: &std::path::Path, lim: DecodeLimits) {
         let bytes = std::fs::read(dir.join(file)).unwrap();
         let ext = file.rsplit('.').next();
         for cut in (0..bytes.len()).step_by(bytes.len() / 40 + 1).skip(1) {
+            let at16 = audio::load_bytes(bytes[..cut].to_vec(), ext, lim);
             match audio::decode_bytes(bytes[..cut].to_vec(), ext, lim) {
-                Ok(d) => assert!(d.truncated || d.samples.is_empty(), "{file} cut at {cut}"),
-                Err(AudioError::Corrupt(_)) => {}
+                Ok(d) => {
+                    assert!(d.truncated || d.samples.is_empty(), "{file} cut at {cut}");
+                    // Resampled as it decodes, through the cut: the same
+                    // samples as resampling what decoded.
+                    let whole = audio::resample_to_16k(&d.samples, d.sample_rate).unwrap();
+                    let x = at16.unwrap_or_else(|e| panic!("{file} cut at {cut}: {e}"));
+                    assert_eq!(x.len(), whole.len(), "{file} cut at {cut}");
+                    assert!(
+                        x.iter()
+                            .zip(&whole)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{file} cut at {cut}: load_bytes differs"
+                    );
+                }
+                Err(AudioError::Corrupt(_)) => {
+                    assert!(
+                        matches!(at16, Err(AudioError::Corrupt(_))),
+                        "{file} cut at {cut}"
+                    )
+                }
                 Err(e) => panic!("{file} cut at {cut}: {e}"),
             }
         }

@@ -29,6 +29,9 @@ const SIMPLE_BLOCK: u32 = 0xA3;
 const BLOCK_GROUP: u32 = 0xA0;
 const BLOCK: u32 = 0xA1;
 const DISCARD_PADDING: u32 = 0x75A2;
+const INFO: u32 = 0x1549_A966;
+const TIMECODE_SCALE: u32 = 0x2A_D7B1;
+const DURATION: u32 = 0x4489;
 
 const MAX_ELEMENT: u64 = 16 << 20;
 const TRACK_TYPE_AUDIO: u64 = 2;
@@ -113,6 +116,29 @@ fn children(mut b: &[u8]) -> Result<Vec<(u32, &[u8])>, AudioError> {
 
 fn uint(b: &[u8]) -> u64 {
     b.iter().take(8).fold(0, |v, &x| v << 8 | x as u64)
+}
+
+/// The segment's length from its `Info` (`Duration` × `TimecodeScale`), in
+/// 48 kHz samples, for [`OpusSink::new`] to reserve the output; `None`
+/// without a `Duration` (browsers' MediaRecorder writes none) or with a
+/// nonsensical one.
+fn info_samples(body: &[u8]) -> Option<u64> {
+    let kids = children(body).ok()?;
+    let scale_ns = kids
+        .iter()
+        .find(|(id, _)| *id == TIMECODE_SCALE)
+        .map_or(1_000_000, |(_, b)| uint(b));
+    let duration = kids
+        .iter()
+        .find(|(id, _)| *id == DURATION)
+        .and_then(|(_, b)| match b.len() {
+            4 => Some(f32::from_be_bytes(b[..4].try_into().ok()?) as f64),
+            8 => Some(f64::from_be_bytes(b[..8].try_into().ok()?)),
+            _ => None,
+        })?;
+    let samples = duration * scale_ns as f64 * 1e-9 * OPUS_RATE as f64;
+    (samples.is_finite() && samples >= 0.0 && samples < u64::MAX as f64)
+        .then(|| samples.ceil() as u64)
 }
 
 fn tracks(body: &[u8]) -> Result<Vec<TrackInfo>, AudioError> {
@@ -245,16 +271,19 @@ fn read_block<R: Read + Seek>(src: &mut Src<R>, size: u64, track: u64) -> io::Re
     }
 }
 
-/// Decodes the first audio track of a Matroska/WebM file when it is Opus;
-/// `None` when it is another codec (symphonia's), or when blocks come
-/// before any track list.
+/// Decodes the first audio track of a Matroska/WebM file when it is Opus
+/// (at `out_rate` when one is asked for: [`OpusSink`]); `None` when it is
+/// another codec (symphonia's), or when blocks come before any track list.
 pub(super) fn decode<R: Read + Seek>(
     source: R,
     limits: DecodeLimits,
+    out_rate: Option<u32>,
 ) -> Result<Option<DecodedAudio>, AudioError> {
     let io = |e: io::Error| AudioError::Corrupt(e.to_string());
     let mut src = Src::new(source).map_err(io)?;
     let mut chosen: Option<(u64, OpusSink)> = None;
+    // The segment's length (Info), when it comes before the track list.
+    let mut length: Option<u64> = None;
     let mut damaged = false;
     // Where a Segment of known size ends: a file ending before that was cut.
     let mut segment_end: Option<u64> = None;
@@ -295,6 +324,13 @@ pub(super) fn decode<R: Read + Seek>(
         }
         let size = size.expect("checked by fits");
         match (id, chosen.as_mut()) {
+            // Info (a title, dates, the duration) comes before the tracks
+            // in the files ffmpeg and libwebm write; read after them, or
+            // huge, it is skipped: it only sizes a reservation.
+            (INFO, None) if size <= 64 << 10 => {
+                let b = src.read_vec(size as usize).map_err(io)?.expect("fits");
+                length = info_samples(&b);
+            }
             (TRACKS, None) => {
                 if size > MAX_ELEMENT {
                     return Err(AudioError::Corrupt(format!(
@@ -318,7 +354,10 @@ pub(super) fn decode<R: Read + Seek>(
                     AudioError::Corrupt("Opus track without an OpusHead (CodecPrivate)".into())
                 })?;
                 let head = OpusHead::parse(head)?;
-                chosen = Some((t.number, OpusSink::new(&head, limits)?));
+                // Matroska trims only pre-skip at the start.
+                let mut sink = OpusSink::new(&head, limits, out_rate, length, src.len)?;
+                sink.start_known();
+                chosen = Some((t.number, sink));
             }
             // Blocks before any track list: leave the file to symphonia.
             (SIMPLE_BLOCK | BLOCK_GROUP, None) => return Ok(None),
@@ -519,7 +558,36 @@ mod tests {
     }
 
     fn run(b: Vec<u8>) -> Result<Option<DecodedAudio>, AudioError> {
-        decode(std::io::Cursor::new(b), DecodeLimits::default())
+        decode(std::io::Cursor::new(b), DecodeLimits::default(), None)
+    }
+
+    #[test]
+    fn info_duration_sizes_the_reservation() {
+        // TimecodeScale (1 ms, 3-byte value) and Duration, 8- and 4-byte floats.
+        let scale: &[u8] = &[0x2A, 0xD7, 0xB1, 0x83, 0x0F, 0x42, 0x40];
+        let f64_ms = |ms: f64| [&[0x44, 0x89, 0x88][..], &ms.to_be_bytes()].concat();
+        let f32_ms = |ms: f32| [&[0x44, 0x89, 0x84][..], &ms.to_be_bytes()].concat();
+        assert_eq!(
+            info_samples(&[scale, &f64_ms(1500.0)].concat()),
+            Some(72_000)
+        );
+        assert_eq!(
+            info_samples(&f32_ms(250.0)),
+            Some(12_000),
+            "default scale 1 ms"
+        );
+        // 10 µs ticks.
+        let fine: &[u8] = &[0x2A, 0xD7, 0xB1, 0x82, 0x27, 0x10];
+        assert_eq!(info_samples(&[fine, &f64_ms(100.0)].concat()), Some(48));
+        assert_eq!(info_samples(scale), None, "no Duration");
+        assert_eq!(info_samples(&f64_ms(f64::NAN)), None);
+        assert_eq!(info_samples(&f64_ms(-5.0)), None);
+        assert_eq!(
+            info_samples(&[0x44, 0x89, 0x82, 1, 2]),
+            None,
+            "2-byte float"
+        );
+        assert_eq!(info_samples(&[0x44, 0x89, 0x88, 1]), None, "cut element");
     }
 
     #[test]

@@ -113,6 +113,35 @@ fn read_page<R: Read + Seek>(src: &mut Src<R>) -> io::Result<PageRead> {
     }))
 }
 
+/// The largest Ogg page: header, 255 lacing values, 255 × 255 bytes.
+const MAX_PAGE: u64 = 27 + 255 + 255 * 255;
+
+/// The granule position of the last page of stream `serial` in the file's
+/// last [`MAX_PAGE`] bytes: the stream's length at 48 kHz (pre-skip
+/// included), for [`OpusSink::new`] to reserve the output. Only pages whose
+/// CRC checks count; `None` when there is none (a cut file, or a stream
+/// that ends long before another). The read position is kept.
+fn last_granule<R: Read + Seek>(src: &mut Src<R>, serial: u32) -> io::Result<Option<u64>> {
+    let here = src.pos();
+    let from = src.len.saturating_sub(MAX_PAGE);
+    src.seek_to(from)?;
+    let mut tail = vec![0u8; (src.len - from) as usize];
+    let n = src.read_full(&mut tail)?;
+    tail.truncate(n);
+    src.seek_to(here)?;
+    let found = (0..tail.len().saturating_sub(3))
+        .rev()
+        .filter(|&i| &tail[i..i + 4] == b"OggS")
+        .find_map(|i| {
+            let mut page = Src::new(io::Cursor::new(&tail[i..])).ok()?;
+            match read_page(&mut page).ok()? {
+                PageRead::Page(p) if p.serial == serial && p.granule >= 0 => Some(p.granule as u64),
+                _ => None,
+            }
+        });
+    Ok(found)
+}
+
 /// What a logical stream carries, from its first packet.
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
@@ -153,12 +182,13 @@ fn classify(p: &[u8]) -> Kind {
     }
 }
 
-/// Decodes the first audio stream of an Ogg file when it is Opus. `None`
-/// when it is Vorbis or FLAC (symphonia's), an error for other codecs or
-/// no audio.
+/// Decodes the first audio stream of an Ogg file when it is Opus (at
+/// `out_rate` when one is asked for: [`OpusSink`]). `None` when it is
+/// Vorbis or FLAC (symphonia's), an error for other codecs or no audio.
 pub(super) fn decode<R: Read + Seek>(
     source: R,
     limits: DecodeLimits,
+    out_rate: Option<u32>,
 ) -> Result<Option<DecodedAudio>, AudioError> {
     let io = |e: io::Error| AudioError::Corrupt(e.to_string());
     let mut src = Src::new(source).map_err(io)?;
@@ -205,7 +235,9 @@ pub(super) fn decode<R: Read + Seek>(
     let (serial, mut sink) = match audio {
         Some((serial, Kind::Opus, head)) => {
             let head = OpusHead::parse(head)?;
-            (*serial, OpusSink::new(&head, limits)?)
+            let length = last_granule(&mut src, *serial).map_err(io)?;
+            let sink = OpusSink::new(&head, limits, out_rate, length, src.len)?;
+            (*serial, sink)
         }
         Some((_, Kind::Symphonia, _)) => return Ok(None),
         Some((_, Kind::OtherAudio(codec), _)) => {
@@ -349,6 +381,7 @@ impl Stream {
                 if start < 0 {
                     sink.trim_start((-start) as usize);
                 }
+                sink.start_known();
                 self.start = Some(start);
             }
             if p.flags & EOS != 0 {
@@ -429,7 +462,124 @@ pub(super) mod tests {
     }
 
     fn run(bytes: Vec<u8>) -> Result<Option<DecodedAudio>, AudioError> {
-        decode(std::io::Cursor::new(bytes), DecodeLimits::default())
+        decode(std::io::Cursor::new(bytes), DecodeLimits::default(), None)
+    }
+
+    /// Where each page of a well-formed Ogg file starts.
+    fn page_starts(b: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 27 <= b.len() && &b[i..i + 4] == b"OggS" {
+            out.push(i);
+            let n = b[i + 26] as usize;
+            i += 27
+                + n
+                + b[i + 27..i + 27 + n]
+                    .iter()
+                    .map(|&l| l as usize)
+                    .sum::<usize>();
+        }
+        out
+    }
+
+    /// Moves the granule position of the page at `at` by `delta`, CRC
+    /// mended.
+    fn shift_granule(b: &mut [u8], at: usize, delta: i64) {
+        let g = i64::from_le_bytes(b[at + 6..at + 14].try_into().unwrap()) + delta;
+        b[at + 6..at + 14].copy_from_slice(&g.to_le_bytes());
+        b[at + 22..at + 26].fill(0);
+        let n = b[at + 26] as usize;
+        let len = 27
+            + n
+            + b[at + 27..at + 27 + n]
+                .iter()
+                .map(|&l| l as usize)
+                .sum::<usize>();
+        let c = crc(0, &b[at..at + len]);
+        b[at + 22..at + 26].copy_from_slice(&c.to_le_bytes());
+    }
+
+    /// The reservation's figure: the final page's granule, found from the
+    /// file's end; a cut file's last whole page; nothing for another stream.
+    #[test]
+    fn last_granule_reads_the_final_page() {
+        let real = std::fs::read(crate::testing::fixtures_dir().join("opus.ogg")).unwrap();
+        let pages = page_starts(&real);
+        let granule = |at: usize| i64::from_le_bytes(real[at + 6..at + 14].try_into().unwrap());
+        let serial = u32::from_le_bytes(real[14..18].try_into().unwrap());
+        let read = |b: &[u8], serial: u32| {
+            let mut src = Src::new(std::io::Cursor::new(b.to_vec())).unwrap();
+            src.seek_to(40).unwrap();
+            let g = last_granule(&mut src, serial).unwrap();
+            assert_eq!(src.pos(), 40, "the read position is kept");
+            g
+        };
+        let (last, before) = (pages[pages.len() - 1], pages[pages.len() - 2]);
+        assert_eq!(read(&real, serial), Some(granule(last) as u64));
+        assert_eq!(
+            read(&real[..last + 30], serial),
+            Some(granule(before) as u64)
+        );
+        assert_eq!(read(&real, serial ^ 1), None);
+    }
+
+    /// Resampling while decoding (what `load_file` asks for) gives the
+    /// samples of decoding whole at 48 kHz and resampling afterwards, bit
+    /// for bit, through every trim: pre-skip, a stream whose first granule
+    /// says it starts 2000 samples before zero, an end granule that cuts
+    /// into the last packet, and a file cut short. Real speech (the
+    /// fixtures' `opus.ogg`), so equal samples mean something.
+    #[test]
+    fn resampling_as_it_decodes_matches_decoding_whole_then_resampling() {
+        let real = std::fs::read(crate::testing::fixtures_dir().join("opus.ogg")).unwrap();
+        let pages = page_starts(&real);
+        let granule = |at: usize| i64::from_le_bytes(real[at + 6..at + 14].try_into().unwrap());
+        let first_audio = *pages
+            .iter()
+            .find(|&&at| granule(at) > 0)
+            .expect("an audio page");
+        let last = *pages.last().unwrap();
+        assert_ne!(first_audio, last, "opus.ogg should span several pages");
+        let mut early = real.clone();
+        shift_granule(&mut early, first_audio, -2_000);
+        shift_granule(&mut early, last, -2_500);
+        let lim = DecodeLimits::default();
+        let whole_len = run(real.clone()).unwrap().unwrap().samples.len();
+        for (name, bytes) in [
+            ("as written", real.clone()),
+            ("starting before zero, trimmed at the end", early),
+            ("cut at two thirds", real[..real.len() * 2 / 3].to_vec()),
+        ] {
+            let at48 = run(bytes.clone()).unwrap().unwrap();
+            let at16 = decode(std::io::Cursor::new(bytes), lim, Some(16_000))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (at48.sample_rate, at16.sample_rate),
+                (48_000, 16_000),
+                "{name}"
+            );
+            assert_eq!(at48.truncated, at16.truncated, "{name}");
+            let want = crate::audio::resample_to_16k(&at48.samples, 48_000).unwrap();
+            assert_eq!(at16.samples.len(), want.len(), "{name}");
+            assert!(
+                at16.samples
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: samples differ"
+            );
+            assert!(want.iter().any(|&x| x.abs() > 0.01), "{name}: silent");
+            println!(
+                "{name}: {} samples at 48 kHz of {whole_len}",
+                at48.samples.len()
+            );
+            if name.starts_with("starting") {
+                // 2000 off the start, 500 more than before off the end
+                // (as far as the last packet allows).
+                assert!(at48.samples.len() < whole_len - 2_000, "{name}");
+            }
+        }
     }
 
     #[test]
