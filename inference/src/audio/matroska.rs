@@ -32,6 +32,7 @@ const DISCARD_PADDING: u32 = 0x75A2;
 const INFO: u32 = 0x1549_A966;
 const TIMECODE_SCALE: u32 = 0x2A_D7B1;
 const DURATION: u32 = 0x4489;
+const TIMECODE: u32 = 0xE7;
 
 const MAX_ELEMENT: u64 = 16 << 20;
 const TRACK_TYPE_AUDIO: u64 = 2;
@@ -118,12 +119,14 @@ fn uint(b: &[u8]) -> u64 {
     b.iter().take(8).fold(0, |v, &x| v << 8 | x as u64)
 }
 
-/// The segment's length from its `Info` (`Duration` × `TimecodeScale`), in
-/// 48 kHz samples, for [`OpusSink::new`] to reserve the output; `None`
-/// without a `Duration` (browsers' MediaRecorder writes none) or with a
-/// nonsensical one.
-fn info_samples(body: &[u8]) -> Option<u64> {
-    let kids = children(body).ok()?;
+/// What `Info` says: the tick length (`TimecodeScale`, ns; 1 ms when
+/// absent) and the segment's length (`Duration`) in 48 kHz samples, for
+/// [`OpusSink::new`] to reserve the output; no length without a `Duration`
+/// (browsers' MediaRecorder writes none) or with a nonsensical one.
+fn info(body: &[u8]) -> (u64, Option<u64>) {
+    let Ok(kids) = children(body) else {
+        return (1_000_000, None);
+    };
     let scale_ns = kids
         .iter()
         .find(|(id, _)| *id == TIMECODE_SCALE)
@@ -135,10 +138,50 @@ fn info_samples(body: &[u8]) -> Option<u64> {
             4 => Some(f32::from_be_bytes(b[..4].try_into().ok()?) as f64),
             8 => Some(f64::from_be_bytes(b[..8].try_into().ok()?)),
             _ => None,
-        })?;
-    let samples = duration * scale_ns as f64 * 1e-9 * OPUS_RATE as f64;
+        });
+    (
+        scale_ns,
+        duration.and_then(|d| ticks_to_samples(d, scale_ns)),
+    )
+}
+
+/// `ticks` of `scale_ns` in 48 kHz samples; `None` when that is not a
+/// sample count.
+fn ticks_to_samples(ticks: f64, scale_ns: u64) -> Option<u64> {
+    let samples = ticks * scale_ns as f64 * 1e-9 * OPUS_RATE as f64;
     (samples.is_finite() && samples >= 0.0 && samples < u64::MAX as f64)
         .then(|| samples.ceil() as u64)
+}
+
+/// How far back from the file's end [`last_cluster_samples`] looks.
+const TAIL: u64 = 1 << 20;
+
+/// For a segment without a `Duration`: where its last Cluster starts (its
+/// `Timecode`, found in the file's last MiB) plus the longest a cluster
+/// can run (block times are 16-bit offsets from it), in 48 kHz samples;
+/// at most 33 s over, which only sizes a reservation. The read position is
+/// kept.
+fn last_cluster_samples<R: Read + Seek>(
+    src: &mut Src<R>,
+    scale_ns: u64,
+) -> io::Result<Option<u64>> {
+    let tail = src.read_tail(TAIL)?;
+    let cluster = CLUSTER.to_be_bytes();
+    let timecode = (0..tail.len().saturating_sub(3))
+        .rev()
+        .filter(|&i| tail[i..i + 4] == cluster)
+        .find_map(|i| {
+            let (_, sl, _) = vint(&tail[i + 4..], 8, false)?;
+            let b = &tail[i + 4 + sl..];
+            let (id, il, _) = vint(b, 4, true)?;
+            let (size, zl, unknown) = vint(&b[il..], 8, false)?;
+            let value = b.get(il + zl..il + zl + size as usize)?;
+            (id == TIMECODE as u64 && !unknown && size <= 8).then(|| uint(value))
+        });
+    Ok(timecode.and_then(|t| {
+        let ns = (t as u128 + i16::MAX as u128) * scale_ns as u128;
+        u64::try_from((ns * OPUS_RATE as u128).div_ceil(1_000_000_000)).ok()
+    }))
 }
 
 fn tracks(body: &[u8]) -> Result<Vec<TrackInfo>, AudioError> {
@@ -282,8 +325,9 @@ pub(super) fn decode<R: Read + Seek>(
     let io = |e: io::Error| AudioError::Corrupt(e.to_string());
     let mut src = Src::new(source).map_err(io)?;
     let mut chosen: Option<(u64, OpusSink)> = None;
-    // The segment's length (Info), when it comes before the track list.
-    let mut length: Option<u64> = None;
+    // The segment's tick and length (Info), when it comes before the
+    // track list.
+    let (mut scale_ns, mut length) = (1_000_000u64, None::<u64>);
     let mut damaged = false;
     // Where a Segment of known size ends: a file ending before that was cut.
     let mut segment_end: Option<u64> = None;
@@ -329,7 +373,7 @@ pub(super) fn decode<R: Read + Seek>(
             // huge, it is skipped: it only sizes a reservation.
             (INFO, None) if size <= 64 << 10 => {
                 let b = src.read_vec(size as usize).map_err(io)?.expect("fits");
-                length = info_samples(&b);
+                (scale_ns, length) = info(&b);
             }
             (TRACKS, None) => {
                 if size > MAX_ELEMENT {
@@ -354,6 +398,9 @@ pub(super) fn decode<R: Read + Seek>(
                     AudioError::Corrupt("Opus track without an OpusHead (CodecPrivate)".into())
                 })?;
                 let head = OpusHead::parse(head)?;
+                if length.is_none() {
+                    length = last_cluster_samples(&mut src, scale_ns).map_err(io)?;
+                }
                 // Matroska trims only pre-skip at the start.
                 let mut sink = OpusSink::new(&head, limits, out_rate, length, src.len)?;
                 sink.start_known();
@@ -567,27 +614,39 @@ mod tests {
         let scale: &[u8] = &[0x2A, 0xD7, 0xB1, 0x83, 0x0F, 0x42, 0x40];
         let f64_ms = |ms: f64| [&[0x44, 0x89, 0x88][..], &ms.to_be_bytes()].concat();
         let f32_ms = |ms: f32| [&[0x44, 0x89, 0x84][..], &ms.to_be_bytes()].concat();
+        let ms = 1_000_000;
+        assert_eq!(info(&[scale, &f64_ms(1500.0)].concat()), (ms, Some(72_000)));
         assert_eq!(
-            info_samples(&[scale, &f64_ms(1500.0)].concat()),
-            Some(72_000)
-        );
-        assert_eq!(
-            info_samples(&f32_ms(250.0)),
-            Some(12_000),
+            info(&f32_ms(250.0)),
+            (ms, Some(12_000)),
             "default scale 1 ms"
         );
         // 10 µs ticks.
         let fine: &[u8] = &[0x2A, 0xD7, 0xB1, 0x82, 0x27, 0x10];
-        assert_eq!(info_samples(&[fine, &f64_ms(100.0)].concat()), Some(48));
-        assert_eq!(info_samples(scale), None, "no Duration");
-        assert_eq!(info_samples(&f64_ms(f64::NAN)), None);
-        assert_eq!(info_samples(&f64_ms(-5.0)), None);
-        assert_eq!(
-            info_samples(&[0x44, 0x89, 0x82, 1, 2]),
-            None,
-            "2-byte float"
-        );
-        assert_eq!(info_samples(&[0x44, 0x89, 0x88, 1]), None, "cut element");
+        assert_eq!(info(&[fine, &f64_ms(100.0)].concat()), (10_000, Some(48)));
+        assert_eq!(info(fine), (10_000, None), "no Duration");
+        assert_eq!(info(&f64_ms(f64::NAN)), (ms, None));
+        assert_eq!(info(&f64_ms(-5.0)), (ms, None));
+        assert_eq!(info(&[0x44, 0x89, 0x82, 1, 2]), (ms, None), "2-byte float");
+        assert_eq!(info(&[0x44, 0x89, 0x88, 1]), (ms, None), "cut element");
+    }
+
+    /// Without a `Duration`: the last cluster's timecode (its tick count
+    /// here) and the 32.767 s a cluster can run past it, whatever the
+    /// clusters' sizes say; nothing in a file with no cluster.
+    #[test]
+    fn last_cluster_sizes_the_reservation_without_a_duration() {
+        for unknown in [false, true] {
+            let b = webm(7, 3, 0, unknown);
+            let mut src = Src::new(std::io::Cursor::new(b)).unwrap();
+            src.seek_to(20).unwrap();
+            let got = last_cluster_samples(&mut src, 1_000_000).unwrap();
+            assert_eq!(got, Some((6 + 32_767) * 48), "unknown sizes: {unknown}");
+            assert_eq!(src.pos(), 20, "the read position is kept");
+        }
+        let head = el(0x1A45_DFA3, &el(0x4282, b"webm"));
+        let mut src = Src::new(std::io::Cursor::new(head)).unwrap();
+        assert_eq!(last_cluster_samples(&mut src, 1_000_000).unwrap(), None);
     }
 
     #[test]

@@ -122,13 +122,7 @@ const MAX_PAGE: u64 = 27 + 255 + 255 * 255;
 /// CRC checks count; `None` when there is none (a cut file, or a stream
 /// that ends long before another). The read position is kept.
 fn last_granule<R: Read + Seek>(src: &mut Src<R>, serial: u32) -> io::Result<Option<u64>> {
-    let here = src.pos();
-    let from = src.len.saturating_sub(MAX_PAGE);
-    src.seek_to(from)?;
-    let mut tail = vec![0u8; (src.len - from) as usize];
-    let n = src.read_full(&mut tail)?;
-    tail.truncate(n);
-    src.seek_to(here)?;
+    let tail = src.read_tail(MAX_PAGE)?;
     let found = (0..tail.len().saturating_sub(3))
         .rev()
         .filter(|&i| &tail[i..i + 4] == b"OggS")

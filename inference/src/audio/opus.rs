@@ -505,6 +505,20 @@ impl<R: Read + Seek> Src<R> {
         Ok(got)
     }
 
+    /// The source's last `max` bytes (all of it when shorter), read
+    /// without moving the read position: where containers keep their
+    /// last timestamps.
+    pub fn read_tail(&mut self, max: u64) -> io::Result<Vec<u8>> {
+        let here = self.pos;
+        let from = self.len.saturating_sub(max);
+        self.seek_to(from)?;
+        let mut tail = vec![0u8; (self.len - from) as usize];
+        let n = self.read_full(&mut tail)?;
+        tail.truncate(n);
+        self.seek_to(here)?;
+        Ok(tail)
+    }
+
     /// `n` bytes, or `None` when the source ends first. Callers bound `n`.
     pub fn read_vec(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
         if n as u64 > self.remaining() {
