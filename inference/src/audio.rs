@@ -1163,8 +1163,9 @@ impl KaiserStream {
     /// 4096 phases).
     pub fn new(from: u32, to: u32) -> Option<Self> {
         let k = KaiserResampler::new(from, to)?;
-        // Outputs whose window starts before the signal: written at finish.
-        let lead = (0..).take_while(|&j| k.window(j).1 < 0).count();
+        // Outputs whose window starts before the signal (k·step <
+        // center·phases): written at finish.
+        let lead = (k.center * k.phases).div_ceil(k.step);
         Some(Self {
             head: Vec::with_capacity(k.taps),
             k,
@@ -1201,17 +1202,14 @@ impl KaiserStream {
     /// Outputs past those written whose windows lie inside the input so far.
     fn ready(&self) -> usize {
         let first = self.out.len().max(self.lead);
-        let mut hi = first;
-        // Window starts grow by `step / phases` per output: jump close, then step.
-        let per = (self.k.step as f64 / self.k.phases as f64).max(1e-9);
-        let room = self.n as f64 - self.k.taps as f64 - self.k.window(first).1 as f64;
-        if room > 0.0 {
-            hi += ((room / per) as usize).saturating_sub(2);
-        }
-        while self.k.window(hi).1 >= 0 && self.k.window(hi).1 as usize + self.k.taps <= self.n {
-            hi += 1;
-        }
-        hi - first
+        // Output k's window ends inside the input while
+        // floor(k·step / phases) − center + taps ≤ n, that is while
+        // k·step < (n + center − taps + 1)·phases.
+        let end = match (self.n + self.k.center + 1).checked_sub(self.k.taps) {
+            Some(m) => (m * self.k.phases).div_ceil(self.k.step),
+            None => 0,
+        };
+        end.saturating_sub(first)
     }
 
     /// Writes the next `count` outputs (all interior), then lets go of
