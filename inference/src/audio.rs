@@ -6,9 +6,10 @@
 //! Decoding is streaming and bounded: nothing is pre-allocated from a header's
 //! claimed length (a WAV can claim 4 GB and hold 40 bytes), and decoding stops
 //! with [`AudioError::TooLong`] once a caller's duration cap is passed, so a
-//! hostile upload costs at most `max_duration` worth of memory. Opus, which
-//! decodes at 48 kHz, is resampled to 16 kHz as it decodes ([`KaiserStream`]
-//! on a thread beside libopus), so its 48 kHz samples are never all held.
+//! hostile upload costs at most `max_duration` worth of memory. Audio at
+//! another rate (Opus's 48 kHz, MP3's and AAC's 44.1 or 48 kHz) is
+//! resampled to 16 kHz as it decodes ([`KaiserStream`] on a thread beside
+//! the decoder), so its source-rate samples are never all held.
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -143,7 +144,8 @@ fn reserve_samples(
     usize::try_from(n).unwrap_or(0)
 }
 
-/// Decoded audio at its source rate, already mixed down to mono.
+/// Decoded audio, already mixed down to mono: at its source rate from the
+/// public `decode_*` functions.
 #[derive(Debug, Clone)]
 pub struct DecodedAudio {
     pub samples: Vec<f32>,
@@ -166,7 +168,7 @@ pub fn load_file(path: &Path, limits: DecodeLimits) -> Result<Vec<f32>, AudioErr
 }
 
 /// The decoded samples at 16 kHz: audio already at that rate (WAV at
-/// 16 kHz, Opus resampled as it was decoded) is handed over as it is, not
+/// 16 kHz, or resampled as it was decoded) is handed over as it is, not
 /// copied (a copy is a second 230 MB an hour of audio at the peak, held
 /// until the decoded buffer is freed).
 fn into_16k(decoded: DecodedAudio) -> Result<Vec<f32>, AudioError> {
@@ -190,8 +192,9 @@ pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DecodedAudio, Au
     decode_path(path, limits, None)
 }
 
-/// Decode a file, mono, at its own rate or, for the decoders that resample
-/// as they go (Opus: [`opus::OpusSink`]), at `out_rate`.
+/// Decode a file, mono, at its own rate or, resampled as it decodes
+/// ([`opus::OpusSink`], [`MonoOut`]), at `out_rate` (where a
+/// [`KaiserStream`] has a filter for the two rates; otherwise at its own).
 fn decode_path(
     path: &Path,
     limits: DecodeLimits,
@@ -364,18 +367,15 @@ fn decode_source(
     if sample_rate != 0 {
         check_rate(sample_rate)?;
     }
-    let mut mono: Vec<f32> = Vec::new();
-    // Only address space until written; where the system refuses even that
-    // (strict overcommit), the buffer grows as samples arrive instead.
-    let _ = mono.try_reserve_exact(reserve_samples(
-        params.n_frames,
-        sample_rate,
-        limits,
-        source_len,
-    ));
+    // Made at the first decoded samples, once the rate is certain.
+    let mut out: Option<MonoOut> = None;
+    // Samples decoded, before any edit: what the limits count.
+    let mut decoded_n = 0usize;
     let mut buf: Option<SampleBuffer<f32>> = None;
     let mut truncated = false;
     let mut max_samples: Option<usize> = None;
+    // One packet's samples mixed down.
+    let mut mono: Vec<f32> = Vec::new();
     loop {
         let packet = match guarded("container reader", || format.next_packet())? {
             Ok(p) => p,
@@ -391,7 +391,7 @@ fn decode_source(
                 break;
             }
             Err(e) => {
-                if mono.is_empty() {
+                if decoded_n == 0 {
                     return Err(AudioError::Corrupt(e.to_string()));
                 }
                 truncated = true;
@@ -445,16 +445,23 @@ fn decode_source(
         sb.copy_interleaved_ref(decoded);
         let inter = sb.samples();
         let scale = 1.0 / channels as f32;
-        for frame in inter.chunks_exact(channels) {
+        mono.clear();
+        mono.extend(inter.chunks_exact(channels).map(|frame| {
             let s: f32 = frame.iter().sum::<f32>() * scale;
-            mono.push(if s.is_finite() {
+            if s.is_finite() {
                 s.clamp(-1.0, 1.0)
             } else {
                 0.0
-            });
-        }
+            }
+        }));
+        decoded_n += mono.len();
+        let sink = out.get_or_insert_with(|| {
+            let reserve = reserve_samples(params.n_frames, sample_rate, limits, source_len);
+            MonoOut::new(sample_rate, out_rate, reserve, mp4_edit.as_ref())
+        });
+        sink.push(&mono)?;
         if let Some(max) = max_samples {
-            if mono.len() > max {
+            if decoded_n > max {
                 return Err(AudioError::TooLong {
                     limit_s: limits.max_duration_s.unwrap_or(0.0),
                 });
@@ -462,27 +469,90 @@ fn decode_source(
         }
     }
     if sample_rate == 0 {
-        if mono.is_empty() {
+        if decoded_n == 0 {
             // A header with no frames at all: empty audio, not an error.
             sample_rate = SAMPLE_RATE;
         } else {
             return Err(AudioError::BadSampleRate(0));
         }
     }
-    if mono.is_empty() && truncated {
+    if decoded_n == 0 && truncated {
         return Err(AudioError::Corrupt(
             "no decodable audio before the stream broke".into(),
         ));
     }
-    if let Some(edit) = mp4_edit {
-        edit.apply(&mut mono, sample_rate);
-    }
+    let (samples, sample_rate) = match out {
+        Some(o) => o.finish(sample_rate)?,
+        None => (Vec::new(), sample_rate),
+    };
     Ok(DecodedAudio {
-        samples: mono,
+        samples,
         sample_rate,
         codec: codec_name,
         truncated,
     })
+}
+
+/// Where a symphonia decoder's mono samples go: kept at the source rate,
+/// or, when the caller wants another rate, resampled as they come
+/// ([`Resampling`]), so a long MP3, AAC or FLAC recording is never held
+/// whole at 44.1 or 48 kHz. MP4's edit (encoder priming and padding) is
+/// taken off on the way in. Either way the result is that of decoding
+/// whole, trimming, then resampling, bit for bit.
+struct MonoOut {
+    /// Samples at the source rate, when not resampling.
+    whole: Vec<f32>,
+    resampler: Option<Resampling>,
+    /// Leading samples still to drop (the edit's start).
+    skip: usize,
+    /// Samples still to keep after them (the edit's length).
+    keep: usize,
+}
+
+impl MonoOut {
+    /// `reserve`: source-rate samples to make room for once.
+    fn new(rate: u32, out_rate: Option<u32>, reserve: usize, edit: Option<&Mp4Edit>) -> Self {
+        let (skip, keep) = edit.map_or((0, None), |e| e.window(rate));
+        let resampler = out_rate.and_then(|to| Resampling::new(rate, to, reserve));
+        let mut whole = Vec::new();
+        if resampler.is_none() {
+            // Only address space until written; where the system refuses
+            // even that (strict overcommit), the buffer grows instead.
+            let _ = whole.try_reserve_exact(reserve);
+        }
+        Self {
+            whole,
+            resampler,
+            skip,
+            keep: keep.unwrap_or(usize::MAX),
+        }
+    }
+
+    fn push(&mut self, x: &[f32]) -> Result<(), AudioError> {
+        let drop = self.skip.min(x.len());
+        self.skip -= drop;
+        let x = &x[drop..];
+        let x = &x[..x.len().min(self.keep)];
+        self.keep -= x.len();
+        match &mut self.resampler {
+            Some(r) => r.push(x),
+            None => {
+                self.whole.extend_from_slice(x);
+                Ok(())
+            }
+        }
+    }
+
+    /// The samples and their rate (`rate`, the source's, unless resampled).
+    fn finish(self, rate: u32) -> Result<(Vec<f32>, u32), AudioError> {
+        match self.resampler {
+            Some(r) => {
+                let to = r.rate;
+                Ok((r.finish()?, to))
+            }
+            None => Ok((self.whole, rate)),
+        }
+    }
 }
 
 /// The sample rate of a WAV's `fmt ` chunk, when it is within `head`.
@@ -778,17 +848,16 @@ struct Mp4Edit {
 }
 
 impl Mp4Edit {
-    fn apply(&self, mono: &mut Vec<f32>, rate: u32) {
+    /// The edit at `rate`: leading samples to drop, then how many to keep
+    /// (`None`: all the rest).
+    fn window(&self, rate: u32) -> (usize, Option<usize>) {
         let skip = (self.media_time as u128 * rate as u128 / self.media_timescale as u128) as usize;
-        let skip = skip.min(mono.len());
-        mono.drain(..skip);
-        if let Some(d) = self.duration {
-            // The movie timescale is often 1000: round up, never cut audio.
-            let keep = (d as u128 * rate as u128).div_ceil(self.movie_timescale as u128);
-            if keep < mono.len() as u128 {
-                mono.truncate(keep as usize);
-            }
-        }
+        // The movie timescale is often 1000: round up, never cut audio.
+        let keep = self.duration.map(|d| {
+            usize::try_from((d as u128 * rate as u128).div_ceil(self.movie_timescale as u128))
+                .unwrap_or(usize::MAX)
+        });
+        (skip, keep)
     }
 }
 
@@ -1261,6 +1330,81 @@ impl KaiserStream {
     }
 }
 
+/// A [`KaiserStream`] on a thread of its own, fed a decoder's samples a
+/// second at a time through a short queue: what lets a decoder hand over
+/// its samples as it makes them instead of holding them all at the source
+/// rate (an hour of 44.1 kHz MP3 is 635 MB of samples before its 230 MB at
+/// 16 kHz; Opus at 48 kHz, 690 MB). Resampling costs about as much as
+/// decoding Opus or MP3 (the filter's ~99 taps per 16 kHz sample), and
+/// decoding is serial: side by side the two overlap instead of taking
+/// turns. The queue bounds what waits between them.
+struct Resampling {
+    tx: std::sync::mpsc::SyncSender<Vec<f32>>,
+    worker: std::thread::JoinHandle<Vec<f32>>,
+    pending: Vec<f32>,
+    chunk: usize,
+    rate: u32,
+}
+
+impl Resampling {
+    /// Messages the queue holds before decoding waits for the resampler.
+    const QUEUE: usize = 8;
+
+    /// `from` → `rate`; `None` (keep the source rate, resample afterwards)
+    /// when the rates are equal, there is no filter for them, or no thread
+    /// is to be had. The output is reserved for `reserve` input samples.
+    fn new(from: u32, rate: u32, reserve: usize) -> Option<Self> {
+        let mut k = KaiserStream::new(from, rate)?;
+        k.reserve(reserve);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(Self::QUEUE);
+        let worker = std::thread::Builder::new()
+            .name("resample".into())
+            .spawn(move || {
+                for chunk in rx {
+                    k.push(&chunk);
+                }
+                k.finish()
+            })
+            .ok()?;
+        let chunk = from as usize;
+        Some(Self {
+            tx,
+            worker,
+            pending: Vec::with_capacity(chunk),
+            chunk,
+            rate,
+        })
+    }
+
+    fn push(&mut self, x: &[f32]) -> Result<(), AudioError> {
+        self.pending.extend_from_slice(x);
+        if self.pending.len() >= self.chunk {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), AudioError> {
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(self.chunk));
+        // Fails only when the thread is gone (it panicked): `finish` says so.
+        self.tx
+            .send(chunk)
+            .map_err(|_| AudioError::Resample("the resampling thread stopped".into()))
+    }
+
+    /// Everything resampled. Dropping a `Resampling` instead (decoding
+    /// failed) closes the queue, and the thread ends on its own.
+    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
+        if !self.pending.is_empty() {
+            self.send()?;
+        }
+        drop(self.tx);
+        self.worker
+            .join()
+            .map_err(|_| AudioError::Resample("the resampling thread panicked".into()))
+    }
+}
+
 /// Resample mono audio between two rates.
 pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
     if from == 0 {
@@ -1493,6 +1637,41 @@ mod tests {
     }
 
     #[test]
+    fn mono_out_resamples_as_samples_arrive() {
+        // 3 s at 44.1 kHz in MP3-sized pieces, with an edit that drops
+        // 1024 priming samples and presents 2.5 s: the same 16 kHz samples
+        // as trimming the whole and resampling it.
+        let edit = Mp4Edit {
+            media_time: 1024,
+            media_timescale: 44_100,
+            duration: Some(2500),
+            movie_timescale: 1000,
+        };
+        let x: Vec<f32> = (0..3 * 44_100)
+            .map(|i| (i as f32 * 0.013).sin() * 0.5 + (i as f32 * 0.0007).cos() * 0.25)
+            .collect();
+        for edit in [None, Some(&edit)] {
+            let mut out = MonoOut::new(44_100, Some(SAMPLE_RATE), x.len(), edit);
+            assert!(out.resampler.is_some());
+            for piece in x.chunks(1152) {
+                out.push(piece).unwrap();
+            }
+            let (y, rate) = out.finish(44_100).unwrap();
+            assert_eq!(rate, SAMPLE_RATE);
+            let kept = match edit {
+                Some(_) => &x[1024..1024 + 110_250],
+                None => &x[..],
+            };
+            let want = resample_to_16k(kept, 44_100).unwrap();
+            assert_eq!(y.len(), want.len());
+            assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        // The same rate in and out: kept as it is, no thread.
+        let out = MonoOut::new(SAMPLE_RATE, Some(SAMPLE_RATE), 0, None);
+        assert!(out.resampler.is_none());
+    }
+
+    #[test]
     fn mp4_edit_list_trims_priming_and_padding() {
         // v0: 2000 ms presented, starting 1024 samples into the media.
         let mut elst = vec![0, 0, 0, 0, 0, 0, 0, 1];
@@ -1509,14 +1688,27 @@ mod tests {
                 movie_timescale: 1000,
             }
         );
-        let mut x: Vec<f32> = (0..1024 + 88_200 + 700).map(|i| i as f32).collect();
-        edit.apply(&mut x, 44_100);
-        assert_eq!(x.len(), 88_200);
+        // Taken off as samples arrive, in pieces of any size (here 1000,
+        // so the skip and the cut both fall inside a piece).
+        let trimmed = |rate: u32, n: usize| {
+            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut out = MonoOut::new(rate, None, 0, Some(&edit));
+            for piece in x.chunks(1000) {
+                out.push(piece).unwrap();
+            }
+            out.finish(rate).unwrap()
+        };
+        let (x, rate) = trimmed(44_100, 1024 + 88_200 + 700);
+        assert_eq!((x.len(), rate), (88_200, 44_100));
         assert_eq!(x[0], 1024.0);
-        // Applied after decoding at another rate, it scales.
-        let mut y: Vec<f32> = vec![0.0; 50_000];
-        edit.apply(&mut y, 22_050);
+        assert_eq!(x[88_199], (1024 + 88_199) as f32);
+        // At another rate, it scales.
+        let (y, _) = trimmed(22_050, 50_000);
         assert_eq!(y.len(), 44_100);
+        assert_eq!(y[0], 512.0);
+        // A stream shorter than the edit keeps what there is past the skip.
+        assert_eq!(trimmed(44_100, 1500).0.len(), 476);
+        assert!(trimmed(44_100, 1000).0.is_empty());
 
         // v1 entries parse too.
         let mut elst1 = vec![1, 0, 0, 0, 0, 0, 0, 1];

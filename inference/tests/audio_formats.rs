@@ -236,6 +236,54 @@ fn hostile_opus_and_other_codecs(dir: &std::path::Path, lim: DecodeLimits) {
     }
 }
 
+/// Every format symphonia decodes is resampled as it decodes too (MP3,
+/// FLAC, Vorbis, WAV at 44.1 kHz here; AAC with its edit list whole, above: symphonia reads
+/// no MP4 cut short): cut anywhere, a file gives through `load_bytes` the
+/// samples of decoding the same bytes whole and resampling them, or the
+/// same error.
+#[test]
+fn cut_files_resample_as_they_decode_as_when_whole() {
+    let dir = fixtures();
+    let lim = DecodeLimits::default();
+    for file in [
+        "08-ocean.mp3",
+        "14-mountain.mp3",
+        "12-lighthouse.flac",
+        "09-bicycle.ogg",
+        "06-library.wav",
+    ] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let ext = file.rsplit('.').next();
+        let whole = audio::decode_bytes(bytes.clone(), ext, lim).unwrap();
+        assert_ne!(whole.sample_rate, SAMPLE_RATE, "{file}: resampled at all");
+        let mut decoded = 0;
+        for cut in (0..=bytes.len()).rev().step_by(bytes.len() / 12 + 1) {
+            let at16 = audio::load_bytes(bytes[..cut].to_vec(), ext, lim);
+            match audio::decode_bytes(bytes[..cut].to_vec(), ext, lim) {
+                Ok(d) => {
+                    let want = audio::resample_to_16k(&d.samples, d.sample_rate).unwrap();
+                    let x = at16.unwrap_or_else(|e| panic!("{file} cut at {cut}: {e}"));
+                    assert_eq!(x.len(), want.len(), "{file} cut at {cut}");
+                    assert!(
+                        x.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{file} cut at {cut}: load_bytes differs"
+                    );
+                    decoded += usize::from(!x.is_empty());
+                }
+                Err(e) => {
+                    let got = at16.expect_err("decode_bytes failed, load_bytes did not");
+                    assert_eq!(
+                        std::mem::discriminant(&got),
+                        std::mem::discriminant(&e),
+                        "{file} cut at {cut}: {got} against {e}"
+                    );
+                }
+            }
+        }
+        assert!(decoded >= 6, "{file}: only {decoded} cuts decoded");
+    }
+}
+
 fn ffmpeg_f32(args: &[&str], input: &std::path::Path) -> Vec<f32> {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error"])

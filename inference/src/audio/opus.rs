@@ -20,7 +20,7 @@
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ptr::NonNull;
 
-use super::{reserve_samples, AudioError, DecodeLimits, DecodedAudio, KaiserStream};
+use super::{reserve_samples, AudioError, DecodeLimits, DecodedAudio, Resampling};
 
 /// Opus always decodes at 48 kHz here: its internal rate, and the rate
 /// ffmpeg decodes it at before resampling, so the 16 kHz resampler sees the
@@ -257,7 +257,7 @@ impl OpusSink {
         let dec = MsDecoder::new(head)?;
         let channels = dec.channels;
         let reserve = reserve_samples(length, OPUS_RATE, limits, Some(byte_len));
-        let resampler = out_rate.and_then(|rate| Resampling::new(rate, reserve));
+        let resampler = out_rate.and_then(|rate| Resampling::new(OPUS_RATE, rate, reserve));
         let mut out = Vec::new();
         if resampler.is_none() {
             let _ = out.try_reserve_exact(reserve);
@@ -388,77 +388,6 @@ impl OpusSink {
             codec: "opus".into(),
             truncated: self.truncated,
         })
-    }
-}
-
-/// The 48 kHz → `rate` [`KaiserStream`] on a thread of its own, fed the
-/// settled samples a second at a time through a short queue. Resampling
-/// costs about as much as libopus's decoding (the filter's 99 taps per
-/// 16 kHz sample), and decoding is serial: side by side the two overlap
-/// instead of taking turns. The queue bounds what waits between them.
-struct Resampling {
-    tx: std::sync::mpsc::SyncSender<Vec<f32>>,
-    worker: std::thread::JoinHandle<Vec<f32>>,
-    pending: Vec<f32>,
-    rate: u32,
-}
-
-impl Resampling {
-    /// Samples per message: a second at 48 kHz.
-    const CHUNK: usize = OPUS_RATE as usize;
-    /// Messages the queue holds before decoding waits for the resampler.
-    const QUEUE: usize = 8;
-
-    /// `None` (decode at 48 kHz, resample afterwards) when there is no
-    /// filter for `rate` or no thread to be had. The output is reserved for
-    /// `reserve` input samples.
-    fn new(rate: u32, reserve: usize) -> Option<Self> {
-        let mut k = KaiserStream::new(OPUS_RATE, rate)?;
-        k.reserve(reserve);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(Self::QUEUE);
-        let worker = std::thread::Builder::new()
-            .name("opus-resample".into())
-            .spawn(move || {
-                for chunk in rx {
-                    k.push(&chunk);
-                }
-                k.finish()
-            })
-            .ok()?;
-        Some(Self {
-            tx,
-            worker,
-            pending: Vec::with_capacity(Self::CHUNK),
-            rate,
-        })
-    }
-
-    fn push(&mut self, x: &[f32]) -> Result<(), AudioError> {
-        self.pending.extend_from_slice(x);
-        if self.pending.len() >= Self::CHUNK {
-            self.send()?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self) -> Result<(), AudioError> {
-        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::CHUNK));
-        // Fails only when the thread is gone (it panicked): `finish` says so.
-        self.tx
-            .send(chunk)
-            .map_err(|_| AudioError::Resample("the Opus resampling thread stopped".into()))
-    }
-
-    /// Everything resampled. Dropping a `Resampling` instead (decoding
-    /// failed) closes the queue, and the thread ends on its own.
-    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
-        if !self.pending.is_empty() {
-            self.send()?;
-        }
-        drop(self.tx);
-        self.worker
-            .join()
-            .map_err(|_| AudioError::Resample("the Opus resampling thread panicked".into()))
     }
 }
 
