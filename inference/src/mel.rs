@@ -131,6 +131,9 @@ impl LogMel {
         debug_assert_eq!(out.len(), self.n_mels * width);
         out.fill(0.0);
         let len = len.min(width).min(self.n_frames.saturating_sub(start));
+        if len == 0 {
+            return;
+        }
         for m in 0..self.n_mels {
             let src = &self.data[m * self.n_frames + start..m * self.n_frames + start + len];
             out[m * width..m * width + len].copy_from_slice(src);
@@ -202,99 +205,180 @@ impl MelExtractor {
         self.features(x, 0)
     }
 
-    /// Features for `x` followed by `tail` zeros. The zeros are read, not
-    /// appended, and every frame's bands are written straight into the
-    /// band-major result: a whole recording's features then need the
-    /// audio and the result only, not also a padded copy of the audio and
-    /// a frame-major copy of the result (for an hour at 16 kHz, 230 + 115
-    /// MB more; 12 s into `transcribe` of 160 minutes, with the audio's
-    /// own decoding copies also gone, RSS was 1.46 GB against 2.41).
+    /// A recording's features computed a window at a time, as a decoder
+    /// asks for them ([`MelFrames`]), with the reference tail padding.
+    pub fn frames<'a>(&'a self, samples: &'a [f32]) -> MelFrames<'a> {
+        self.frames_with_tail(samples, TAIL_PADDING)
+    }
+
+    /// Features for `x` followed by `tail` zeros, all of them at once.
     fn features(&self, x: &[f32], tail: usize) -> LogMel {
-        let n_mels = self.bank.n_mels;
-        let real = x.len();
-        let n = real + tail;
-        let empty = LogMel {
-            n_mels,
-            n_frames: 0,
-            data: Vec::new(),
-        };
-        if n == 0 {
-            return empty;
+        let f = self.frames_with_tail(x, tail);
+        let mut data = vec![0f32; f.n_mels * f.n_frames];
+        f.fill(0, f.n_frames, &mut data, f.n_frames);
+        LogMel {
+            n_mels: f.n_mels,
+            n_frames: f.n_frames,
+            data,
         }
-        let half = (N_FFT / 2) as isize;
+    }
+
+    /// [`MelFrames`] for `x` followed by `tail` zeros (read, never
+    /// appended): one pass over every frame for the file's maximum, which
+    /// sets the floor, and nothing kept.
+    fn frames_with_tail<'a>(&'a self, x: &'a [f32], tail: usize) -> MelFrames<'a> {
+        let n = x.len() + tail;
         // STFT frames with centre padding, minus the last one.
         let n_frames = n / HOP_LENGTH;
-        if n_frames == 0 {
-            return empty;
-        }
-        let n_bins = N_FFT / 2 + 1;
-        let mut data = vec![0f32; n_mels * n_frames];
-        // Frames in blocks of CHUNK: block `c` owns columns
-        // `[c·CHUNK, (c+1)·CHUNK)` of every band's row.
-        const CHUNK: usize = 256;
-        let mut blocks: Vec<Vec<&mut [f32]>> = (0..n_frames.div_ceil(CHUNK))
-            .map(|_| Vec::with_capacity(n_mels))
-            .collect();
-        for row in data.chunks_mut(n_frames) {
-            for (block, part) in blocks.iter_mut().zip(row.chunks_mut(CHUNK)) {
-                block.push(part);
-            }
-        }
-        let max = blocks
+        let max = (0..n_frames.div_ceil(FRAME_BLOCK))
             .into_par_iter()
-            .enumerate()
-            .map(|(ci, mut bands)| {
-                let mut buf = vec![Complex32::new(0.0, 0.0); N_FFT];
-                let mut scratch =
-                    vec![Complex32::new(0.0, 0.0); self.fft.get_inplace_scratch_len()];
-                let mut power = vec![0f32; n_bins];
+            .map(|c| {
+                let mut st = FrameScratch::new(self);
                 let mut max = f32::NEG_INFINITY;
-                let width = bands.first().map_or(0, |b| b.len());
-                for fi in 0..width {
-                    let f = ci * CHUNK + fi;
-                    let start = (f * HOP_LENGTH) as isize - half;
-                    let interior = start >= 0 && (start as usize + N_FFT) <= real;
-                    for k in 0..N_FFT {
-                        let s = if interior {
-                            x[start as usize + k]
-                        } else {
-                            // Reflect within the padded signal; past the
-                            // real samples it is the zero tail.
-                            x.get(reflect_index(start + k as isize, n))
-                                .copied()
-                                .unwrap_or(0.0)
-                        };
-                        buf[k] = Complex32::new(s * self.window[k], 0.0);
-                    }
-                    self.fft.process_with_scratch(&mut buf, &mut scratch);
-                    for (p, c) in power.iter_mut().zip(&buf[..n_bins]) {
-                        *p = c.norm_sqr();
-                    }
-                    for (band, (first, w)) in bands.iter_mut().zip(&self.bank.bands) {
-                        let s: f32 = w
-                            .iter()
-                            .zip(&power[*first..*first + w.len()])
-                            .map(|(a, b)| a * b)
-                            .sum();
-                        let v = s.max(1e-10).log10();
-                        band[fi] = v;
-                        max = max.max(v);
-                    }
+                for f in c * FRAME_BLOCK..((c + 1) * FRAME_BLOCK).min(n_frames) {
+                    self.frame(x, n, f, &mut st, |_, v| max = max.max(v));
                 }
                 max
             })
             .reduce(|| f32::NEG_INFINITY, f32::max);
-        let floor = max - 8.0;
-        data.par_chunks_mut(1 << 14).for_each(|c| {
-            for v in c {
-                *v = (v.max(floor) + 4.0) / 4.0;
-            }
-        });
-        LogMel {
-            n_mels,
+        MelFrames {
+            ex: self,
+            x,
+            n,
+            n_mels: self.bank.n_mels,
             n_frames,
-            data,
+            floor: max - 8.0,
         }
+    }
+
+    /// Frame `f` of `x` (padded to `n` with zeros): each band's `log10`
+    /// power, handed to `put(band, value)`.
+    fn frame(
+        &self,
+        x: &[f32],
+        n: usize,
+        f: usize,
+        st: &mut FrameScratch,
+        mut put: impl FnMut(usize, f32),
+    ) {
+        let half = (N_FFT / 2) as isize;
+        let start = (f * HOP_LENGTH) as isize - half;
+        let interior = start >= 0 && (start as usize + N_FFT) <= x.len();
+        for k in 0..N_FFT {
+            let s = if interior {
+                x[start as usize + k]
+            } else {
+                // Reflect within the padded signal; past the real samples
+                // it is the zero tail.
+                x.get(reflect_index(start + k as isize, n))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            st.buf[k] = Complex32::new(s * self.window[k], 0.0);
+        }
+        self.fft.process_with_scratch(&mut st.buf, &mut st.scratch);
+        let n_bins = st.power.len();
+        for (p, c) in st.power.iter_mut().zip(&st.buf[..n_bins]) {
+            *p = c.norm_sqr();
+        }
+        for (m, (first, w)) in self.bank.bands.iter().enumerate() {
+            let s: f32 = w
+                .iter()
+                .zip(&st.power[*first..*first + w.len()])
+                .map(|(a, b)| a * b)
+                .sum();
+            put(m, s.max(1e-10).log10());
+        }
+    }
+}
+
+/// Frames per parallel task.
+const FRAME_BLOCK: usize = 256;
+
+/// One task's FFT buffers.
+struct FrameScratch {
+    buf: Vec<Complex32>,
+    scratch: Vec<Complex32>,
+    power: Vec<f32>,
+}
+
+impl FrameScratch {
+    fn new(ex: &MelExtractor) -> Self {
+        Self {
+            buf: vec![Complex32::new(0.0, 0.0); N_FFT],
+            scratch: vec![Complex32::new(0.0, 0.0); ex.fft.get_inplace_scratch_len()],
+            power: vec![0f32; N_FFT / 2 + 1],
+        }
+    }
+}
+
+/// A recording's log-mel features, computed window by window when the
+/// decoder asks for them: only the file's maximum is kept (it sets the
+/// floor, as the reference's whole-file features do), never the features
+/// themselves. Holding them all cost 1.92 MB a minute of audio, 460 MB
+/// for four hours, beside the audio's own 3.84. Every frame is computed by
+/// the same function as [`MelExtractor::compute`]'s, so a window equals
+/// the same frames of the whole file's features bit for bit; the price is
+/// one more FFT pass over the file (for the maximum) and frames that two
+/// windows share computed twice.
+pub struct MelFrames<'a> {
+    ex: &'a MelExtractor,
+    x: &'a [f32],
+    /// Samples with the tail padding.
+    n: usize,
+    pub n_mels: usize,
+    pub n_frames: usize,
+    floor: f32,
+}
+
+impl MelFrames<'_> {
+    /// As [`LogMel::content_frames`].
+    pub fn content_frames(&self) -> usize {
+        self.n_frames.saturating_sub(1)
+    }
+
+    /// As [`LogMel::window_into`]: frames `[start, start+len)` into a
+    /// `[n_mels, width]` window, zero-padded on the right.
+    pub fn window_into(&self, start: usize, len: usize, out: &mut [f32]) {
+        let width = out.len() / self.n_mels.max(1);
+        debug_assert_eq!(out.len(), self.n_mels * width);
+        out.fill(0.0);
+        let len = len.min(width).min(self.n_frames.saturating_sub(start));
+        if len > 0 {
+            self.fill(start, len, out, width);
+        }
+    }
+
+    /// Writes frames `[start, start+len)` to columns `[0, len)` of `out`'s
+    /// rows of `width` (one row per band), in parallel blocks of frames.
+    fn fill(&self, start: usize, len: usize, out: &mut [f32], width: usize) {
+        // Block `c` owns columns `[c·FRAME_BLOCK, (c+1)·FRAME_BLOCK)` of
+        // every band's row.
+        let mut blocks: Vec<Vec<&mut [f32]>> = (0..len.div_ceil(FRAME_BLOCK))
+            .map(|_| Vec::with_capacity(self.n_mels))
+            .collect();
+        for row in out.chunks_mut(width.max(1)).take(self.n_mels) {
+            for (block, part) in blocks.iter_mut().zip(row[..len].chunks_mut(FRAME_BLOCK)) {
+                block.push(part);
+            }
+        }
+        let floor = self.floor;
+        blocks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(ci, mut bands)| {
+                let mut st = FrameScratch::new(self.ex);
+                let cols = bands.first().map_or(0, |b| b.len());
+                // `fi` is a column of every band's row, not an index into
+                // `bands`.
+                #[allow(clippy::needless_range_loop)]
+                for fi in 0..cols {
+                    let f = start + ci * FRAME_BLOCK + fi;
+                    self.ex.frame(self.x, self.n, f, &mut st, |m, v| {
+                        bands[m][fi] = (v.max(floor) + 4.0) / 4.0;
+                    });
+                }
+            });
     }
 }
 
@@ -348,16 +432,62 @@ mod tests {
         }
     }
 
-    #[test]
-    fn read_in_place_tail_matches_an_appended_one_bit_for_bit() {
-        let e = MelExtractor::new(80);
+    /// Seeded noise over a sine: `len` samples.
+    fn noise(len: usize) -> Vec<f32> {
         let mut seed = 7u32;
-        let noise: Vec<f32> = (0..16_000 * 3 + 77)
+        (0..len)
             .map(|i| {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5 + (i as f32 * 0.05).sin() * 0.3
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn windows_computed_on_demand_match_the_whole_features_bit_for_bit() {
+        let e = MelExtractor::new(80);
+        // Loud in the middle only, so the floor is set far from most
+        // windows: a window that took its own maximum would differ.
+        let mut x = noise(16_000 * 7 + 33);
+        for (i, v) in x.iter_mut().enumerate() {
+            if !(50_000..60_000).contains(&i) {
+                *v *= 1e-4;
+            }
+        }
+        let whole = padded_copy_reference(&e, &x, TAIL_PADDING);
+        let frames = e.frames(&x);
+        assert_eq!(
+            (frames.n_mels, frames.n_frames, frames.content_frames()),
+            (whole.n_mels, whole.n_frames, whole.content_frames())
+        );
+        let n = whole.n_frames;
+        for (start, len, width) in [
+            (0, 3000, 3000),
+            (0, 300, 3000),
+            (255, 300, 512),
+            (256, 256, 256),
+            (n - 10, 3000, 3000),
+            (n + 5, 100, 100),
+            (100, 0, 50),
+            (0, n, n),
+        ] {
+            let mut got = vec![1.0; 80 * width];
+            let mut want = vec![2.0; 80 * width];
+            frames.window_into(start, len, &mut got);
+            whole.window_into(start, len, &mut want);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "window at {start}, {len} frames, {width} wide"
+            );
+        }
+    }
+
+    #[test]
+    fn read_in_place_tail_matches_an_appended_one_bit_for_bit() {
+        let e = MelExtractor::new(80);
+        let noise = noise(16_000 * 3 + 77);
         // Around every edge: empty, shorter than the tail, than a hop, than
         // the FFT, than one block of frames, and a few seconds.
         for len in [

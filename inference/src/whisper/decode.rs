@@ -27,7 +27,7 @@ use super::reduce::{self, log_sum_exp};
 use super::timing;
 use super::tokenizer::WhisperTokenizer;
 use crate::error::InferenceError;
-use crate::mel::{LogMel, MelExtractor, HOP_LENGTH, N_FRAMES};
+use crate::mel::{MelExtractor, MelFrames, HOP_LENGTH, N_FRAMES};
 use crate::vad::{SileroVad, VadOptions};
 
 type Result<T> = std::result::Result<T, InferenceError>;
@@ -318,10 +318,11 @@ struct Encoded {
     encode_ms: u64,
 }
 
-struct Stream {
+struct Stream<'a> {
     input: usize,
-    /// The whole input's features (shared by its regions).
-    mel: Arc<LogMel>,
+    /// The whole input's features, computed a window at a time (shared by
+    /// its regions).
+    mel: Arc<MelFrames<'a>>,
     /// End of this stream's region, in frames (absolute).
     content_frames: usize,
     seek: usize,
@@ -339,7 +340,7 @@ struct Stream {
     full_at: Option<usize>,
 }
 
-impl Stream {
+impl Stream<'_> {
     /// Frames of audio in this stream's next window (at most 30 s).
     fn window_frames(&self) -> usize {
         N_FRAMES.min(self.content_frames - self.seek)
@@ -621,7 +622,7 @@ impl Whisper {
         let regions = plan_regions(inputs, max_batch, opts.split_min_region_s);
         let mut streams: Vec<Stream> = Vec::new();
         for (i, s) in inputs.iter().enumerate() {
-            let mel = Arc::new(self.mel.compute(s));
+            let mel = Arc::new(self.mel.frames(s));
             let content = mel.content_frames();
             let cuts = &regions[i];
             for (k, &start) in cuts.iter().enumerate() {
