@@ -127,10 +127,7 @@ impl LogMel {
     /// (`width = out.len() / n_mels`, normally [`N_FRAMES`]), zero-padded
     /// on the right (the reference pads features, not audio).
     pub fn window_into(&self, start: usize, len: usize, out: &mut [f32]) {
-        let width = out.len() / self.n_mels.max(1);
-        debug_assert_eq!(out.len(), self.n_mels * width);
-        out.fill(0.0);
-        let len = len.min(width).min(self.n_frames.saturating_sub(start));
+        let (width, len) = clear_window(out, self.n_mels, self.n_frames, start, len);
         if len == 0 {
             return;
         }
@@ -139,6 +136,21 @@ impl LogMel {
             out[m * width..m * width + len].copy_from_slice(src);
         }
     }
+}
+
+/// Zeroes `out`, a `[n_mels, width]` window, and returns its width and how
+/// many of frames `[start, start+len)` of `n_frames` land in it.
+fn clear_window(
+    out: &mut [f32],
+    n_mels: usize,
+    n_frames: usize,
+    start: usize,
+    len: usize,
+) -> (usize, usize) {
+    let width = out.len() / n_mels.max(1);
+    debug_assert_eq!(out.len(), n_mels * width);
+    out.fill(0.0);
+    (width, len.min(width).min(n_frames.saturating_sub(start)))
 }
 
 /// Computes [`LogMel`] features; cheap to clone and share between threads.
@@ -340,10 +352,7 @@ impl MelFrames<'_> {
     /// As [`LogMel::window_into`]: frames `[start, start+len)` into a
     /// `[n_mels, width]` window, zero-padded on the right.
     pub fn window_into(&self, start: usize, len: usize, out: &mut [f32]) {
-        let width = out.len() / self.n_mels.max(1);
-        debug_assert_eq!(out.len(), self.n_mels * width);
-        out.fill(0.0);
-        let len = len.min(width).min(self.n_frames.saturating_sub(start));
+        let (width, len) = clear_window(out, self.n_mels, self.n_frames, start, len);
         if len > 0 {
             self.fill(start, len, out, width);
         }
