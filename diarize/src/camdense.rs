@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use crate::bf16::{self, PackedA, Term};
 use crate::conv2d::gemm_accumulate;
 
 /// One CAM layer with its BatchNorms as per-channel scale and shift.
@@ -46,6 +47,8 @@ pub(crate) struct HostLayer {
     pub m1b: Vec<f32>,
     pub m2w: Vec<f32>,
     pub m2b: Vec<f32>,
+    /// `w1` and `local` as bf16 ([`crate::bf16`]) when the blocks run in bf16.
+    pub bf16: Option<(PackedA, PackedA)>,
 }
 
 /// A transit layer: BN-ReLU then a 1×1 conv `(cout, cin)`.
@@ -55,6 +58,8 @@ pub(crate) struct HostTransit {
     pub b: Vec<f32>,
     pub w: Vec<f32>,
     pub cout: usize,
+    /// `w` as bf16, when the blocks run in bf16.
+    pub bf16: Option<PackedA>,
 }
 
 /// All dense blocks, each followed by its transit.
@@ -67,6 +72,26 @@ pub(crate) struct HostBlocks {
 }
 
 impl HostBlocks {
+    /// Runs the 1×1 and local convs in bf16 (`true`, where
+    /// [`crate::bf16::available`]) or f32. Returns whether bf16 is on.
+    pub(crate) fn set_bf16(&mut self, on: bool) -> bool {
+        let on = on && bf16::available();
+        let (g, bn) = (self.growth, self.bn);
+        for (layers, transit) in &mut self.blocks {
+            for l in layers.iter_mut() {
+                l.bf16 = on.then(|| {
+                    (
+                        PackedA::new(&l.w1, bn, l.cin),
+                        PackedA::new(&l.local, l.k * g, bn),
+                    )
+                });
+            }
+            let total = transit.w.len() / transit.cout.max(1);
+            transit.bf16 = on.then(|| PackedA::new(&transit.w, transit.cout, total));
+        }
+        on
+    }
+
     /// The input's channels and the output's.
     pub(crate) fn channels(&self) -> (usize, usize) {
         let first = self.blocks.first().map_or(0, |(l, _)| l[0].cin);
@@ -98,6 +123,15 @@ impl HostBlocks {
         let mut act: Vec<f32> = Vec::new();
         let mut h = vec![0f32; bn * t];
         let mut z: Vec<f32> = Vec::new();
+        // The bf16 path's packed input, and the identity BatchNorm that
+        // packs the already activated bottleneck.
+        let mut packed: Vec<u32> = Vec::new();
+        let parallel = matches!(par, gemm::Parallelism::Rayon(_));
+        let (ones, zeros) = if self.blocks.iter().any(|(_, t)| t.bf16.is_some()) {
+            (vec![1f32; bn], vec![0f32; bn])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let nblocks = self.blocks.len();
         for (bi, (layers, transit)) in self.blocks.iter().enumerate() {
             let c0 = layers[0].cin;
@@ -106,20 +140,39 @@ impl HostBlocks {
             buf[..c0 * t].copy_from_slice(&input[..c0 * t]);
             for layer in layers {
                 let cin = layer.cin;
-                bn_relu_into(&buf[..cin * t], &layer.s1, &layer.b1, t, &mut act);
-                h.fill(0.0);
-                // SAFETY: `w1` is `bn × cin`, `act` `cin × t`, `h` `bn × t`.
-                unsafe {
-                    gemm_accumulate(
-                        (bn, t, cin),
-                        &mut h,
-                        layer.w1.as_ptr(),
+                if let Some((w1, _)) = &layer.bf16 {
+                    bf16::pack_rows_bn_relu(
+                        &buf[..cin * t],
                         cin,
-                        act.as_ptr(),
                         t,
-                        par,
-                    )
-                };
+                        &layer.s1,
+                        &layer.b1,
+                        &mut packed,
+                    );
+                    let term = [Term {
+                        a: w1,
+                        b: packed.as_ptr(),
+                        ldb: t,
+                    }];
+                    // SAFETY: bf16 is available (the weights exist only
+                    // then); `packed` is ⌈cin/2⌉ pair rows of `t`, `h` `bn × t`.
+                    unsafe { bf16::gemm(&term, bn, t, h.as_mut_ptr(), t, false, parallel) };
+                } else {
+                    h.fill(0.0);
+                    bn_relu_into(&buf[..cin * t], &layer.s1, &layer.b1, t, &mut act);
+                    // SAFETY: `w1` is `bn × cin`, `act` `cin × t`, `h` `bn × t`.
+                    unsafe {
+                        gemm_accumulate(
+                            (bn, t, cin),
+                            &mut h,
+                            layer.w1.as_ptr(),
+                            cin,
+                            act.as_ptr(),
+                            t,
+                            par,
+                        )
+                    };
+                }
                 for (c, row) in h.chunks_mut(t).enumerate() {
                     let (s, b) = (layer.s2[c], layer.b2[c]);
                     for v in row {
@@ -127,20 +180,34 @@ impl HostBlocks {
                     }
                 }
                 let kg = layer.k * g;
-                z.clear();
-                z.resize(kg * t, 0.0);
-                // SAFETY: `local` is `kg × bn`, `h` `bn × t`, `z` `kg × t`.
-                unsafe {
-                    gemm_accumulate(
-                        (kg, t, bn),
-                        &mut z,
-                        layer.local.as_ptr(),
-                        bn,
-                        h.as_ptr(),
-                        t,
-                        par,
-                    )
-                };
+                if let Some((_, local)) = &layer.bf16 {
+                    // Overwritten whole: only its length matters.
+                    z.resize(kg * t, 0.0);
+                    // `h` is already BatchNorm-ReLU'd: packed as it is.
+                    bf16::pack_rows_bn_relu(&h, bn, t, &ones, &zeros, &mut packed);
+                    let term = [Term {
+                        a: local,
+                        b: packed.as_ptr(),
+                        ldb: t,
+                    }];
+                    // SAFETY: as above; `z` is `kg × t`.
+                    unsafe { bf16::gemm(&term, kg, t, z.as_mut_ptr(), t, false, parallel) };
+                } else {
+                    z.clear();
+                    z.resize(kg * t, 0.0);
+                    // SAFETY: `local` is `kg × bn`, `h` `bn × t`, `z` `kg × t`.
+                    unsafe {
+                        gemm_accumulate(
+                            (kg, t, bn),
+                            &mut z,
+                            layer.local.as_ptr(),
+                            bn,
+                            h.as_ptr(),
+                            t,
+                            par,
+                        )
+                    };
+                }
                 let mask = self.mask(layer, &h, t);
                 let nseg = t.div_ceil(self.seg_len);
                 let out = &mut buf[cin * t..(cin + g) * t];
@@ -166,7 +233,6 @@ impl HostBlocks {
                     }
                 }
             }
-            bn_relu_into(&buf, &transit.s, &transit.b, t, &mut act);
             let next = if bi + 1 == nblocks {
                 &mut dst[..]
             } else {
@@ -174,19 +240,41 @@ impl HostBlocks {
                 input.resize(transit.cout * t, 0.0);
                 &mut input[..]
             };
-            next.fill(0.0);
-            // SAFETY: `w` is `cout × total`, `act` `total × t`.
-            unsafe {
-                gemm_accumulate(
-                    (transit.cout, t, total),
-                    next,
-                    transit.w.as_ptr(),
-                    total,
-                    act.as_ptr(),
-                    t,
-                    par,
-                )
-            };
+            if let Some(w) = &transit.bf16 {
+                bf16::pack_rows_bn_relu(&buf, total, t, &transit.s, &transit.b, &mut packed);
+                let term = [Term {
+                    a: w,
+                    b: packed.as_ptr(),
+                    ldb: t,
+                }];
+                // SAFETY: as above; `next` is `cout × t`.
+                unsafe {
+                    bf16::gemm(
+                        &term,
+                        transit.cout,
+                        t,
+                        next.as_mut_ptr(),
+                        t,
+                        false,
+                        parallel,
+                    )
+                };
+            } else {
+                next.fill(0.0);
+                bn_relu_into(&buf, &transit.s, &transit.b, t, &mut act);
+                // SAFETY: `w` is `cout × total`, `act` `total × t`.
+                unsafe {
+                    gemm_accumulate(
+                        (transit.cout, t, total),
+                        next,
+                        transit.w.as_ptr(),
+                        total,
+                        act.as_ptr(),
+                        t,
+                        par,
+                    )
+                };
+            }
         }
     }
 

@@ -55,7 +55,7 @@ use crate::camdense::{HostBlocks, HostLayer, HostTransit};
 use crate::conv2d::HostConv2d;
 use crate::error::{DiarizeError, Result};
 use crate::fbank::{self, Fbank, NUM_MEL_BINS};
-use crate::types::{EmbedModel, SAMPLE_RATE};
+use crate::types::{ComputeType, EmbedModel, SAMPLE_RATE};
 
 /// PyTorch's BatchNorm default epsilon (3D-Speaker keeps it).
 const BN_EPS: f64 = 1e-5;
@@ -489,6 +489,8 @@ pub struct CamPlus {
     dense_w: Tensor,
     dense_b: Tensor,
     fbank: Fbank,
+    /// The convolutions run in bf16 ([`ComputeType`]).
+    bf16: bool,
 }
 
 impl CamPlus {
@@ -634,7 +636,7 @@ impl CamPlus {
             Dense::Ops(blocks)
         };
 
-        Ok(Self {
+        let mut model = Self {
             config,
             device: device.clone(),
             head_conv1,
@@ -646,7 +648,40 @@ impl CamPlus {
             dense_w,
             dense_b,
             fbank: Fbank::new(),
-        })
+            bf16: false,
+        };
+        model.set_compute_type(ComputeType::Auto)?;
+        Ok(model)
+    }
+
+    /// Chooses the arithmetic of the convolutions ([`ComputeType`]; the
+    /// networks load with `Auto`). `Bfloat16` on a device or CPU without
+    /// the bf16 kernels is an error.
+    pub fn set_compute_type(&mut self, compute: ComputeType) -> Result<()> {
+        let on = compute.resolve(self.device.is_cpu(), "CAM++")?;
+        let mut convs: Vec<&mut Conv2dBn> = vec![&mut self.head_conv1, &mut self.head_conv2];
+        for b in &mut self.head_blocks {
+            convs.push(&mut b.conv1);
+            convs.push(&mut b.conv2);
+            if let Some(s) = &mut b.shortcut {
+                convs.push(s);
+            }
+        }
+        for c in convs {
+            if let Some(h) = &mut c.host {
+                h.set_bf16(on);
+            }
+        }
+        if let Dense::Host(h) = &mut self.blocks {
+            h.set_bf16(on);
+        }
+        self.bf16 = on;
+        Ok(())
+    }
+
+    /// Whether the convolutions run in bf16 ([`Self::set_compute_type`]).
+    pub fn bf16(&self) -> bool {
+        self.bf16
     }
 
     pub fn config(&self) -> &CamPlusConfig {
@@ -800,6 +835,7 @@ fn host_blocks(
                 m1b: bias(&l.mlp1)?,
                 m2w: v(&l.mlp2.weight)?,
                 m2b: bias(&l.mlp2)?,
+                bf16: None,
             });
         }
         out.push((
@@ -809,6 +845,7 @@ fn host_blocks(
                 b: v(&transit.bn.shift)?,
                 w: v(&transit.linear.weight)?,
                 cout: transit.linear.weight.dim(0)?,
+                bf16: None,
             },
         ));
     }
@@ -1060,7 +1097,8 @@ mod tests {
     fn host_dense_blocks_match_candle_ops() {
         let cfg = tiny_config();
         let tensors = tiny_tensors(&cfg, 13);
-        let net = CamPlus::from_tensors(&tensors, cfg.clone(), &Device::Cpu).unwrap();
+        let mut net = CamPlus::from_tensors(&tensors, cfg.clone(), &Device::Cpu).unwrap();
+        net.set_compute_type(ComputeType::Float32).unwrap();
         let Dense::Host(host) = &net.blocks else {
             panic!("a CPU network runs its blocks on the host");
         };
@@ -1088,6 +1126,64 @@ mod tests {
                 assert!((x - y).abs() <= 1e-5 * spread, "element {i}: {x} vs {y}");
             }
         }
+    }
+
+    #[test]
+    fn bf16_convolutions_stay_close_to_f32() {
+        // 8 head channels: 3×3 convs of 8 inputs run per tap (72 > 64).
+        let cfg = CamPlusConfig {
+            m_channels: 8,
+            ..tiny_config()
+        };
+        let tensors = tiny_tensors(&cfg, 13);
+        let mut net = CamPlus::from_tensors(&tensors, cfg, &Device::Cpu).unwrap();
+        let can = crate::bf16::available();
+        assert_eq!(net.bf16(), can, "auto picks bf16 exactly where it runs");
+        net.set_compute_type(ComputeType::Float32).unwrap();
+        assert!(!net.bf16());
+        let clips = [clip(8000, 1), clip(20_800, 2), clip(40_000, 3)];
+        let refs: Vec<&[f32]> = clips.iter().map(|c| c.as_slice()).collect();
+        let f32_out = net.embed(&refs).unwrap();
+        let forced = net.set_compute_type(ComputeType::Bfloat16);
+        if !can {
+            assert!(forced.is_err(), "bfloat16 without AVX512-BF16 is refused");
+            eprintln!("no AVX512-BF16 here: the bf16 path is not exercised");
+            return;
+        }
+        assert!(net.bf16());
+        let bf_out = net.embed(&refs).unwrap();
+        for (a, b) in f32_out.iter().zip(&bf_out) {
+            let cos = cosine_sim(a, b);
+            eprintln!("bf16 against f32: cosine {cos:.6}");
+            assert!(cos > 0.999, "cosine {cos}");
+            assert_ne!(a, b, "bf16 really ran");
+        }
+        // Every conv went bf16 (the host convs and the dense blocks).
+        let Dense::Host(host) = &net.blocks else {
+            panic!("CPU blocks run on the host")
+        };
+        assert!(host
+            .blocks
+            .iter()
+            .all(|(l, t)| t.bf16.is_some() && l.iter().all(|l| l.bf16.is_some())));
+        let mut convs = vec![&net.head_conv1, &net.head_conv2];
+        for b in &net.head_blocks {
+            convs.extend([&b.conv1, &b.conv2]);
+        }
+        let hosts: Vec<_> = convs.iter().filter_map(|c| c.host.as_ref()).collect();
+        assert!(
+            hosts.iter().any(|h| h.per_tap()),
+            "the tiny net has per-tap convs"
+        );
+        assert!(hosts.iter().all(|h| h.bf16() == h.per_tap()));
+        assert!("BF16".parse::<ComputeType>().unwrap() == ComputeType::Bfloat16);
+        assert!("int4".parse::<ComputeType>().is_err());
+    }
+
+    fn cosine_sim(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
     }
 
     #[test]

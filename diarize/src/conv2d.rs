@@ -21,6 +21,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use crate::bf16::{self, PackedA, Term};
 use crate::error::Result;
 
 /// Below this inner size (`cin·k²`) one im2col GEMM beats `k²` thin ones.
@@ -49,6 +50,10 @@ pub(crate) struct HostConv2d {
     k: usize,
     pad: usize,
     freq_stride: usize,
+    /// The taps as bf16 ([`crate::bf16`]), when the convs run in bf16:
+    /// then the input is packed as bf16 channel pairs and all taps are one
+    /// pass of the bf16 kernel. Thin convs (im2col) stay f32.
+    taps_bf16: Option<Vec<PackedA>>,
 }
 
 impl HostConv2d {
@@ -96,7 +101,34 @@ impl HostConv2d {
             k,
             pad,
             freq_stride: freq_stride.max(1),
+            taps_bf16: None,
         })
+    }
+
+    /// Runs the per-tap convs in bf16 (`true`, where
+    /// [`crate::bf16::available`]) or f32. Returns whether bf16 is on.
+    pub(crate) fn set_bf16(&mut self, on: bool) -> bool {
+        self.taps_bf16 = match &self.kernel {
+            Kernel::Taps(taps) if on && bf16::available() => Some(
+                taps.iter()
+                    .map(|t| PackedA::new(t, self.cout, self.cin))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        self.taps_bf16.is_some()
+    }
+
+    /// Whether this conv runs per tap (not thin enough for im2col).
+    #[cfg(test)]
+    pub(crate) fn per_tap(&self) -> bool {
+        matches!(self.kernel, Kernel::Taps(_))
+    }
+
+    /// Whether the per-tap convs run in bf16.
+    #[cfg(test)]
+    pub(crate) fn bf16(&self) -> bool {
+        self.taps_bf16.is_some()
     }
 
     /// `(b, cin, h, t)` → `(b, cout, out_h, t + 2·pad − k + 1)`.
@@ -156,6 +188,10 @@ impl HostConv2d {
         // views of the dropped last columns stay inside the buffer.
         let rows = out_h + (k - 1) / s + 1;
         let plane = rows * wp;
+        if let Some(taps) = &self.taps_bf16 {
+            self.one_bf16(taps, src, h, t, out_h, out_w, rows, dst, par);
+            return;
+        }
         let mut phases = vec![0f32; s * cin * plane];
         for r in 0..s {
             for c in 0..cin {
@@ -234,6 +270,82 @@ impl HostConv2d {
     }
 }
 
+impl HostConv2d {
+    /// [`Self::one`] in bf16: the phases hold channel pairs (pair row `cp`
+    /// of phase `r` is channels `2cp` and `2cp+1`, see [`crate::bf16`]),
+    /// and the `k²` taps are the terms of one product, so each output
+    /// tile stays in registers across all of them.
+    #[allow(clippy::too_many_arguments)]
+    fn one_bf16(
+        &self,
+        taps: &[PackedA],
+        src: &[f32],
+        h: usize,
+        t: usize,
+        out_h: usize,
+        out_w: usize,
+        rows: usize,
+        dst: &mut [f32],
+        par: gemm::Parallelism,
+    ) {
+        let (k, p, s, cin, cout) = (self.k, self.pad, self.freq_stride, self.cin, self.cout);
+        let wp = t + 2 * p;
+        let plane = rows * wp;
+        let cp = cin.div_ceil(2);
+        let zero_row = vec![0f32; t];
+        let mut phases = vec![0u32; s * cp * plane];
+        for r in 0..s {
+            for j in 0..rows {
+                let Some(iy) = (j * s + r).checked_sub(p).filter(|&iy| iy < h) else {
+                    continue;
+                };
+                for q in 0..cp {
+                    let lo = &src[(2 * q * h + iy) * t..][..t];
+                    let hi = if 2 * q + 1 < cin {
+                        &src[((2 * q + 1) * h + iy) * t..][..t]
+                    } else {
+                        &zero_row[..]
+                    };
+                    let at = (r * cp + q) * plane + j * wp + p;
+                    bf16::pack_pair(lo, hi, &mut phases[at..at + t]);
+                }
+            }
+        }
+        let n = out_h * wp;
+        let mut acc = vec![0f32; cout * n];
+        for (co, row) in acc.chunks_mut(n).enumerate() {
+            row.fill(self.bias[co]);
+        }
+        // Views as in `one`, in pairs: tap (kh, kw) reads phase kh mod s
+        // from row kh div s, column kw on; the same bound holds.
+        let terms: Vec<Term> = (0..k * k)
+            .map(|tap| {
+                let (kh, kw) = (tap / k, tap % k);
+                let at = (kh % s) * cp * plane + (kh / s) * wp + kw;
+                Term {
+                    a: &taps[tap],
+                    // SAFETY: `at + (cp − 1)·plane + n ≤ s·cp·plane`, as
+                    // in `one`.
+                    b: unsafe { phases.as_ptr().add(at) },
+                    ldb: plane,
+                }
+            })
+            .collect();
+        let parallel = matches!(par, gemm::Parallelism::Rayon(_));
+        // SAFETY: bf16 is available (taps exist only then); each term's view
+        // holds `cp` pair rows of `n` readable values `plane` apart; `acc`
+        // is `cout × n`.
+        unsafe { bf16::gemm(&terms, cout, n, acc.as_mut_ptr(), n, true, parallel) };
+        for co in 0..cout {
+            for y in 0..out_h {
+                let from = co * n + y * wp;
+                let to = (co * out_h + y) * out_w;
+                dst[to..to + out_w].copy_from_slice(&acc[from..from + out_w]);
+            }
+        }
+    }
+}
+
 /// `dst (m × n) += lhs (m × k) · rhs (k × n)`, all row-major with unit
 /// column stride; `lhs_rs` and `rhs_rs` are their row strides.
 ///
@@ -274,10 +386,11 @@ pub(crate) unsafe fn gemm_accumulate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
+    /// Reproducible values in [-0.5, 0.5) (xorshift; no rand dependency).
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {
@@ -287,6 +400,19 @@ mod tests {
                 (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// candle's own conv2d (stride 1), then every `s`-th row, plus bias.
@@ -333,17 +459,28 @@ mod tests {
                 .forward(&x)
                 .unwrap();
             assert_eq!(got.dims(), want.dims(), "case {i}");
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-5, "case {i}: max difference {diff}");
+            // bf16: the same conv with the operands rounded to bf16 (the
+            // per-tap path only; thin convs stay f32). Against the f32
+            // result, within what 8-bit mantissas allow for inputs and
+            // weights of ±0.5 summed over `cin·k²` products.
+            let mut conv = HostConv2d::new(&w, &bias, pad, s).unwrap();
+            let on = conv.set_bf16(true);
+            assert_eq!(
+                on,
+                crate::bf16::available() && cin * k * k > IM2COL_MAX_INNER
+            );
+            if on {
+                let got = conv.forward(&x).unwrap();
+                let diff = max_abs_diff(&got, &want);
+                let bound = 2.0 * 0.25 / 128.0 * ((cin * k * k) as f32).sqrt();
+                assert!(
+                    diff < bound,
+                    "case {i} in bf16: max difference {diff} (bound {bound})"
+                );
+                assert!(diff > 0.0, "case {i}: bf16 rounded nothing");
+            }
         }
     }
 

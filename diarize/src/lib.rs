@@ -19,6 +19,7 @@
 //! support).
 
 pub mod assign;
+mod bf16;
 mod camdense;
 pub mod campplus;
 pub mod cluster;
@@ -36,5 +37,6 @@ pub mod types;
 
 pub use error::DiarizeError;
 pub use types::{
-    speaker_label, EmbedModel, FrameTiming, SegmentModel, Turn, WindowActivity, SAMPLE_RATE,
+    speaker_label, ComputeType, EmbedModel, FrameTiming, SegmentModel, Turn, WindowActivity,
+    SAMPLE_RATE,
 };

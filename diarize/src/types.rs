@@ -109,3 +109,56 @@ pub struct Turn {
 pub fn speaker_label(speaker: usize) -> String {
     format!("SPEAKER_{speaker:02}")
 }
+
+/// The arithmetic of the networks' large products (faster-whisper's name
+/// for the choice). In CAM++ that is the FCM head's 3×3 convs and the
+/// dense blocks' convs, ~95% of an embedding's multiply-adds. In bf16 the
+/// operands are rounded to bf16 and the products summed in f32
+/// ([`crate::bf16`]): on a CPU with AVX512-BF16 twice the multiply-adds
+/// per instruction, and embeddings within a cosine of ~1e-4 of f32's
+/// (README: the DER of every test file unchanged). Everything else
+/// (fbank, TDNN, pooling) stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputeType {
+    /// bf16 on a CPU with AVX512-BF16, else f32.
+    #[default]
+    Auto,
+    Float32,
+    Bfloat16,
+}
+
+impl ComputeType {
+    /// Whether `network` runs in bf16: `Auto` where the bf16 kernels run
+    /// (the CPU device, a CPU with AVX512-BF16); `Bfloat16` elsewhere is
+    /// an error.
+    pub(crate) fn resolve(
+        self,
+        on_cpu: bool,
+        network: &str,
+    ) -> std::result::Result<bool, crate::error::DiarizeError> {
+        let can = on_cpu && crate::bf16::available();
+        match self {
+            Self::Auto => Ok(can),
+            Self::Float32 => Ok(false),
+            Self::Bfloat16 if can => Ok(true),
+            Self::Bfloat16 => Err(crate::error::DiarizeError::Options(format!(
+                "bfloat16 {network} needs the CPU device on a CPU with AVX512-BF16 \
+                 (use float32 or auto)"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for ComputeType {
+    type Err = crate::error::DiarizeError;
+    fn from_str(s: &str) -> std::result::Result<Self, crate::error::DiarizeError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "float32" | "f32" => Ok(Self::Float32),
+            "bfloat16" | "bf16" => Ok(Self::Bfloat16),
+            other => Err(crate::error::DiarizeError::Options(format!(
+                "compute type {other:?}: auto, float32 or bfloat16"
+            ))),
+        }
+    }
+}
