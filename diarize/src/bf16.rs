@@ -69,17 +69,19 @@ pub(crate) fn to_pairs(src: &[f32], dst: &mut [u32]) {
     assert!(dst.len() >= src.len().div_ceil(2));
     let even = src.len() & !1;
     #[cfg(target_arch = "x86_64")]
-    if available() {
+    let vector = available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = false;
+    if vector {
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 BF16 checked; `dst` holds `even / 2`.
-        unsafe { x86::convert(&src[..even], dst) };
+        unsafe {
+            x86::convert(&src[..even], dst)
+        };
     } else {
         for (d, p) in dst.iter_mut().zip(src[..even].chunks_exact(2)) {
             *d = pair(p[0], p[1]);
         }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for (d, p) in dst.iter_mut().zip(src[..even].chunks_exact(2)) {
-        *d = pair(p[0], p[1]);
     }
     if even < src.len() {
         dst[even / 2] = to_bf16(src[even]) as u32;
@@ -101,14 +103,12 @@ impl PackedA {
     pub(crate) fn new(w: &[f32], m: usize, k: usize) -> Self {
         assert_eq!(w.len(), m * k, "weights are m × k");
         let kp = k.div_ceil(2);
-        #[cfg(target_arch = "x86_64")]
-        if k.is_multiple_of(2) && available() {
+        if k.is_multiple_of(2) {
             // Even rows: pairs never straddle two rows, so the whole
             // matrix converts as one run (the segmentation's activations
             // are packed this way every call).
             let mut data = vec![0u32; m * kp];
-            // SAFETY: AVX-512 BF16 checked; `data` holds `w.len() / 2`.
-            unsafe { x86::convert(w, &mut data) };
+            to_pairs(w, &mut data);
             return Self { m, kp, data };
         }
         let mut data = Vec::with_capacity(m * kp);
