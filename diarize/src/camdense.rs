@@ -9,9 +9,11 @@
 //! embedding, its local conv at under half the matrix products' rate).
 //! Here one buffer per block holds the concatenation and each layer appends
 //! its 32 channels in place; BatchNorm and ReLU are one pass fused into
-//! the copy that feeds each GEMM; the local conv is one GEMM of all its
-//! taps stacked, `(k·growth, 128) · h`, whose rows are then added shifted
-//! by each tap's offset; the context mask (global mean plus the mean of
+//! the copy that feeds each GEMM; the local conv is, in f32, one GEMM of
+//! all its taps stacked, `(k·growth, 128) · h`, whose rows are then added
+//! shifted by each tap's offset, and in bf16 one product whose terms are
+//! the taps over shifted views of the padded bottleneck (no stacked
+//! buffer written and read back); the context mask (global mean plus the mean of
 //! each 100-frame segment, through a two-layer MLP) is computed per
 //! segment and multiplied in as the layer's output is written.
 //!
@@ -47,8 +49,9 @@ pub(crate) struct HostLayer {
     pub m1b: Vec<f32>,
     pub m2w: Vec<f32>,
     pub m2b: Vec<f32>,
-    /// `w1` and `local` as bf16 ([`crate::bf16`]) when the blocks run in bf16.
-    pub bf16: Option<(PackedA, PackedA)>,
+    /// `w1` and the local conv's taps (each `(growth, bn)`) as bf16
+    /// ([`crate::bf16`]) when the blocks run in bf16.
+    pub bf16: Option<(PackedA, Vec<PackedA>)>,
 }
 
 /// A transit layer: BN-ReLU then a 1×1 conv `(cout, cin)`.
@@ -82,7 +85,10 @@ impl HostBlocks {
                 l.bf16 = on.then(|| {
                     (
                         PackedA::new(&l.w1, bn, l.cin),
-                        PackedA::new(&l.local, l.k * g, bn),
+                        l.local
+                            .chunks_exact(g * bn)
+                            .map(|tap| PackedA::new(tap, g, bn))
+                            .collect(),
                     )
                 });
             }
@@ -123,15 +129,12 @@ impl HostBlocks {
         let mut act: Vec<f32> = Vec::new();
         let mut h = vec![0f32; bn * t];
         let mut z: Vec<f32> = Vec::new();
-        // The bf16 path's packed input, and the identity BatchNorm that
-        // packs the already activated bottleneck.
+        // The bf16 path's packed input, and its packed bottleneck with
+        // zero columns either side (the local conv's padding).
         let mut packed: Vec<u32> = Vec::new();
+        let mut packed_h: Vec<u32> = Vec::new();
+        let zero_row = vec![0f32; t];
         let parallel = matches!(par, gemm::Parallelism::Rayon(_));
-        let (ones, zeros) = if self.blocks.iter().any(|(_, t)| t.bf16.is_some()) {
-            (vec![1f32; bn], vec![0f32; bn])
-        } else {
-            (Vec::new(), Vec::new())
-        };
         let nblocks = self.blocks.len();
         for (bi, (layers, transit)) in self.blocks.iter().enumerate() {
             let c0 = layers[0].cin;
@@ -179,20 +182,46 @@ impl HostBlocks {
                         *v = (*v * s + b).max(0.0);
                     }
                 }
-                let kg = layer.k * g;
-                if let Some((_, local)) = &layer.bf16 {
-                    // Overwritten whole: only its length matters.
-                    z.resize(kg * t, 0.0);
-                    // `h` is already BatchNorm-ReLU'd: packed as it is.
-                    bf16::pack_rows_bn_relu(&h, bn, t, &ones, &zeros, &mut packed);
-                    let term = [Term {
-                        a: local,
-                        b: packed.as_ptr(),
-                        ldb: t,
-                    }];
-                    // SAFETY: as above; `z` is `kg × t`.
-                    unsafe { bf16::gemm(&term, kg, t, z.as_mut_ptr(), t, false, parallel) };
+                let mask = self.mask(layer, &h, t);
+                let nseg = t.div_ceil(self.seg_len);
+                let out = &mut buf[cin * t..(cin + g) * t];
+                let half = (layer.k - 1) / 2;
+                if let Some((_, taps)) = &layer.bf16 {
+                    // One product over the taps: tap j reads the padded
+                    // bottleneck from column j·dilation, so output frame i
+                    // sees input frame i + (j − half)·dilation, zeros past
+                    // the ends, as the f32 path's shifted sums do.
+                    let pad = half * layer.dilation;
+                    let tp = t + 2 * pad;
+                    let bp = bn.div_ceil(2);
+                    packed_h.clear();
+                    packed_h.resize(bp * tp, 0);
+                    for p in 0..bp {
+                        let lo = &h[2 * p * t..(2 * p + 1) * t];
+                        let hi = if 2 * p + 1 < bn {
+                            &h[(2 * p + 1) * t..(2 * p + 2) * t]
+                        } else {
+                            &zero_row[..]
+                        };
+                        bf16::pack_pair(lo, hi, &mut packed_h[p * tp + pad..p * tp + pad + t]);
+                    }
+                    let terms: Vec<Term> = taps
+                        .iter()
+                        .enumerate()
+                        .map(|(j, a)| Term {
+                            a,
+                            // SAFETY: j·dilation ≤ 2·pad, inside `packed_h`.
+                            b: unsafe { packed_h.as_ptr().add(j * layer.dilation) },
+                            ldb: tp,
+                        })
+                        .collect();
+                    // SAFETY: bf16 is available (the taps exist only then);
+                    // each view's last read, (bp − 1)·tp + j·dilation + t −
+                    // 1, is below bp·tp since j·dilation + t ≤ tp; `out` is
+                    // `g × t`.
+                    unsafe { bf16::gemm(&terms, g, t, out.as_mut_ptr(), t, false, parallel) };
                 } else {
+                    let kg = layer.k * g;
                     z.clear();
                     z.resize(kg * t, 0.0);
                     // SAFETY: `local` is `kg × bn`, `h` `bn × t`, `z` `kg × t`.
@@ -207,23 +236,22 @@ impl HostBlocks {
                             par,
                         )
                     };
-                }
-                let mask = self.mask(layer, &h, t);
-                let nseg = t.div_ceil(self.seg_len);
-                let out = &mut buf[cin * t..(cin + g) * t];
-                let half = (layer.k - 1) / 2;
-                for o in 0..g {
-                    let row = &mut out[o * t..(o + 1) * t];
-                    for j in 0..layer.k {
-                        let zr = &z[(j * g + o) * t..(j * g + o + 1) * t];
-                        let shift = j as isize - half as isize;
-                        let off = shift * layer.dilation as isize;
-                        let lo = (-off).max(0) as usize;
-                        let hi = (t as isize - off.max(0)).max(0) as usize;
-                        for i in lo..hi {
-                            row[i] += zr[(i as isize + off) as usize];
+                    for o in 0..g {
+                        let row = &mut out[o * t..(o + 1) * t];
+                        for j in 0..layer.k {
+                            let zr = &z[(j * g + o) * t..(j * g + o + 1) * t];
+                            let shift = j as isize - half as isize;
+                            let off = shift * layer.dilation as isize;
+                            let lo = (-off).max(0) as usize;
+                            let hi = (t as isize - off.max(0)).max(0) as usize;
+                            for i in lo..hi {
+                                row[i] += zr[(i as isize + off) as usize];
+                            }
                         }
                     }
+                }
+                for o in 0..g {
+                    let row = &mut out[o * t..(o + 1) * t];
                     for s in 0..nseg {
                         let m = mask[o * nseg + s];
                         let end = ((s + 1) * self.seg_len).min(t);

@@ -52,6 +52,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::camdense::{HostBlocks, HostLayer, HostTransit};
+use rayon::prelude::*;
+
 use crate::conv2d::HostConv2d;
 use crate::error::{DiarizeError, Result};
 use crate::fbank::{self, Fbank, NUM_MEL_BINS};
@@ -205,6 +207,9 @@ struct Conv2dBn {
     /// On the CPU, convs wider than 1×1 run as implicit GEMM
     /// ([`crate::conv2d`]), bias included.
     host: Option<HostConv2d>,
+    /// On the CPU, a 1×1 conv (the FCM's strided shortcuts) as host
+    /// weights `(out, in)` and bias, for [`CamPlus::head_host`].
+    pointwise: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Conv2dBn {
@@ -234,6 +239,14 @@ impl Conv2dBn {
         } else {
             None
         };
+        let pointwise = if k == 1 && padding == 0 && w.device.is_cpu() {
+            Some((
+                weight.flatten_all()?.to_vec1::<f32>()?,
+                shift.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias: shift.reshape((1, cout, 1, 1))?,
@@ -241,6 +254,7 @@ impl Conv2dBn {
             freq_stride,
             polyphase,
             host,
+            pointwise,
         })
     }
 
@@ -287,6 +301,13 @@ impl Conv2dBn {
             every_other_row(&y, self.freq_stride)?
         };
         Ok(y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// `max(0, v)` for every value.
+fn relu_in_place(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
     }
 }
 
@@ -347,6 +368,86 @@ impl ResBlock {
             )?,
             shortcut,
         })
+    }
+
+    /// Whether [`Self::forward_item`] can run: every conv on the host.
+    fn on_host(&self) -> bool {
+        self.conv1.host.is_some()
+            && self.conv2.host.is_some()
+            && self.shortcut.as_ref().is_none_or(|s| s.pointwise.is_some())
+    }
+
+    /// [`Self::forward`] of one batch item on host buffers: `x` `(c, h, t)`
+    /// → `(planes, h', t)` and `h'`.
+    fn forward_item(
+        &self,
+        x: &[f32],
+        h: usize,
+        t: usize,
+        par: gemm::Parallelism,
+    ) -> Result<(Vec<f32>, usize)> {
+        let (c1, c2) = match (&self.conv1.host, &self.conv2.host) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(DiarizeError::Input("FCM block not on the host".into())),
+        };
+        let (mut out, oh, ow) = c1.apply(x, h, t, par)?;
+        relu_in_place(&mut out);
+        let (mut out, oh2, ow2) = c2.apply(&out, oh, ow, par)?;
+        match &self.shortcut {
+            Some(s) => {
+                let Some((w, bias)) = &s.pointwise else {
+                    return Err(DiarizeError::Input("FCM shortcut not on the host".into()));
+                };
+                // 1×1 conv, stride (s, 1): every s-th row of each channel.
+                let stride = s.freq_stride.max(1);
+                let cin = x.len() / (h * t).max(1);
+                let cout = bias.len();
+                let rows: Vec<usize> = (0..h).step_by(stride).collect();
+                if rows.len() != oh2 || t != ow2 || w.len() != cout * cin {
+                    return Err(DiarizeError::Input(format!(
+                        "FCM shortcut shape: {cin}→{cout} over {}×{t}, residual {oh2}×{ow2}",
+                        rows.len()
+                    )));
+                }
+                let n = oh2 * t;
+                let mut sub = Vec::with_capacity(cin * n);
+                for ch in 0..cin {
+                    for &r in &rows {
+                        sub.extend_from_slice(&x[(ch * h + r) * t..(ch * h + r + 1) * t]);
+                    }
+                }
+                let mut short = vec![0f32; cout * n];
+                // SAFETY: `w` is `cout × cin`, `sub` `cin × n`, `short` `cout × n`.
+                unsafe {
+                    crate::conv2d::gemm_accumulate(
+                        (cout, n, cin),
+                        &mut short,
+                        w.as_ptr(),
+                        cin,
+                        sub.as_ptr(),
+                        n,
+                        par,
+                    )
+                };
+                for (co, (o, sh)) in out.chunks_mut(n).zip(short.chunks(n)).enumerate() {
+                    let b = bias[co];
+                    for (v, &sv) in o.iter_mut().zip(sh) {
+                        *v = (*v + (sv + b)).max(0.0);
+                    }
+                }
+            }
+            None => {
+                if out.len() != x.len() {
+                    return Err(DiarizeError::Input(
+                        "FCM block changes shape without a shortcut".into(),
+                    ));
+                }
+                for (v, &xv) in out.iter_mut().zip(x) {
+                    *v = (*v + xv).max(0.0);
+                }
+            }
+        }
+        Ok((out, oh2))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -679,6 +780,60 @@ impl CamPlus {
         Ok(())
     }
 
+    /// Whether every FCM conv has its host form (the CPU).
+    fn head_on_host(&self) -> bool {
+        self.head_conv1.host.is_some()
+            && self.head_conv2.host.is_some()
+            && self.head_blocks.iter().all(ResBlock::on_host)
+    }
+
+    /// The FCM head on host buffers, one clip at a time (clips in
+    /// parallel): `(b, 1, F, T)` → `(b, channels · F', T)`. Each clip's
+    /// activations stay in cache from one conv to the next, and the
+    /// ReLUs and residual sums are folded into passes that happen anyway;
+    /// through candle every one of those ops was a pass over the whole
+    /// batch (128 clips of 2 s: 128 MB a tensor) plus a copy in and out of
+    /// each host conv. The same arithmetic in the same order as the candle
+    /// path (in float32 the 10-minute call's RTTM is byte-identical).
+    fn head_host(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, cin, h, t) = x.dims4()?;
+        let (Some(c1), Some(c2)) = (&self.head_conv1.host, &self.head_conv2.host) else {
+            return Err(DiarizeError::Input("FCM head not on the host".into()));
+        };
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let per = cin * h * t;
+        // One clip alone parallelises inside its convs instead.
+        let item = |src: &[f32], par: gemm::Parallelism| -> Result<(Vec<f32>, usize)> {
+            let (mut y, mut hh, tt) = c1.apply(src, h, t, par)?;
+            relu_in_place(&mut y);
+            for blk in &self.head_blocks {
+                let (next, nh) = blk.forward_item(&y, hh, tt, par)?;
+                y = next;
+                hh = nh;
+            }
+            let (mut y, _, tt) = c2.apply(&y, hh, tt, par)?;
+            relu_in_place(&mut y);
+            Ok((y, tt))
+        };
+        let outs: Vec<(Vec<f32>, usize)> = if b == 1 {
+            vec![item(&data, gemm::Parallelism::Rayon(0))?]
+        } else {
+            data.par_chunks(per.max(1))
+                .map(|src| item(src, gemm::Parallelism::None))
+                .collect::<Result<Vec<_>>>()?
+        };
+        // Every clip of a batch has the same length, so the same shape.
+        let (rows, tt) = match outs.first() {
+            Some((y, tt)) => (y.len() / (*tt).max(1), *tt),
+            None => (0, t),
+        };
+        let mut flat = Vec::with_capacity(b * rows * tt);
+        for (y, _) in outs {
+            flat.extend_from_slice(&y);
+        }
+        Ok(Tensor::from_vec(flat, (b, rows, tt), &self.device)?)
+    }
+
     /// Whether the convolutions run in bf16 ([`Self::set_compute_type`]).
     pub fn bf16(&self) -> bool {
         self.bf16
@@ -701,13 +856,17 @@ impl CamPlus {
         }
         // (B, T, F) -> (B, 1, F, T)
         let x = feats.transpose(1, 2)?.unsqueeze(1)?.contiguous()?;
-        let mut x = self.head_conv1.forward(&x)?.relu()?;
-        for b in &self.head_blocks {
-            x = b.forward(&x)?;
-        }
-        let x = self.head_conv2.forward(&x)?.relu()?;
-        let (b, c, h, t) = x.dims4()?;
-        let x = x.reshape((b, c * h, t))?;
+        let x = if self.head_on_host() {
+            self.head_host(&x)?
+        } else {
+            let mut x = self.head_conv1.forward(&x)?.relu()?;
+            for b in &self.head_blocks {
+                x = b.forward(&x)?;
+            }
+            let x = self.head_conv2.forward(&x)?.relu()?;
+            let (b, c, h, t) = x.dims4()?;
+            x.reshape((b, c * h, t))?
+        };
 
         let x = self.tdnn.forward(&x)?.relu()?;
         let x = self.dense_blocks(x)?;
@@ -1124,6 +1283,107 @@ mod tests {
             assert!(spread > 0.1, "the blocks' output is not degenerate");
             for (i, (x, y)) in got.iter().zip(&want).enumerate() {
                 assert!((x - y).abs() <= 1e-5 * spread, "element {i}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn host_head_matches_candle_ops() {
+        // The FCM head clip by clip on host buffers against candle's ops
+        // (the path GPUs take): strided blocks with 1×1 shortcuts, plain
+        // residual blocks, a single clip (parallel inside its convs) and a
+        // batch (clips in parallel), odd frame counts.
+        let cfg = tiny_config();
+        let tensors = tiny_tensors(&cfg, 21);
+        let mut net = CamPlus::from_tensors(&tensors, cfg, &Device::Cpu).unwrap();
+        net.set_compute_type(ComputeType::Float32).unwrap();
+        assert!(
+            net.head_on_host(),
+            "a CPU network runs its head on the host"
+        );
+        assert!(
+            net.head_blocks.iter().any(|b| b.shortcut.is_some())
+                && net.head_blocks.iter().any(|b| b.shortcut.is_none()),
+            "both kinds of residual block"
+        );
+        let mut ops = net.clone();
+        ops.head_conv1.host = None;
+        assert!(!ops.head_on_host());
+        let f = net.config.feat_dim;
+        let mut rng = Lcg(5);
+        for (b, t) in [(1, 57), (3, 130)] {
+            let x: Vec<f32> = (0..b * f * t).map(|_| rng.uniform()).collect();
+            let x = Tensor::from_vec(x, (b, 1, f, t), &Device::Cpu).unwrap();
+            let got = net.head_host(&x).unwrap();
+            let mut want = ops.head_conv1.forward(&x).unwrap().relu().unwrap();
+            for blk in &ops.head_blocks {
+                want = blk.forward(&want).unwrap();
+            }
+            let want = ops.head_conv2.forward(&want).unwrap().relu().unwrap();
+            let (wb, c, h, wt) = want.dims4().unwrap();
+            assert_eq!(got.dims(), &[wb, c * h, wt]);
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let spread = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(spread > 0.1, "the head's output is not degenerate");
+            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * spread,
+                    "b {b} element {i}: {x} vs {y}"
+                );
+            }
+        }
+        // A clip of a channel count the head does not take is an error,
+        // not a panic.
+        let bad = Tensor::zeros((1, 2, f, 9), DType::F32, &Device::Cpu).unwrap();
+        assert!(net.head_host(&bad).is_err());
+    }
+
+    #[test]
+    fn bf16_dense_blocks_stay_close_to_f32_frame_by_frame() {
+        // The bf16 local conv reads its taps as shifted views of a padded
+        // bottleneck; a view off by a frame, or padding read as data,
+        // moves whole frames, which an element-wise bound catches (the
+        // embedding's cosine might not). Odd bottlenecks (3) leave a pair
+        // half empty; dilations 1 and 2; clips shorter than a tap's reach
+        // and longer than a mask segment (100 frames).
+        if !crate::bf16::available() {
+            eprintln!("no AVX512-BF16 here: the bf16 path is not exercised");
+            return;
+        }
+        for (growth, bn_size) in [(4, 2), (3, 1)] {
+            let cfg = CamPlusConfig {
+                growth_rate: growth,
+                bn_size,
+                ..tiny_config()
+            };
+            let tensors = tiny_tensors(&cfg, 7);
+            let net = CamPlus::from_tensors(&tensors, cfg, &Device::Cpu).unwrap();
+            let Dense::Host(host) = &net.blocks else {
+                panic!("CPU blocks run on the host")
+            };
+            let mut f = host.clone();
+            assert!(!f.set_bf16(false));
+            let mut b = host.clone();
+            assert!(b.set_bf16(true));
+            let (cin, _) = f.channels();
+            for t in [1, 2, 5, 37, 130] {
+                let x: Vec<f32> = crate::conv2d::tests::noise(2 * cin * t, t as u64)
+                    .iter()
+                    .map(|v| 4.0 * v)
+                    .collect();
+                let (yf, yb) = (f.forward(&x, 2, t), b.forward(&x, 2, t));
+                let scale = yf.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = yf
+                    .iter()
+                    .zip(&yb)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                eprintln!(
+                    "growth {growth} bn {bn_size}×, t {t}: max |Δ| {diff:.2e} of {scale:.2e}"
+                );
+                assert!(diff > 0.0, "bf16 really ran");
+                assert!(diff < 2e-2 * scale, "t {t}: {diff} against {scale}");
             }
         }
     }

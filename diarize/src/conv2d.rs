@@ -131,9 +131,9 @@ impl HostConv2d {
         self.taps_bf16.is_some()
     }
 
-    /// `(b, cin, h, t)` → `(b, cout, out_h, t + 2·pad − k + 1)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, cin, h, t) = x.dims4()?;
+    /// The output's `(out_h, out_w)` for a `cin × h × t` input, or why
+    /// there is none.
+    fn out_dims(&self, cin: usize, h: usize, t: usize) -> Result<(usize, usize)> {
         if cin != self.cin {
             return Err(crate::error::DiarizeError::Input(format!(
                 "conv2d expects {} input channels, got {cin}",
@@ -147,8 +147,35 @@ impl HostConv2d {
                 "conv2d input {h}×{t} is smaller than its {k}×{k} kernel"
             )));
         }
-        let out_h = (hp - k) / s + 1;
-        let out_w = wp - k + 1;
+        Ok(((hp - k) / s + 1, wp - k + 1))
+    }
+
+    /// One item on host buffers: `src` `(cin, h, t)` → `(cout, out_h,
+    /// out_w)` with `out_h` and `out_w`.
+    pub(crate) fn apply(
+        &self,
+        src: &[f32],
+        h: usize,
+        t: usize,
+        par: gemm::Parallelism,
+    ) -> Result<(Vec<f32>, usize, usize)> {
+        let cin = src.len() / (h * t).max(1);
+        if cin * h * t != src.len() {
+            return Err(crate::error::DiarizeError::Input(format!(
+                "conv2d input of {} values is not channels × {h} × {t}",
+                src.len()
+            )));
+        }
+        let (out_h, out_w) = self.out_dims(cin, h, t)?;
+        let mut out = vec![0f32; self.cout * out_h * out_w];
+        self.one(src, h, t, out_h, out_w, &mut out, par);
+        Ok((out, out_h, out_w))
+    }
+
+    /// `(b, cin, h, t)` → `(b, cout, out_h, t + 2·pad − k + 1)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, cin, h, t) = x.dims4()?;
+        let (out_h, out_w) = self.out_dims(cin, h, t)?;
         let data = x.flatten_all()?.to_vec1::<f32>()?;
         let per_out = self.cout * out_h * out_w;
         let mut out = vec![0f32; b * per_out];
