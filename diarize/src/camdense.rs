@@ -191,8 +191,10 @@ impl HostBlocks {
                     // bottleneck from column j·dilation, so output frame i
                     // sees input frame i + (j − half)·dilation, zeros past
                     // the ends, as the f32 path's shifted sums do.
+                    // Zeros before (`half` taps' reach) and after (the
+                    // rest: the same for odd k, one tap fewer for even).
                     let pad = half * layer.dilation;
-                    let tp = t + 2 * pad;
+                    let tp = t + (layer.k - 1) * layer.dilation;
                     let bp = bn.div_ceil(2);
                     packed_h.clear();
                     packed_h.resize(bp * tp, 0);
@@ -210,7 +212,8 @@ impl HostBlocks {
                         .enumerate()
                         .map(|(j, a)| Term {
                             a,
-                            // SAFETY: j·dilation ≤ 2·pad, inside `packed_h`.
+                            // SAFETY: j·dilation ≤ (k − 1)·dilation = tp − t,
+                            // inside `packed_h`.
                             b: unsafe { packed_h.as_ptr().add(j * layer.dilation) },
                             ldb: tp,
                         })
