@@ -50,10 +50,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-
-use crate::camdense::{HostBlocks, HostLayer, HostTransit};
 use rayon::prelude::*;
 
+use crate::camdense::{HostBlocks, HostLayer, HostTransit};
 use crate::conv2d::HostConv2d;
 use crate::error::{DiarizeError, Result};
 use crate::fbank::{self, Fbank, NUM_MEL_BINS};

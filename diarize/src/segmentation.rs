@@ -1260,92 +1260,62 @@ unsafe fn recur_group_avx512_bf16(job: &Group, hs: &mut [f32]) {
         // SAFETY (both): this function only runs where bf16 is available.
         if blk + 1 < blocks {
             unsafe {
-                block_product_bf16_x2::<SEQS_WIDE>(wb(blk), wb(blk + 1), &hb, hp, acc, &mut next)
+                block_products_bf16::<SEQS_WIDE, 2>(
+                    [wb(blk), wb(blk + 1)],
+                    &hb,
+                    hp,
+                    [acc, &mut next],
+                )
             }
         } else {
-            unsafe { block_product_bf16::<SEQS_WIDE>(wb(blk), &hb, hp, acc) }
+            unsafe { block_products_bf16::<SEQS_WIDE, 1>([wb(blk)], &hb, hp, [acc]) }
         }
     })
 }
 
-/// [`block_product_bf16`] for two column blocks at once: `acc0` from
-/// `wb0`, `acc1` from `wb1`, each broadcast of a hidden-state pair used
-/// by both.
+/// [`block_product_avx512`] on bf16 pairs, for `B` column blocks at once:
+/// `acc[i][q]` = Σ_p `hb[q·hp + p]` · `wb[i][p·COLS ..][..COLS]` (each a
+/// pair of rows, see [`block_pairs`]); each broadcast of a hidden-state
+/// pair feeds all `B` blocks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline]
-unsafe fn block_product_bf16_x2<const S: usize>(
-    wb0: &[u32],
-    wb1: &[u32],
+// Sums indexed [block][sequence] from two loops: plainer than iterators.
+#[allow(clippy::needless_range_loop)]
+unsafe fn block_products_bf16<const S: usize, const B: usize>(
+    wb: [&[u32]; B],
     hb: &[u32],
     hp: usize,
-    acc0: &mut [[f32; COLS]; S],
-    acc1: &mut [[f32; COLS]; S],
+    acc: [&mut [[f32; COLS]; S]; B],
 ) {
     use std::arch::x86_64::*;
-    assert!(wb0.len() >= hp * COLS && wb1.len() >= hp * COLS && hb.len() >= S * hp);
-    let mut a0 = [_mm512_setzero_ps(); S];
-    let mut a1 = [_mm512_setzero_ps(); S];
+    assert!(wb.iter().all(|w| w.len() >= hp * COLS) && hb.len() >= S * hp);
+    let mut a = [[_mm512_setzero_ps(); S]; B];
     for p in 0..hp {
-        // SAFETY: p·COLS + 16 ≤ hp·COLS ≤ both blocks' lengths, q·hp + p <
-        // S·hp ≤ hb.len() (asserted above); the casts reinterpret 512 bits.
+        // SAFETY: p·COLS + 16 ≤ hp·COLS ≤ every block's length, q·hp + p
+        // < S·hp ≤ hb.len() (asserted above); the casts reinterpret 512
+        // bits.
         unsafe {
-            let w0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                wb0.as_ptr().add(p * COLS) as *const _,
-            ));
-            let w1 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                wb1.as_ptr().add(p * COLS) as *const _,
-            ));
+            let w: [__m512bh; B] = std::array::from_fn(|i| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    wb[i].as_ptr().add(p * COLS) as *const _,
+                ))
+            });
             for q in 0..S {
                 let x = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
                     *hb.get_unchecked(q * hp + p) as i32,
                 ));
-                a0[q] = _mm512_dpbf16_ps(a0[q], x, w0);
-                a1[q] = _mm512_dpbf16_ps(a1[q], x, w1);
+                for i in 0..B {
+                    a[i][q] = _mm512_dpbf16_ps(a[i][q], x, w[i]);
+                }
             }
         }
     }
-    for q in 0..S {
-        // SAFETY: acc0[q] and acc1[q] hold COLS = 16 floats.
-        unsafe {
-            _mm512_storeu_ps(acc0[q].as_mut_ptr(), a0[q]);
-            _mm512_storeu_ps(acc1[q].as_mut_ptr(), a1[q]);
+    for (ai, acc) in a.iter().zip(acc) {
+        for (q, aq) in ai.iter().enumerate() {
+            // SAFETY: acc[q] holds COLS = 16 floats.
+            unsafe { _mm512_storeu_ps(acc[q].as_mut_ptr(), *aq) };
         }
-    }
-}
-
-/// [`block_product_avx512`] on bf16 pairs: `acc[q]` = Σ_p `hb[q·hp + p]`
-/// · `wb[p·COLS ..][..COLS]` (each a pair of rows, see [`block_pairs`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-#[inline]
-unsafe fn block_product_bf16<const S: usize>(
-    wb: &[u32],
-    hb: &[u32],
-    hp: usize,
-    acc: &mut [[f32; COLS]; S],
-) {
-    use std::arch::x86_64::*;
-    assert!(wb.len() >= hp * COLS && hb.len() >= S * hp);
-    let mut a = [_mm512_setzero_ps(); S];
-    for p in 0..hp {
-        // SAFETY: p·COLS + 16 ≤ hp·COLS ≤ wb.len(), q·hp + p < S·hp ≤
-        // hb.len() (asserted above); the casts reinterpret 512 bits.
-        unsafe {
-            let wv = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                wb.as_ptr().add(p * COLS) as *const _,
-            ));
-            for (q, aq) in a.iter_mut().enumerate() {
-                let x = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
-                    *hb.get_unchecked(q * hp + p) as i32,
-                ));
-                *aq = _mm512_dpbf16_ps(*aq, x, wv);
-            }
-        }
-    }
-    for (q, aq) in a.iter().enumerate() {
-        // SAFETY: acc[q] holds COLS = 16 floats.
-        unsafe { _mm512_storeu_ps(acc[q].as_mut_ptr(), *aq) };
     }
 }
 
