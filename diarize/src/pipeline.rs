@@ -296,6 +296,20 @@ pub fn diarize(
     emb: &dyn EmbedModel,
     opts: &DiarizeOptions,
 ) -> Result<Diarization> {
+    diarize_yielding(audio, seg, emb, opts, &|| {})
+}
+
+/// [`diarize`], calling `before_batch` before each batch it hands either
+/// network: the points where a caller running it beside other work on the
+/// same cores can hold it back (earshot waits there while a Whisper
+/// encoder pass runs on the CPU). The result does not depend on it.
+pub fn diarize_yielding(
+    audio: &[f32],
+    seg: &dyn SegmentModel,
+    emb: &dyn EmbedModel,
+    opts: &DiarizeOptions,
+    before_batch: &dyn Fn(),
+) -> Result<Diarization> {
     opts.validate()?;
     let win = seg.window_samples();
     let frames = seg.frames();
@@ -383,6 +397,7 @@ pub fn diarize(
     let mut clip_samples = 0usize;
     for (b, batch) in starts.chunks(opts.segment_batch).enumerate() {
         let slices: Vec<&[f32]> = batch.iter().map(|&s| window(s)).collect();
+        before_batch();
         let t = std::time::Instant::now();
         let out = match &padded {
             Some(_) => seg.segment(&slices)?,
@@ -440,6 +455,7 @@ pub fn diarize(
                 clip_samples += clip.len();
                 pending.push(clip);
                 if pending.len() >= opts.embed_batch {
+                    before_batch();
                     let t = std::time::Instant::now();
                     embed_pending(emb, &mut pending, &mut embeddings)?;
                     emb_s += t.elapsed().as_secs_f64();
@@ -447,6 +463,9 @@ pub fn diarize(
             }
             acts.push(act);
         }
+    }
+    if !pending.is_empty() {
+        before_batch();
     }
     let t = std::time::Instant::now();
     embed_pending(emb, &mut pending, &mut embeddings)?;
@@ -1254,6 +1273,84 @@ mod tests {
         assert!(lens.iter().all(|n| n % 777 == 0), "{lens:?}");
         assert_eq!(d.speakers, 3);
         assert!(der_of(THREE_VOICES, &d).der < 0.03);
+    }
+
+    /// Wraps the fakes, logging each call into either network beside the
+    /// caller's yields.
+    struct Logged<'a, T> {
+        inner: T,
+        log: &'a std::sync::Mutex<Vec<&'static str>>,
+    }
+
+    impl<T: SegmentModel> SegmentModel for Logged<'_, T> {
+        fn window_samples(&self) -> usize {
+            self.inner.window_samples()
+        }
+        fn frames(&self) -> usize {
+            self.inner.frames()
+        }
+        fn local_speakers(&self) -> usize {
+            self.inner.local_speakers()
+        }
+        fn timing(&self) -> FrameTiming {
+            self.inner.timing()
+        }
+        fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
+            self.log.lock().unwrap().push("segment");
+            self.inner.segment(windows)
+        }
+        fn segment_at(&self, audio: &[f32], starts: &[usize]) -> Result<Vec<WindowActivity>> {
+            self.log.lock().unwrap().push("segment");
+            let windows: Vec<&[f32]> = starts
+                .iter()
+                .map(|&s| &audio[s..s + self.window_samples()])
+                .collect();
+            self.inner.segment(&windows)
+        }
+    }
+
+    impl<T: EmbedModel> EmbedModel for Logged<'_, T> {
+        fn dimension(&self) -> usize {
+            self.inner.dimension()
+        }
+        fn embed(&self, clips: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+            self.log.lock().unwrap().push("embed");
+            self.inner.embed(clips)
+        }
+    }
+
+    #[test]
+    fn every_network_batch_follows_a_yield_and_yields_change_nothing() {
+        let audio = render(THREE_VOICES, 50.0);
+        let opts = DiarizeOptions {
+            segment_batch: 4,
+            embed_batch: 8,
+            ..Default::default()
+        };
+        let log = std::sync::Mutex::new(Vec::new());
+        let seg = Logged {
+            inner: FakeSeg::default(),
+            log: &log,
+        };
+        let emb = Logged {
+            inner: FakeEmbed,
+            log: &log,
+        };
+        let yielded = diarize_yielding(&audio, &seg, &emb, &opts, &|| {
+            log.lock().unwrap().push("yield")
+        })
+        .unwrap();
+        let log = log.into_inner().unwrap();
+        let calls = |name| log.iter().filter(|&&e| e == name).count();
+        assert!(calls("segment") > 2 && calls("embed") > 2, "{log:?}");
+        for (i, e) in log.iter().enumerate() {
+            if *e != "yield" {
+                assert_eq!(log.get(i.wrapping_sub(1)), Some(&"yield"), "{log:?}");
+            }
+        }
+        assert_eq!(calls("yield"), calls("segment") + calls("embed"), "{log:?}");
+        let plain = diarize(&audio, &FakeSeg::default(), &FakeEmbed, &opts).unwrap();
+        assert_eq!(yielded, plain);
     }
 
     /// [`FakeSeg`] on a grid of window starts: records the starts the

@@ -542,3 +542,22 @@ fn batched_encoding_equals_one_window_at_a_time() {
         }
     }
 }
+
+#[test]
+fn cpu_encoder_passes_are_announced_to_work_beside_whisper() {
+    use earshot_inference::whisper::encoding;
+    let (_d, w) = tiny();
+    let input = signal(3.0, 5);
+    let opts = TranscribeOptions {
+        sample_len: 4,
+        no_speech_threshold: None,
+        ..Default::default()
+    };
+    let before = encoding::passes_begun();
+    let out = w.transcribe_batch(&[input.as_slice()], &opts, None);
+    assert!(out.into_iter().all(|r| r.is_ok()));
+    assert!(encoding::passes_begun() > before);
+    // The pass has ended: nothing of this test's is still counted (another
+    // test's would end too, so this wait returns either way).
+    encoding::wait_while_encoding(std::time::Duration::from_secs(3600));
+}

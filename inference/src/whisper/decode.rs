@@ -783,6 +783,13 @@ impl Whisper {
         let rows = sizes.len();
         let width = batch.len() / (rows * self.mel.n_mels()).max(1);
         let mel = Tensor::from_vec(batch, (rows, self.mel.n_mels(), width), self.model.device())?;
+        // Work beside Whisper on the CPU stands aside for this pass (see
+        // `encoding`'s docs).
+        let _pass = self
+            .model
+            .device()
+            .is_cpu()
+            .then(super::encoding::EncoderPass::begin);
         let audio = self.model.encode(&mel)?;
         Ok(Encoded {
             audio,

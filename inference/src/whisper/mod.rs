@@ -3,6 +3,7 @@
 
 pub mod attn;
 pub mod decode;
+pub mod encoding;
 pub mod format;
 pub mod gelu;
 pub mod model;
