@@ -662,7 +662,7 @@ mod tests {
     #[test]
     fn waiting_for_whisper_is_bounded_to_a_share_of_the_run() {
         let s = Duration::from_secs;
-        // At first, one encoder pass's worth.
+        // At first, WAIT_START: longer than one encoder pass.
         assert_eq!(wait_allowance(s(0), s(0)), WAIT_START);
         // Beside a transcription: 4.2 s waited in 17.6 s leaves room.
         assert!(wait_allowance(Duration::from_millis(17600), Duration::from_millis(4200)) > s(5));
