@@ -1295,17 +1295,10 @@ mod tests {
         fn timing(&self) -> FrameTiming {
             self.inner.timing()
         }
+        // The trait's own `segment_at` slices the windows and calls this.
         fn segment(&self, windows: &[&[f32]]) -> Result<Vec<WindowActivity>> {
             self.log.lock().unwrap().push("segment");
             self.inner.segment(windows)
-        }
-        fn segment_at(&self, audio: &[f32], starts: &[usize]) -> Result<Vec<WindowActivity>> {
-            self.log.lock().unwrap().push("segment");
-            let windows: Vec<&[f32]> = starts
-                .iter()
-                .map(|&s| &audio[s..s + self.window_samples()])
-                .collect();
-            self.inner.segment(&windows)
         }
     }
 
