@@ -544,8 +544,44 @@ fn batched_encoding_equals_one_window_at_a_time() {
 }
 
 #[test]
+fn with_work_beside_it_decoding_takes_fewer_threads_and_decodes_the_same() {
+    use earshot_inference::whisper::sharing;
+    let (_d, w) = tiny();
+    let inputs = [signal(3.0, 5), signal(4.0, 6)];
+    let inputs: Vec<&[f32]> = inputs.iter().map(|x| x.as_slice()).collect();
+    let opts = TranscribeOptions {
+        sample_len: 4,
+        no_speech_threshold: None,
+        ..Default::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let texts = |r: Vec<Result<Transcript, earshot_inference::InferenceError>>| {
+        r.into_iter()
+            .map(|t| {
+                let t = t.unwrap();
+                let tokens: Vec<Vec<u32>> = t.segments.iter().map(|g| g.tokens.clone()).collect();
+                (t.text, tokens)
+            })
+            .collect::<Vec<_>>()
+    };
+    let alone = texts(pool.install(|| w.transcribe_batch(&inputs, &opts, None)));
+    let before = sharing::narrowed_rounds();
+    let beside = sharing::Beside::begin();
+    let shared = texts(pool.install(|| w.transcribe_batch(&inputs, &opts, None)));
+    assert!(
+        sharing::narrowed_rounds() > before,
+        "no round decoded on fewer threads"
+    );
+    drop(beside);
+    assert_eq!(alone, shared);
+}
+
+#[test]
 fn cpu_encoder_passes_are_announced_to_work_beside_whisper() {
-    use earshot_inference::whisper::encoding;
+    use earshot_inference::whisper::sharing;
     let (_d, w) = tiny();
     let input = signal(3.0, 5);
     let opts = TranscribeOptions {
@@ -553,11 +589,11 @@ fn cpu_encoder_passes_are_announced_to_work_beside_whisper() {
         no_speech_threshold: None,
         ..Default::default()
     };
-    let before = encoding::passes_begun();
+    let before = sharing::passes_begun();
     let out = w.transcribe_batch(&[input.as_slice()], &opts, None);
     assert!(out.into_iter().all(|r| r.is_ok()));
-    assert!(encoding::passes_begun() > before);
+    assert!(sharing::passes_begun() > before);
     // The pass has ended: nothing of this test's is still counted (another
     // test's would end too, so this wait returns either way).
-    encoding::wait_while_encoding(std::time::Duration::from_secs(3600));
+    sharing::wait_while_encoding(std::time::Duration::from_secs(3600));
 }

@@ -777,6 +777,29 @@ impl Whisper {
         (batch, sizes)
     }
 
+    /// A pool of fewer threads for this round's decoding while work runs
+    /// beside Whisper on the CPU ([`super::sharing::decode_threads`]), or
+    /// `None` to decode on the current pool. Built per round (a few
+    /// threads' start, against seconds of decoding), so decoding takes
+    /// every thread again from the first round after that work ends.
+    fn decode_pool(&self) -> Option<rayon::ThreadPool> {
+        if !self.model.device().is_cpu() {
+            return None;
+        }
+        let n = rayon::current_num_threads();
+        let k = super::sharing::decode_threads(n, super::sharing::beside());
+        if k >= n {
+            return None;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(k)
+            .thread_name(|i| format!("whisper-decode-{i}"))
+            .build()
+            .ok()?;
+        super::sharing::note_narrowed();
+        Some(pool)
+    }
+
     /// The encoder's pass over [`Self::round_mel`]'s windows.
     fn encode_mel(&self, (batch, sizes): (Vec<f32>, Vec<usize>)) -> Result<Encoded> {
         let t0 = std::time::Instant::now();
@@ -784,12 +807,12 @@ impl Whisper {
         let width = batch.len() / (rows * self.mel.n_mels()).max(1);
         let mel = Tensor::from_vec(batch, (rows, self.mel.n_mels(), width), self.model.device())?;
         // Work beside Whisper on the CPU stands aside for this pass (see
-        // `encoding`'s docs).
+        // `sharing`'s docs).
         let _pass = self
             .model
             .device()
             .is_cpu()
-            .then(super::encoding::EncoderPass::begin);
+            .then(super::sharing::EncoderPass::begin);
         let audio = self.model.encode(&mel)?;
         Ok(Encoded {
             audio,
@@ -839,11 +862,20 @@ impl Whisper {
             .collect();
         let mut rngs: Vec<StdRng> = active.iter().map(|&i| streams[i].rng.clone()).collect();
         let t1 = std::time::Instant::now();
-        let decoded = self.decode_with_fallback(&cross, &jobs, opts, rules, &mut rngs)?;
+        let narrowed = self.decode_pool();
+        let decoded = match &narrowed {
+            Some(pool) => {
+                pool.install(|| self.decode_with_fallback(&cross, &jobs, opts, rules, &mut rngs))?
+            }
+            None => self.decode_with_fallback(&cross, &jobs, opts, rules, &mut rngs)?,
+        };
         tracing::debug!(
             batch = active.len(),
             encode_ms,
             decode_ms = t1.elapsed().as_millis() as u64,
+            decode_threads = narrowed
+                .as_ref()
+                .map_or(rayon::current_num_threads(), |p| p.current_num_threads()),
             tokens = decoded.iter().map(|d| d.tokens.len()).sum::<usize>(),
             "whisper round"
         );

@@ -3,12 +3,12 @@
 
 pub mod attn;
 pub mod decode;
-pub mod encoding;
 pub mod format;
 pub mod gelu;
 pub mod model;
 pub mod pipeline;
 mod reduce;
+pub mod sharing;
 pub mod timing;
 pub mod tokenizer;
 
