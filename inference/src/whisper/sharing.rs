@@ -19,7 +19,8 @@
 //!   while work runs beside Whisper ([`Beside`]), decoding uses the larger
 //!   half of the threads ([`decode_threads`]) and the rest go to that
 //!   work. With all three, `transcribe --diarize` on that call went from
-//!   +36% to +23% over plain transcription (README, Measured).
+//!   +33–36% to +23–26% over plain transcription (two runs; README,
+//!   Measured).
 //!
 //! Only CPU work counts: on a GPU Whisper leaves the cores free.
 
