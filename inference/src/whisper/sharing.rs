@@ -24,7 +24,7 @@
 //!
 //! Only CPU work counts: on a GPU Whisper leaves the cores free.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,9 @@ pub fn wait_while_encoding(limit: Duration) -> Duration {
     start.elapsed()
 }
 
-/// Work registered as running beside Whisper now ([`Beside`]).
-static BESIDE: Mutex<usize> = Mutex::new(0);
+/// Work registered as running beside Whisper now ([`Beside`]). Nothing
+/// waits on it, so a plain atomic count (no lock, no poisoning).
+static BESIDE: AtomicUsize = AtomicUsize::new(0);
 /// Decode rounds run on fewer threads since the process started.
 static NARROWED: AtomicU64 = AtomicU64::new(0);
 
@@ -104,21 +105,21 @@ pub struct Beside(());
 impl Beside {
     /// Registers work beside Whisper until the guard is dropped.
     pub fn begin() -> Self {
-        *lock_beside() += 1;
+        BESIDE.fetch_add(1, Ordering::Relaxed);
         Beside(())
     }
 }
 
 impl Drop for Beside {
     fn drop(&mut self) {
-        let mut n = lock_beside();
-        *n = n.saturating_sub(1);
+        // Each guard added one, so this never goes below zero.
+        BESIDE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Whether any work is registered beside Whisper now.
 pub fn beside() -> bool {
-    *lock_beside() > 0
+    BESIDE.load(Ordering::Relaxed) > 0
 }
 
 /// How many of `threads` Whisper's decoding uses: all of them, or, with
@@ -157,10 +158,6 @@ pub fn lower_priority() -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn lock_beside() -> std::sync::MutexGuard<'static, usize> {
-    BESIDE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The count stays meaningful even if a holder panicked mid-update (it
